@@ -1,0 +1,132 @@
+"""``vcl-export``: a checkpoint (or an untrained backbone) -> a verified encoder bundle."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+import click
+
+FORMATS = ("auto", "vcl", "torchvision", "tclr", "fame")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("checkpoint", required=False, type=click.Path(dir_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(), help="Bundle path: NAME.onnx, or a folder (then model.onnx in it). NAME.json (spec) and NAME.verify.json (report) go beside it.")
+@click.option("--engine", type=click.Choice(["onnx", "trt"]), default="onnx", show_default=True, help="trt also builds a TensorRT engine NAME.engine (needs TensorRT and a CUDA GPU).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True, help="Checkpoint layout; auto detects it from the keys.")
+@click.option("--arch", default=None, help="Backbone name, where the checkpoint does not say (see --list-archs). Without CHECKPOINT: export this backbone untrained.")
+@click.option("--list-archs", is_flag=True, help="List the backbones and exit.")
+@click.option("--frames", type=int, default=None, help="Frames per clip (overrides the checkpoint's spec).")
+@click.option("--frame-step", type=int, default=None, help="Take every N-th frame.")
+@click.option("--target-fps", type=float, default=None, help="Sample frames on timestamps at this rate instead of --frame-step.")
+@click.option("--resize", type=int, default=None, help="Short side after resizing, pixels.")
+@click.option("--crop", type=int, default=None, help="Centre crop side, pixels.")
+@click.option("--verify-video", "verify_videos", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Real video(s) to verify the export on (repeatable). Without one a synthetic clip is used.")
+@click.option("--clips-per-video", type=int, default=3, show_default=True, help="Clips decoded from each --verify-video.")
+@click.option("--min-cosine", type=float, default=None, help="Fail below this cosine similarity to torch [default: 0.9999].")
+@click.option("--max-abs-error", type=float, default=None, help="Fail above this max abs difference to torch [default: 1e-3].")
+@click.option("--opset", type=int, default=None, help="ONNX opset [default: 18].")
+@click.option("--fp16", is_flag=True, help="TensorRT: allow fp16 kernels.")
+@click.option("--int8", is_flag=True, help="TensorRT: allow int8 kernels, calibrated on the verification clips.")
+@click.option("--max-batch", type=int, default=32, show_default=True, help="TensorRT: largest batch of the optimisation profile.")
+@click.option("--opt-batch", type=int, default=8, show_default=True, help="TensorRT: batch size the engine is tuned for.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False), default=None, help="TensorRT: timing cache file (read and updated) for faster rebuilds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def main(checkpoint, out, engine, fmt, arch, list_archs, frames, frame_step, target_fps, resize, crop,
+         verify_videos, clips_per_video, min_cosine, max_abs_error, opset, fp16, int8, max_batch,
+         opt_batch, timing_cache, as_json) -> None:
+    """Export CHECKPOINT as an encoder bundle: ONNX with a dynamic batch axis, its
+    preprocessing spec inside (metadata key vcl.spec) and beside it (NAME.json), verified
+    against torch on real clips before anything is written.
+
+    CHECKPOINT may be a vcl checkpoint, a torchvision video state dict (r3d_18,
+    r2plus1d_18), or the published TCLR R3D-18 / FAME R(2+1)D-18 checkpoints. Without
+    CHECKPOINT, --arch NAME is exported untrained (for smoke tests; the spec says so).
+
+    \b
+    Examples:
+      vcl-export --arch r3d_small --out models/untrained.onnx
+      vcl-export tclr_r3d.pth --out models/tclr.onnx --verify-video clip.mp4
+      vcl-export run/checkpoint.pt --out models/ --engine trt --fp16
+    """
+    from training.models import create_backbone, list_backbones
+
+    if list_archs:
+        for name, description in list_backbones().items():
+            click.echo(f"{name:16s} {description}")
+        return
+    from pathlib import Path
+
+    from export.defaults import default_clip_spec
+    from export.pipeline import export_bundle
+    from export.tensorrt import TensorRTUnavailable, TrtOptions
+    from export.verify import DEFAULT_MAX_ABS_ERROR, DEFAULT_MIN_COSINE, VerificationFailed
+    from vcl_infer.errors import VclError
+    from vcl_infer.spec import ClipSpec, EncoderSpec
+
+    if checkpoint is None and arch is None:
+        raise click.UsageError("give a CHECKPOINT, or --arch NAME to export an untrained backbone")
+    try:
+        if checkpoint is not None:
+            from export.checkpoints import import_checkpoint
+
+            imported = import_checkpoint(checkpoint, format=fmt, arch=arch)
+            for note in imported.notes:
+                click.echo(f"note: {note}", err=True)
+            arch, arch_kwargs, method = imported.arch, imported.arch_kwargs, imported.method
+            clip = imported.clip_spec or default_clip_spec(arch)
+        else:
+            imported, arch_kwargs, method, clip = None, {}, "untrained", default_clip_spec(arch)
+        backbone = create_backbone(arch, **arch_kwargs)
+        if imported is not None:
+            backbone.load_state_dict(imported.state_dict, strict=True)
+        clip = _override_clip(clip, frames, frame_step, target_fps, resize, crop)
+        spec = EncoderSpec(arch=arch, embed_dim=int(backbone.embed_dim), clip=clip, method=method,
+                           trained=imported is not None and method != "untrained")
+        options = TrtOptions(fp16=fp16, int8=int8, max_batch=max_batch, opt_batch=min(opt_batch, max_batch),
+                             timing_cache=Path(timing_cache) if timing_cache else None)
+        if not as_json:
+            click.echo(f"exporting {arch} ({method}) -> {out}", err=True)
+        result = export_bundle(
+            backbone, spec, out, verify_videos=verify_videos, clips_per_video=clips_per_video,
+            opset=opset or 18, engine=engine, trt_options=options,
+            min_cosine=DEFAULT_MIN_COSINE if min_cosine is None else min_cosine,
+            max_abs_error=DEFAULT_MAX_ABS_ERROR if max_abs_error is None else max_abs_error,
+        )
+    except TensorRTUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    except (VerificationFailed, VclError, ValueError, KeyError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    for check in result.checks:
+        click.echo(f"verified {check.candidate} vs {check.reference} on {check.clips} clips: "
+                   f"max abs error {check.max_abs_error:.2e}, min cosine {check.min_cosine:.7f}")
+    click.echo(f"wrote {result.paths.onnx} (+ {result.paths.sidecar.name}, {result.paths.report.name}"
+               + (f", {result.paths.engine.name})" if result.engine_written else ")"))
+    if not spec.trained:
+        click.echo("note: this encoder is UNTRAINED (random weights): for smoke tests only", err=True)
+
+
+def _override_clip(clip, frames, frame_step, target_fps, resize, crop):
+    changes = {}
+    if frames is not None:
+        changes["frames_per_clip"] = frames
+    if target_fps is not None:
+        changes.update(target_fps=target_fps, frame_step=None)
+    if frame_step is not None:
+        changes.update(frame_step=frame_step, target_fps=None)
+    if resize is not None:
+        changes["resize_size"] = resize
+    if crop is not None:
+        changes["crop_size"] = crop
+        if resize is None and clip.resize_size < crop:
+            changes["resize_size"] = crop
+    return dataclasses.replace(clip, **changes)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Checkpoint -> verified encoder bundle (ONNX, optionally a TensorRT engine), all or nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from export.fingerprint import weights_fingerprint
+from export.onnx_export import DEFAULT_OPSET, EmbeddingModel, export_onnx
+from export.verify import (
+    DEFAULT_MAX_ABS_ERROR,
+    DEFAULT_MIN_COSINE,
+    Agreement,
+    compare,
+    ensure_passed,
+    verification_clips,
+    write_report,
+)
+from vcl_infer._optional import require
+from vcl_infer.bundle import BundlePaths
+from vcl_infer.spec import EncoderSpec
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote and how well it matched torch."""
+
+    paths: BundlePaths
+    spec: EncoderSpec
+    checks: list[Agreement] = field(default_factory=list)
+    engine_written: bool = False
+
+    def to_dict(self) -> dict:
+        files = [self.paths.onnx, self.paths.sidecar, self.paths.report]
+        if self.engine_written:
+            files += [self.paths.engine, self.paths.engine_sidecar]
+        return {
+            "files": [str(p) for p in files],
+            "spec": self.spec.to_dict(),
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+
+def _ort_encoder(onnx_path: Path):
+    ort = require("onnxruntime")
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda clips: session.run(None, {name: np.ascontiguousarray(clips, dtype=np.float32)})[0]
+
+
+def _torch_encoder(model: EmbeddingModel):
+    def encode(clips: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(np.ascontiguousarray(clips))).numpy()
+
+    return encode
+
+
+def _write_spec_files(onnx_path: Path, paths: BundlePaths, spec: EncoderSpec) -> None:
+    """Rewrite the ONNX metadata and the sidecar with the final spec (verification included)."""
+    onnx = require("onnx")
+    from export.onnx_export import set_spec_metadata
+
+    proto = onnx.load_model(str(onnx_path))
+    set_spec_metadata(proto, spec)
+    onnx.save_model(proto, str(onnx_path))
+    paths.sidecar.write_text(spec.to_json() + "\n")
+
+
+def export_bundle(
+    backbone: torch.nn.Module,
+    spec: EncoderSpec,
+    out: str | os.PathLike,
+    *,
+    verify_videos: Sequence[str | os.PathLike] = (),
+    clips_per_video: int = 3,
+    opset: int = DEFAULT_OPSET,
+    min_cosine: float = DEFAULT_MIN_COSINE,
+    max_abs_error: float = DEFAULT_MAX_ABS_ERROR,
+    engine: str = "onnx",
+    trt_options=None,
+) -> ExportResult:
+    """Export, verify and write a bundle; on any failure nothing is left at ``out``.
+
+    Args:
+        backbone: a backbone with the ``forward_features`` / ``forward_head`` contract.
+        spec: the encoder spec (fingerprint and verification are filled in here).
+        out: the bundle's ``.onnx`` path, or a folder for ``model.onnx``.
+        verify_videos: real videos whose clips the check runs on (synthetic when empty).
+        engine: ``onnx``, or ``trt`` to also build and verify a TensorRT engine.
+    """
+    paths = BundlePaths.for_model(out)
+    if engine not in ("onnx", "trt"):
+        raise ValueError("engine must be 'onnx' or 'trt'")
+    if engine == "trt":
+        from export.tensorrt import TensorRTUnavailable, tensorrt_unavailable_reason
+
+        reason = tensorrt_unavailable_reason()
+        if reason:
+            raise TensorRTUnavailable(f"cannot build a TensorRT engine: {reason}. Nothing was written.")
+    backbone = backbone.eval()
+    model = EmbeddingModel(backbone, l2_normalize=spec.l2_normalized).eval()
+    spec = spec.replace(fingerprint=weights_fingerprint(backbone.state_dict()))
+    paths.onnx.parent.mkdir(parents=True, exist_ok=True)
+    # Build everything in a temporary folder beside the target, then move it in: a failed
+    # or interrupted export leaves no half-written bundle.
+    with tempfile.TemporaryDirectory(prefix=".vcl-export-", dir=paths.onnx.parent) as tmp:
+        staged = BundlePaths.for_model(Path(tmp) / paths.onnx.name)
+        export_onnx(model, spec, staged.onnx, opset=opset)
+        inputs, sources = verification_clips(spec.clip, verify_videos, clips_per_video=clips_per_video)
+        onnx_check = compare(
+            _torch_encoder(model), _ort_encoder(staged.onnx), inputs,
+            names=("torch", "onnxruntime-cpu"), sources=sources,
+            min_cosine=min_cosine, max_abs_error=max_abs_error,
+        )
+        ensure_passed(onnx_check)
+        checks = [onnx_check]
+        spec = spec.replace(verification={
+            "onnxruntime_vs_torch": {k: getattr(onnx_check, k) for k in ("clips", "max_abs_error", "min_cosine")},
+        })
+        _write_spec_files(staged.onnx, staged, spec)
+        if engine == "trt":
+            checks.append(_build_and_verify_engine(staged, spec, inputs, sources, trt_options, min_cosine, max_abs_error))
+        write_report(staged.report, checks, {"spec": spec.to_dict()})
+        moved = [staged.onnx, staged.sidecar, staged.report]
+        if engine == "trt":
+            moved += [staged.engine, staged.engine_sidecar]
+        for path in moved:
+            os.replace(path, paths.onnx.parent / path.name)
+    return ExportResult(paths=paths, spec=spec, checks=checks, engine_written=engine == "trt")
+
+
+def _build_and_verify_engine(staged: BundlePaths, spec, inputs, sources, options, min_cosine, max_abs_error) -> Agreement:
+    from export.tensorrt import EngineRunner, TrtOptions, build_engine, engine_record
+
+    options = options or TrtOptions()
+    engine = build_engine(staged.onnx, spec, options, calibration=inputs)
+    # reduced precision is judged against looser defaults unless the user set them
+    if options.int8 or options.fp16:
+        min_cosine = min(min_cosine, 0.99 if options.int8 else 0.999)
+        max_abs_error = max(max_abs_error, 0.05 if options.int8 else 0.01)
+    check = compare(
+        _ort_encoder(staged.onnx), EngineRunner(engine, spec, options.max_batch), inputs,
+        names=("onnxruntime-cpu", "tensorrt"), sources=sources,
+        min_cosine=min_cosine, max_abs_error=max_abs_error,
+    )
+    ensure_passed(check)
+    staged.engine.write_bytes(engine)
+    record = engine_record(engine, staged.onnx, spec, options)
+    record["verification"] = check.to_dict()
+    staged.engine_sidecar.write_text(json.dumps(record, indent=2) + "\n")
+    return check
+
+

@@ -1,0 +1,102 @@
+"""Decoded frames to model input: the one definition training, export and runtime share.
+
+Two steps, split so decode workers can ship small uint8 clips to the encoder process:
+
+1. :func:`fit_frames`: ``T x H x W x 3`` uint8 frames of any size -> resized (antialiased
+   triangle filter, as PIL's bilinear) and centre-cropped ``T x S x S x 3`` uint8.
+2. :func:`to_model_input`: ``N x T x S x S x 3`` uint8 -> ``N x C x T x S x S`` float32,
+   scaled to [0, 1] and normalised with the spec's mean and std.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from vcl_infer.spec import ClipSpec
+
+
+@lru_cache(maxsize=64)
+def _resample_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """``out_size x in_size`` weights of a triangle filter, widened when shrinking.
+
+    Widening the filter by the shrink factor averages every input pixel that falls under an
+    output pixel (antialiasing); plain bilinear would skip pixels and alias.
+    """
+    scale = in_size / out_size
+    support = max(scale, 1.0)
+    centres = (np.arange(out_size) + 0.5) * scale
+    pixels = np.arange(in_size) + 0.5
+    weights = np.clip(1.0 - np.abs(pixels[None, :] - centres[:, None]) / support, 0.0, None)
+    totals = weights.sum(axis=1, keepdims=True)
+    # a row can only be empty when the output is far larger than the input; use the nearest pixel
+    empty = totals[:, 0] == 0
+    if empty.any():
+        nearest = np.clip(centres[empty].astype(np.int64), 0, in_size - 1)
+        weights[np.where(empty)[0], nearest] = 1.0
+        totals = weights.sum(axis=1, keepdims=True)
+    return (weights / totals).astype(np.float32)
+
+
+def resized_size(height: int, width: int, spec: ClipSpec) -> tuple[int, int]:
+    """Frame size after the spec's resize rule, before cropping."""
+    if spec.resize_mode == "square":
+        return spec.resize_size, spec.resize_size
+    short = min(height, width)
+    scale = spec.resize_size / short
+    return max(spec.resize_size, round(height * scale)), max(spec.resize_size, round(width * scale))
+
+
+def fit_frames(frames: np.ndarray, spec: ClipSpec) -> np.ndarray:
+    """Resize by the spec's rule and take the centred ``crop_size`` square.
+
+    Args:
+        frames: ``T x H x W x 3`` uint8 RGB.
+        spec: the clip spec.
+
+    Returns:
+        ``T x S x S x 3`` uint8 RGB with ``S = spec.crop_size``.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected T x H x W x 3 uint8 frames, got {frames.shape} {frames.dtype}")
+    _, height, width, _ = frames.shape
+    out_h, out_w = resized_size(height, width, spec)
+    crop = spec.crop_size
+    top, left = (out_h - crop) // 2, (out_w - crop) // 2
+    # only the rows and columns of the crop are computed
+    rows = _resample_matrix(height, out_h)[top : top + crop]
+    cols = _resample_matrix(width, out_w)[left : left + crop]
+    pixels = frames.astype(np.float32)
+    tall = np.einsum("oh,thwc->towc", rows, pixels, optimize=True)
+    out = np.einsum("pw,towc->topc", cols, tall, optimize=True)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def to_model_input(clips: np.ndarray, spec: ClipSpec) -> np.ndarray:
+    """Normalise uint8 clips into the model's layout.
+
+    Args:
+        clips: ``N x T x S x S x 3`` uint8 RGB (output of :func:`fit_frames`, stacked).
+        spec: the clip spec.
+
+    Returns:
+        ``N x 3 x T x S x S`` float32 (``NCTHW``), ``(x / 255 - mean) / std``, channels in
+        ``spec.channel_order``.
+    """
+    clips = np.asarray(clips)
+    expected = (spec.frames_per_clip, spec.crop_size, spec.crop_size, 3)
+    if clips.ndim != 5 or clips.shape[1:] != expected or clips.dtype != np.uint8:
+        raise ValueError(f"expected N x {' x '.join(map(str, expected))} uint8 clips, got {clips.shape} {clips.dtype}")
+    scale = (1.0 / (255.0 * np.asarray(spec.std, dtype=np.float32))).reshape(1, 1, 1, 1, 3)
+    shift = (np.asarray(spec.mean, dtype=np.float32) / np.asarray(spec.std, dtype=np.float32)).reshape(1, 1, 1, 1, 3)
+    if spec.channel_order == "BGR":
+        clips = clips[..., ::-1]
+    out = clips.astype(np.float32) * scale - shift
+    return np.ascontiguousarray(out.transpose(0, 4, 1, 2, 3))
+
+
+def preprocess_clip(frames: np.ndarray, spec: ClipSpec) -> np.ndarray:
+    """``T x H x W x 3`` uint8 frames -> ``3 x T x S x S`` float32 model input."""
+    return to_model_input(fit_frames(frames, spec)[None], spec)[0]

@@ -1,0 +1,142 @@
+"""Which frames make which clip: computed from timestamps alone, without decoding.
+
+A video is described by the presentation timestamps of its decodable frames (seconds, in
+presentation order). Index-based specs (``frame_step``) take every n-th frame; time-based
+specs (``target_fps``) take, for each wanted instant, the frame on screen at that instant,
+which stays right for variable-frame-rate video where ``index / fps`` drifts.
+
+Short videos: when a video holds fewer frames than one clip spans, it still yields clips.
+``ClipSpec.short_video`` picks the padding rule: ``clamp`` repeats the last frame,
+``loop`` wraps around to the first frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vcl_infer.spec import ClipSpec
+
+
+@dataclass(frozen=True)
+class ClipWindow:
+    """One clip: frame indices into the video's presentation-order frames, and its time range.
+
+    Attributes:
+        indices: ``(T,)`` int64 frame indices, each in ``[0, num_frames)``.
+        start_sec: presentation time of the clip's first frame.
+        end_sec: time at which the clip's last frame stops being shown.
+    """
+
+    indices: np.ndarray
+    start_sec: float
+    end_sec: float
+
+
+def _as_timestamps(timestamps: np.ndarray) -> np.ndarray:
+    ts = np.asarray(timestamps, dtype=np.float64).reshape(-1)
+    if ts.size == 0:
+        raise ValueError("a video with no decodable frames has no clips")
+    if not np.all(np.isfinite(ts)):
+        raise ValueError("timestamps must be finite")
+    # Decoders hand frames over in presentation order; keep a non-decreasing timeline even
+    # where a container's timestamps are not (a repeated pts must not move time backwards).
+    return np.maximum.accumulate(ts)
+
+
+def _frame_duration(ts: np.ndarray) -> float:
+    steps = np.diff(ts)
+    steps = steps[steps > 0]
+    return float(np.median(steps)) if steps.size else 0.0
+
+
+def _window(ts: np.ndarray, indices: np.ndarray) -> ClipWindow:
+    indices = indices.astype(np.int64)
+    last = int(indices.max())
+    end = ts[last + 1] if last + 1 < ts.size else ts[last] + _frame_duration(ts)
+    return ClipWindow(indices=indices, start_sec=float(ts[indices[0]]), end_sec=float(end))
+
+
+def _pad(indices: np.ndarray, num_frames: int, rule: str) -> np.ndarray:
+    if rule == "loop":
+        return indices % num_frames
+    return np.minimum(indices, num_frames - 1)
+
+
+def _indices_by_step(ts: np.ndarray, spec: ClipSpec, start: int) -> np.ndarray:
+    offsets = np.arange(spec.frames_per_clip, dtype=np.int64) * int(spec.frame_step)
+    return _pad(start + offsets, ts.size, spec.short_video)
+
+
+def _indices_by_time(ts: np.ndarray, spec: ClipSpec, start_sec: float) -> np.ndarray:
+    wanted = start_sec + np.arange(spec.frames_per_clip) / float(spec.target_fps)
+    length = ts[-1] - ts[0] + _frame_duration(ts)
+    if spec.short_video == "loop" and length > 0:
+        wanted = ts[0] + np.mod(wanted - ts[0], length)
+    # the frame on screen at time t is the last one whose pts <= t
+    found = np.searchsorted(ts, wanted + 1e-9, side="right") - 1
+    return np.clip(found, 0, ts.size - 1)
+
+
+def _start_range(ts: np.ndarray, spec: ClipSpec) -> tuple[float, float]:
+    """First and last valid clip start: frame indices, or seconds for time-based specs."""
+    if spec.target_fps is None:
+        span = (spec.frames_per_clip - 1) * int(spec.frame_step) + 1
+        return 0.0, float(max(ts.size - span, 0))
+    span_sec = (spec.frames_per_clip - 1) / float(spec.target_fps)
+    return float(ts[0]), float(max(ts[-1] - span_sec, ts[0]))
+
+
+def _clip_at(ts: np.ndarray, spec: ClipSpec, start: float) -> ClipWindow:
+    if spec.target_fps is None:
+        return _window(ts, _indices_by_step(ts, spec, int(round(start))))
+    return _window(ts, _indices_by_time(ts, spec, start))
+
+
+def uniform_clips(timestamps: np.ndarray, spec: ClipSpec, num_clips: int) -> list[ClipWindow]:
+    """``num_clips`` clips with evenly spaced starts from the first to the last valid start.
+
+    The evaluation and indexing sampler: deterministic, covers the whole video.
+    """
+    if num_clips < 1:
+        raise ValueError("num_clips must be >= 1")
+    ts = _as_timestamps(timestamps)
+    first, last = _start_range(ts, spec)
+    starts = np.linspace(first, last, num_clips) if num_clips > 1 else [(first + last) / 2]
+    return [_clip_at(ts, spec, s) for s in starts]
+
+
+def random_clip(timestamps: np.ndarray, spec: ClipSpec, rng: np.random.Generator) -> ClipWindow:
+    """One clip with a uniformly random start (training)."""
+    ts = _as_timestamps(timestamps)
+    first, last = _start_range(ts, spec)
+    if spec.target_fps is None:
+        return _clip_at(ts, spec, float(rng.integers(int(first), int(last) + 1)))
+    return _clip_at(ts, spec, float(rng.uniform(first, last)))
+
+
+def distinct_clips(
+    timestamps: np.ndarray, spec: ClipSpec, num_clips: int, rng: np.random.Generator
+) -> list[ClipWindow]:
+    """``num_clips`` temporally distinct clips in time order (training views).
+
+    The valid start range is cut into ``num_clips`` equal segments and one start is drawn
+    in each, so clips never share a start and do not overlap when the video is long enough
+    (``num_clips`` clip spans or more).
+    """
+    if num_clips < 1:
+        raise ValueError("num_clips must be >= 1")
+    ts = _as_timestamps(timestamps)
+    first, last = _start_range(ts, spec)
+    if spec.target_fps is None:
+        span = (spec.frames_per_clip - 1) * int(spec.frame_step) + 1
+        if ts.size >= num_clips * span:
+            # non-overlapping: place clips in order with random gaps that add up to the slack
+            slack = ts.size - num_clips * span
+            cuts = np.sort(rng.integers(0, slack + 1, size=num_clips))
+            starts = cuts + np.arange(num_clips) * span
+            return [_clip_at(ts, spec, float(s)) for s in starts]
+    edges = np.linspace(first, last, num_clips + 1)
+    starts = [rng.uniform(lo, hi) for lo, hi in zip(edges[:-1], edges[1:])]
+    return [_clip_at(ts, spec, float(s)) for s in starts]

@@ -1,0 +1,66 @@
+"""The reader protocol every decoder backend implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a reader knows about an opened video.
+
+    Attributes:
+        path: the file.
+        backend: decoder that opened it (``decord`` or ``pyav``).
+        num_frames: decodable frames (after clamping what the container claims).
+        fps: average frame rate (frames / duration); informative only, sample on timestamps.
+        duration: seconds from the first frame's start to the last frame's end.
+        width, height: frame size as displayed (after rotation).
+        rotation: degrees of the container's rotation tag that were applied (0, 90, 180, 270).
+        codec: codec name of the video stream.
+        claimed_frames: frame count the container claims (-1 unknown); differs from
+            ``num_frames`` for truncated or lying files.
+        stream_index: container stream that was read (FFmpeg's best video stream, the one
+            both backends pick), so files with several video streams say which one.
+    """
+
+    path: str
+    backend: str
+    num_frames: int
+    fps: float
+    duration: float
+    width: int
+    height: int
+    rotation: int = 0
+    codec: str = ""
+    claimed_frames: int = -1
+    stream_index: int = -1
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+@runtime_checkable
+class VideoReader(Protocol):
+    """An opened video.
+
+    ``timestamps`` are the presentation times (seconds, float64, non-decreasing, in
+    presentation order) of the ``info.num_frames`` decodable frames; frame ``i`` of
+    :meth:`get_frames` is the frame shown at ``timestamps[i]``.
+    """
+
+    info: VideoInfo
+
+    @property
+    def timestamps(self) -> np.ndarray: ...
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        """Frames at ``indices`` (clamped to ``[0, num_frames)``) as ``T x H x W x 3`` uint8 RGB."""
+        ...
+
+    def close(self) -> None: ...
