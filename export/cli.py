@@ -64,7 +64,7 @@ def main(checkpoint, out, engine, fmt, arch, list_archs, frames, frame_step, tar
     from export.tensorrt import TensorRTUnavailable, TrtOptions
     from export.verify import DEFAULT_MAX_ABS_ERROR, DEFAULT_MIN_COSINE, VerificationFailed
     from vcl_infer.errors import VclError
-    from vcl_infer.spec import ClipSpec, EncoderSpec
+    from vcl_infer.spec import EncoderSpec
 
     if checkpoint is None and arch is None:
         raise click.UsageError("give a CHECKPOINT, or --arch NAME to export an untrained backbone")

@@ -74,7 +74,7 @@ def torchvision_style_checkpoint(path: Path, arch: str, golden) -> dict:
     shapes = {k: s for k, s, _ in entries}
     weights = golden.golden_state_dict({k: s for k, s in shapes.items() if not k.startswith("fc.")})
     state = {}
-    for key, shape, dtype in entries:
+    for key, shape, _dtype in entries:
         if key in weights:
             state[key] = torch.from_numpy(weights[key]).float()
         elif key.endswith("num_batches_tracked"):
