@@ -1,0 +1,57 @@
+"""Registered video ResNet configurations.
+
+``r3d_18`` and ``r2plus1d_18`` are the 18-layer networks of Tran et al. 2018, "A Closer Look
+at Spatiotemporal Convolutions for Action Recognition" (CVPR 2018), parameter-compatible with
+torchvision's models of the same names (without ``fc``). ``r3d_18_tclr`` is TCLR's variant
+(Dave et al. 2022, "TCLR: Temporal Contrastive Learning for Video Representation", CVIU):
+layer4 keeps the temporal resolution by trading its temporal stride for a temporal dilation of
+2, so a 16-frame clip yields 4 temporal positions; its parameters have the same names and
+shapes as ``r3d_18``. The ``*_small`` variants are narrow, one-block-per-layer networks that
+train and run on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+from training.models.registry import register_backbone
+from training.models.video_resnet import VideoResNet
+
+_SMALL_WIDTHS = (16, 32, 64, 128)
+
+
+@register_backbone("r3d_18", "R3D-18 (Tran et al. 2018), torchvision-compatible, D=512")
+def r3d_18() -> VideoResNet:
+    """R3D-18: ``B x 3 x T x H x W -> B x 512`` (feature map ``T/8 x H/16 x W/16``)."""
+    return VideoResNet(conv_type="r3d")
+
+
+@register_backbone("r2plus1d_18", "R(2+1)D-18 (Tran et al. 2018), torchvision-compatible, D=512")
+def r2plus1d_18() -> VideoResNet:
+    """R(2+1)D-18: ``B x 3 x T x H x W -> B x 512`` (feature map ``T/8 x H/16 x W/16``)."""
+    return VideoResNet(conv_type="r2plus1d", stem_midplanes=45)
+
+
+@register_backbone("r3d_18_tclr", "R3D-18 with TCLR's temporally dilated layer4 (T/4 feature map), D=512")
+def r3d_18_tclr() -> VideoResNet:
+    """TCLR's R3D-18: layer4 temporal stride 1, dilation 2 (``B x 512 x T/4 x H/16 x W/16``)."""
+    return VideoResNet(conv_type="r3d", temporal_strides=(1, 2, 2, 1), temporal_dilations=(1, 1, 1, 2))
+
+
+@register_backbone("r3d_small", "small R3D (widths 16/32/64/128, 1 block per layer) for CPUs, D=128")
+def r3d_small(
+    *, widths: tuple[int, int, int, int] = _SMALL_WIDTHS, blocks: tuple[int, int, int, int] = (1, 1, 1, 1)
+) -> VideoResNet:
+    """Small R3D: ``B x 3 x T x H x W -> B x widths[-1]``."""
+    return VideoResNet(conv_type="r3d", widths=tuple(widths), blocks=tuple(blocks))
+
+
+@register_backbone("r2plus1d_small", "small R(2+1)D (widths 16/32/64/128, 1 block per layer) for CPUs, D=128")
+def r2plus1d_small(
+    *,
+    widths: tuple[int, int, int, int] = _SMALL_WIDTHS,
+    blocks: tuple[int, int, int, int] = (1, 1, 1, 1),
+    stem_midplanes: int = 12,
+) -> VideoResNet:
+    """Small R(2+1)D: ``B x 3 x T x H x W -> B x widths[-1]``."""
+    return VideoResNet(
+        conv_type="r2plus1d", widths=tuple(widths), blocks=tuple(blocks), stem_midplanes=stem_midplanes
+    )
