@@ -39,6 +39,22 @@ def _resample_matrix(in_size: int, out_size: int) -> np.ndarray:
     return (weights / totals).astype(np.float32)
 
 
+@lru_cache(maxsize=64)
+def _resample_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The same filter as ``(indices, weights)``, each ``out_size x K``: the K input pixels
+    under each output pixel. The filter spans only ~2 x the shrink factor pixels, so summing
+    K gathered rows costs a small fraction of a dense matrix product over the whole frame."""
+    matrix = _resample_matrix(in_size, out_size)
+    taps = int((matrix > 0).sum(axis=1).max())
+    indices = np.zeros((out_size, taps), dtype=np.int64)
+    weights = np.zeros((out_size, taps), dtype=np.float32)
+    for row in range(out_size):
+        (used,) = np.nonzero(matrix[row])
+        indices[row, : used.size], indices[row, used.size :] = used, used[-1]
+        weights[row, : used.size] = matrix[row, used]
+    return indices, weights
+
+
 def resized_size(height: int, width: int, spec: ClipSpec) -> tuple[int, int]:
     """Frame size after the spec's resize rule, before cropping."""
     if spec.resize_mode == "square":
@@ -65,12 +81,15 @@ def fit_frames(frames: np.ndarray, spec: ClipSpec) -> np.ndarray:
     out_h, out_w = resized_size(height, width, spec)
     crop = spec.crop_size
     top, left = (out_h - crop) // 2, (out_w - crop) // 2
-    # only the rows and columns of the crop are computed
-    rows = _resample_matrix(height, out_h)[top : top + crop]
-    cols = _resample_matrix(width, out_w)[left : left + crop]
-    pixels = frames.astype(np.float32)
-    tall = np.einsum("oh,thwc->towc", rows, pixels, optimize=True)
-    out = np.einsum("pw,towc->topc", cols, tall, optimize=True)
+    # only the rows and columns of the crop are computed: rows first (H), then columns (W)
+    row_idx, row_w = (a[top : top + crop] for a in _resample_taps(height, out_h))
+    col_idx, col_w = (a[left : left + crop] for a in _resample_taps(width, out_w))
+    tall = np.zeros((frames.shape[0], crop, width, 3), dtype=np.float32)
+    for k in range(row_idx.shape[1]):
+        tall += row_w[None, :, k, None, None] * frames[:, row_idx[:, k]]
+    out = np.zeros((frames.shape[0], crop, crop, 3), dtype=np.float32)
+    for k in range(col_idx.shape[1]):
+        out += col_w[None, None, :, k, None] * tall[:, :, col_idx[:, k]]
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 

@@ -1,0 +1,248 @@
+"""Decode untrusted files in child processes with a hard per-file wall-clock timeout.
+
+decord and FFmpeg can hang forever holding the GIL or abort the process on bad input
+(decord issues 373, 269, 229, 318, 113); signals and thread timeouts cannot stop native
+code, so each file is decoded in a ``spawn``-ed worker that is SIGKILLed and replaced when
+it overruns its time or dies. The caller only ever sees a :class:`DecodedVideo` or a
+:class:`VideoError` (``DecodeTimeout`` / ``DecoderCrashed`` naming the file).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from collections import deque
+from multiprocessing.connection import wait
+from typing import Any, Iterable, Iterator, Union
+
+from vcl_infer.errors import DecoderCrashed, DecodeTimeout, VideoError
+from vcl_infer.spec import ClipSpec
+from vcl_infer.video._worker import DecodeRequest, worker_main
+from vcl_infer.video.clips import DecodedVideo
+from vcl_infer.video.open import DEFAULT_MAX_PIXELS
+
+Request = Union[DecodeRequest, tuple]  # (path, ClipSpec, num_clips)
+Result = Union[DecodedVideo, VideoError]
+
+__all__ = ["DecodePool", "DecodeRequest", "DecodedVideo", "decode_clips"]
+
+
+class _Worker:
+    """One child process and the pipe to it."""
+
+    def __init__(self, ctx: Any, config: dict[str, Any]):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=worker_main, args=(child, config), daemon=True)
+        self.proc.start()
+        child.close()  # so EOF on our end means the child is gone
+        self.ready = False
+        self.done = 0
+        self.task: tuple[int, DecodeRequest, float] | None = None  # index, request, deadline
+
+    def kill(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.is_alive():
+            self.proc.kill()  # SIGKILL: native code cannot ignore it
+        self.proc.join(5)
+        self.conn.close()
+
+
+class DecodePool:
+    """Persistent spawn workers that turn video files into clips.
+
+    Args:
+        workers: number of child processes.
+        timeout_s: hard wall-clock limit per file, from the moment a ready worker gets it.
+        max_pixels: frame size cap (width x height).
+        backend: ``auto``, ``decord`` or ``pyav`` (see :func:`vcl_infer.video.open_video`).
+        threads_per_worker: decoder threads in each worker; 1 keeps ``workers`` workers
+            from oversubscribing the cores the encoder also needs.
+        max_tasks_per_worker: a worker is replaced after this many files (leak guard,
+            decord issues 1, 157, 208).
+        memory_limit_bytes: optional ``RLIMIT_AS`` for each worker, so a decompression
+            bomb fails in the worker instead of exhausting the machine.
+
+    Use as a context manager; :meth:`imap` yields one result per request.
+    """
+
+    def __init__(
+        self,
+        workers: int = 2,
+        timeout_s: float = 30.0,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        backend: str = "auto",
+        *,
+        threads_per_worker: int = 1,
+        max_tasks_per_worker: int = 200,
+        memory_limit_bytes: int | None = None,
+    ):
+        if workers < 1 or timeout_s <= 0 or max_tasks_per_worker < 1:
+            raise ValueError("need workers >= 1, timeout_s > 0 and max_tasks_per_worker >= 1")
+        self.timeout_s = float(timeout_s)
+        self.max_tasks = max_tasks_per_worker
+        self._ctx = mp.get_context("spawn")
+        self._config = {
+            "backend": backend,
+            "max_pixels": int(max_pixels),
+            "num_threads": int(threads_per_worker),
+            "memory_limit_bytes": memory_limit_bytes,
+        }
+        self._workers = [_Worker(self._ctx, self._config) for _ in range(workers)]
+        self._failed_starts = 0
+
+    def __enter__(self) -> "DecodePool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop every worker (politely, then SIGKILL after 2 s)."""
+        for w in self._workers:
+            try:
+                w.conn.send(None)
+            except OSError:
+                pass
+        for w in self._workers:
+            if w.proc is not None:
+                w.proc.join(2)
+            w.kill()
+        self._workers = []
+
+    def imap(self, requests: Iterable[Request]) -> Iterator[Result]:
+        """Decode ``requests`` and yield their results in submission order.
+
+        Each request is a :class:`DecodeRequest` or a ``(path, ClipSpec, num_clips)`` tuple;
+        each result is a :class:`DecodedVideo` or the :class:`VideoError` for that file.
+        Requests are pulled from the iterable only as workers free up.
+        """
+        buffered: dict[int, Result] = {}
+        following = 0
+        for index, result in self.imap_unordered(requests):
+            buffered[index] = result
+            while following in buffered:
+                yield buffered.pop(following)
+                following += 1
+
+    def imap_unordered(self, requests: Iterable[Request]) -> Iterator[tuple[int, Result]]:
+        """Like :meth:`imap` but yields ``(submission index, result)`` in completion order."""
+        if not self._workers:
+            raise RuntimeError("the DecodePool is closed")
+        source = iter(enumerate(_as_request(r) for r in requests))
+        queue: deque[tuple[int, DecodeRequest]] = deque()
+        exhausted = False
+        try:
+            while True:
+                idle = [w for w in self._workers if w.ready and w.task is None]
+                while idle and not exhausted:
+                    if not queue:
+                        nxt = next(source, None)
+                        if nxt is None:
+                            exhausted = True
+                            break
+                        queue.append(nxt)
+                    index, request = queue.popleft()
+                    worker = idle.pop()
+                    worker.task = (index, request, time.monotonic() + self.timeout_s)
+                    worker.conn.send((index, request))
+                if exhausted and not queue and all(w.task is None for w in self._workers):
+                    return
+                yield from self._collect()
+        finally:
+            # an abandoned generator leaves work in flight: those workers are replaced
+            for i, w in enumerate(self._workers):
+                if w.task is not None:
+                    w.kill()
+                    self._workers[i] = _Worker(self._ctx, self._config)
+
+    def _collect(self) -> Iterator[tuple[int, Result]]:
+        """Wait for messages, deaths or the earliest deadline; yield finished results."""
+        deadlines = [w.task[2] for w in self._workers if w.task is not None]
+        timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+        handles: list[Any] = [w.conn for w in self._workers] + [w.proc.sentinel for w in self._workers]
+        ready = set(wait(handles, timeout))
+        for i, w in enumerate(list(self._workers)):
+            outcome = None
+            if w.conn in ready or w.proc.sentinel in ready:
+                outcome = self._receive(w)
+            elif w.task is not None and time.monotonic() >= w.task[2]:
+                index, request, _ = w.task
+                outcome = (index, DecodeTimeout(request.path, f"no result within {self.timeout_s:g} s; decoder killed"))
+                w.kill()
+                w.proc = None  # type: ignore[assignment]
+            if w.proc is None or not w.proc.is_alive() or w.done >= self.max_tasks:
+                self._replace(i, w)
+            if outcome is not None:
+                yield outcome
+
+    def _receive(self, w: _Worker) -> tuple[int, Result] | None:
+        try:
+            if w.conn.poll():
+                message = w.conn.recv()
+                if message[0] == "ready":
+                    w.ready, self._failed_starts = True, 0
+                    return None
+                _, index, result = message
+                w.task, w.done = None, w.done + 1
+                return index, result
+        except (EOFError, OSError):
+            pass
+        # the pipe is closed or the process ended: the worker died
+        w.proc.join(1)
+        code = w.proc.exitcode
+        w.kill()
+        w.proc = None  # type: ignore[assignment]
+        if w.task is None:
+            if not w.ready:
+                self._failed_starts += 1
+                if self._failed_starts >= 3:
+                    raise RuntimeError(f"decode workers die while starting (exit code {code})")
+            return None
+        index, request, _ = w.task
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        return index, DecoderCrashed(request.path, f"decoder process died ({how})")
+
+    def _replace(self, i: int, w: _Worker) -> None:
+        if w.proc is not None:
+            if w.task is not None:
+                return  # still working on its last task
+            try:
+                w.conn.send(None)  # retire after max_tasks: a clean exit
+            except OSError:
+                pass
+            w.proc.join(2)
+            w.kill()
+        self._workers[i] = _Worker(self._ctx, self._config)
+
+
+def _as_request(request: Request) -> DecodeRequest:
+    if isinstance(request, DecodeRequest):
+        return request
+    path, spec, num_clips = request
+    return DecodeRequest(os.fspath(path), spec, int(num_clips))
+
+
+def decode_clips(
+    path: str | os.PathLike,
+    spec: ClipSpec,
+    num_clips: int,
+    *,
+    timeout_s: float = 30.0,
+    backend: str = "auto",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> DecodedVideo:
+    """Decode one file in a one-off child process (about 1 s of start-up).
+
+    Returns:
+        A :class:`DecodedVideo` (``clips``: ``N x T x S x S x 3`` uint8).
+
+    Raises:
+        VideoError: the file's error, ``DecodeTimeout`` or ``DecoderCrashed``.
+    """
+    with DecodePool(1, timeout_s, max_pixels, backend) as pool:
+        (result,) = list(pool.imap([(path, spec, num_clips)]))
+    if isinstance(result, VideoError):
+        raise result
+    return result
