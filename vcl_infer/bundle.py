@@ -14,6 +14,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from vcl_infer._onnx_external import check_external_data
 from vcl_infer._optional import require
 from vcl_infer.errors import SpecMismatch, VclError
 from vcl_infer.spec import SPEC_METADATA_KEY, EncoderSpec
@@ -58,6 +59,7 @@ def read_onnx_spec(onnx_path: str | os.PathLike) -> EncoderSpec:
     """The spec stored in an ONNX model's metadata, read with ONNX Runtime (no onnx package)."""
     onnx_path = Path(onnx_path)
     _regular_file(onnx_path, "model")
+    check_external_data(onnx_path)
     ort = require("onnxruntime")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
