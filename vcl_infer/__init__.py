@@ -26,6 +26,9 @@ _LAZY = {
     "DecodedVideo": "vcl_infer.video.isolated",
     "VideoInfo": "vcl_infer.video.reader",
     "load_bundle_spec": "vcl_infer.bundle",
+    "Embedder": "vcl_infer.embedder",
+    "LinearProbe": "vcl_infer.probe",
+    "recall_at_k": "vcl_infer.retrieval_metrics",
     "VclError": "vcl_infer.errors",
     "VideoError": "vcl_infer.errors",
 }

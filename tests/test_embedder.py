@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from export.pipeline import export_bundle
+from training.models import create_backbone
+from vcl_infer import Embedder
+from vcl_infer.errors import SpecMismatch, VideoError
+from vcl_infer.spec import ClipSpec, EncoderSpec
+from vcl_infer.video.isolated import decode_clips
+
+ROOT = Path(__file__).resolve().parents[1]
+VIDEOS = ROOT.parent / "shared" / "videos"
+needs_videos = pytest.mark.skipif(not VIDEOS.is_dir(), reason="../shared/videos not found")
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    torch.manual_seed(0)
+    backbone = create_backbone("r3d_small")
+    clip = ClipSpec(frames_per_clip=4, frame_step=2, resize_size=40, crop_size=32)
+    out = tmp_path_factory.mktemp("bundle") / "enc.onnx"
+    export_bundle(backbone, EncoderSpec(arch="r3d_small", embed_dim=128, clip=clip), out)
+    return out
+
+
+@needs_videos
+def test_video_vector_is_the_renormalised_mean_of_normalised_clip_vectors(bundle):
+    embedder = Embedder.load(bundle)
+    video = VIDEOS / "mmaction2" / "demo.mp4"
+    vector = embedder.embed_video(video, num_clips=3)
+    assert vector.shape == (128,) and abs(np.linalg.norm(vector) - 1) < 1e-5
+    decoded = decode_clips(video, embedder.spec.clip, 3)
+    from vcl_infer.preprocess import to_model_input
+
+    clips = embedder.embed_clips(to_model_input(decoded.clips, embedder.spec.clip))
+    clips /= np.linalg.norm(clips, axis=1, keepdims=True)
+    expected = clips.mean(axis=0) / np.linalg.norm(clips.mean(axis=0))
+    assert np.allclose(vector, expected, atol=1e-5)
+
+
+@needs_videos
+def test_embed_videos_keeps_order_and_reports_bad_files(bundle):
+    embedder = Embedder.load(bundle)
+    paths = [VIDEOS / "mmaction2" / "test.avi", VIDEOS / "small" / "Mpeg4.mp4", VIDEOS / "decord" / "video_90.mov"]
+    results = list(embedder.embed_videos(paths, num_clips=2))
+    assert [p for p, _ in results] == [str(p) for p in paths]
+    assert isinstance(results[1][1], VideoError)
+    assert results[0][1].shape == (128,) and results[2][1].shape == (128,)
+
+
+def test_wrong_clip_shape_is_refused(bundle):
+    with pytest.raises(SpecMismatch, match="4 x 32 x 32"):
+        Embedder.load(bundle).embed_clips(np.zeros((2, 3, 8, 32, 32), np.float32))

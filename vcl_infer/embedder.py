@@ -1,0 +1,95 @@
+"""The embedding facade: an encoder bundle turned into clip and video vectors.
+
+Video vectors are the mean of the L2-normalised clip vectors of ``num_clips`` uniformly
+spaced clips, renormalised (the multi-clip protocol of TCLR's retrieval; FAME adds a
+per-set mean-centering that belongs to evaluation, not here).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from vcl_infer._optional import require
+from vcl_infer.bundle import BundlePaths, load_bundle_spec
+from vcl_infer.errors import SpecMismatch, VclError, VideoError
+from vcl_infer.preprocess import to_model_input
+from vcl_infer.retrieval_metrics import l2_normalize
+from vcl_infer.spec import EncoderSpec
+
+DEFAULT_BUNDLE = Path(__file__).with_name("models") / "default.onnx"
+
+
+def default_bundle() -> Path:
+    """The encoder shipped inside the package (see README: what it was trained on)."""
+    if not DEFAULT_BUNDLE.is_file():
+        raise VclError(f"no default encoder is installed at {DEFAULT_BUNDLE}; pass a bundle exported with vcl-export")
+    return DEFAULT_BUNDLE
+
+
+class Embedder:
+    """Runs an encoder bundle with ONNX Runtime.
+
+    Use :meth:`load`; the bundle's spec drives preprocessing.
+    """
+
+    def __init__(self, session, spec: EncoderSpec, path: Path, batch_size: int = 16):
+        self._session = session
+        self.spec = spec
+        self.path = path
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(cls, bundle: str | os.PathLike | None = None, *, threads: int | None = None,
+             providers: list[str] | None = None, batch_size: int = 16) -> "Embedder":
+        """Open ``bundle`` (``.onnx`` file or folder; the packaged default encoder when None).
+
+        Providers are picked at run time from what ONNX Runtime offers (CUDA, then CPU)
+        unless given; ``threads`` caps the CPU threads (leave cores for decode workers).
+        """
+        ort = require("onnxruntime")
+        path = BundlePaths.for_model(bundle if bundle is not None else default_bundle()).onnx
+        spec = load_bundle_spec(path)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        if providers is None:
+            available = ort.get_available_providers()
+            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        session = ort.InferenceSession(str(path), options, providers=providers)
+        return cls(session, spec, path, batch_size)
+
+    def embed_clips(self, clips: np.ndarray) -> np.ndarray:
+        """``N x 3 x T x H x W`` float32 model input -> ``N x D`` float32 embeddings."""
+        clips = np.asarray(clips, dtype=np.float32)
+        expected = self.spec.clip.input_shape
+        if clips.ndim != 5 or tuple(clips.shape[1:]) != expected:
+            raise SpecMismatch(f"clips must be N x {' x '.join(map(str, expected))} for this encoder, got {clips.shape}")
+        out = [self._session.run(None, {self.spec.input_name: np.ascontiguousarray(clips[i : i + self.batch_size])})[0]
+               for i in range(0, len(clips), self.batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.spec.embed_dim), np.float32)
+
+    def embed_decoded(self, uint8_clips: np.ndarray) -> np.ndarray:
+        """Decoded ``N x T x S x S x 3`` uint8 clips -> the video vector ``(D,)``."""
+        vectors = l2_normalize(self.embed_clips(to_model_input(uint8_clips, self.spec.clip)))
+        return l2_normalize(vectors.mean(axis=0)).astype(np.float32)
+
+    def embed_video(self, path: str | os.PathLike, num_clips: int = 8, *, timeout_s: float = 60.0) -> np.ndarray:
+        """One video -> ``(D,)``; decoded in a child process; raises the file's VideoError."""
+        from vcl_infer.video.isolated import decode_clips
+
+        return self.embed_decoded(decode_clips(path, self.spec.clip, num_clips, timeout_s=timeout_s).clips)
+
+    def embed_videos(self, paths: Iterable[str | os.PathLike], num_clips: int = 8, *, workers: int = 2,
+                     timeout_s: float = 60.0) -> Iterator[tuple[str, np.ndarray | VideoError]]:
+        """``(path, vector or VideoError)`` per file, in order; decoding overlaps encoding."""
+        from vcl_infer.video.isolated import DecodePool
+
+        paths = [os.fspath(p) for p in paths]
+        with DecodePool(workers=workers, timeout_s=timeout_s) as pool:
+            for path, result in zip(paths, pool.imap([(p, self.spec.clip, num_clips) for p in paths])):
+                yield path, result if isinstance(result, VideoError) else self.embed_decoded(result.clips)
