@@ -138,24 +138,27 @@ def export_bundle(
 
 
 def _build_and_verify_engine(staged: BundlePaths, spec, inputs, sources, options, min_cosine, max_abs_error) -> Agreement:
-    from export.tensorrt import EngineRunner, TrtOptions, build_engine, engine_record
+    from export.tensorrt import TrtOptions, build_engine, engine_record, make_calibrator
+    from vcl_infer.backends.tensorrt_backend import TensorRTBackend
 
     options = options or TrtOptions()
-    engine = build_engine(staged.onnx, spec, options, calibration=inputs)
+    calibrator = make_calibrator(inputs, spec, options.max_batch) if options.int8 else None
+    engine = build_engine(staged.onnx, spec, options, calibrator=calibrator)
+    staged.engine.write_bytes(engine)
+    record = engine_record(engine, staged.onnx, spec, options)
+    staged.engine_sidecar.write_text(json.dumps(record, indent=2) + "\n")
     # reduced precision is judged against looser defaults unless the user set them
     if options.int8 or options.fp16:
         min_cosine = min(min_cosine, 0.99 if options.int8 else 0.999)
         max_abs_error = max(max_abs_error, 0.05 if options.int8 else 0.01)
+    # verified through the runtime's own backend, so what ships is what was checked
+    runner = TensorRTBackend(staged.onnx, spec, options=options)
     check = compare(
-        _ort_encoder(staged.onnx), EngineRunner(engine, spec, options.max_batch), inputs,
+        _ort_encoder(staged.onnx), runner.encode, inputs,
         names=("onnxruntime-cpu", "tensorrt"), sources=sources,
         min_cosine=min_cosine, max_abs_error=max_abs_error,
     )
     ensure_passed(check)
-    staged.engine.write_bytes(engine)
-    record = engine_record(engine, staged.onnx, spec, options)
     record["verification"] = check.to_dict()
     staged.engine_sidecar.write_text(json.dumps(record, indent=2) + "\n")
     return check
-
-

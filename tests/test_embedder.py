@@ -54,3 +54,27 @@ def test_embed_videos_keeps_order_and_reports_bad_files(bundle):
 def test_wrong_clip_shape_is_refused(bundle):
     with pytest.raises(SpecMismatch, match="4 x 32 x 32"):
         Embedder.load(bundle).embed_clips(np.zeros((2, 3, 8, 32, 32), np.float32))
+
+
+def test_torch_backend_agrees_with_the_onnx_bundle(bundle):
+    from export.checkpoints import import_checkpoint  # noqa: F401  (export side builds the module)
+
+    onnx_embedder = Embedder.load(bundle)
+    torch.manual_seed(0)
+    module = create_backbone("r3d_small")  # the fixture's weights: same seed, same init order
+    torch_embedder = Embedder.from_torch(module, onnx_embedder.spec, device="cpu")
+    x = np.random.default_rng(0).standard_normal((3, *onnx_embedder.spec.clip.input_shape)).astype(np.float32)
+    assert np.abs(torch_embedder.embed_clips(x) - onnx_embedder.embed_clips(x)).max() < 1e-5
+
+
+def test_provider_preference_is_tensorrt_then_cuda_then_cpu():
+    from vcl_infer.backends.onnxruntime_backend import choose_providers
+
+    assert choose_providers(["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"]) == [
+        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+
+
+def test_unknown_backend_lists_the_valid_ones(bundle):
+    with pytest.raises(KeyError, match="onnxruntime"):
+        Embedder.load(bundle, backend="openvino")

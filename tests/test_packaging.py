@@ -16,7 +16,8 @@ RUNTIME_MODULES = [
     "vcl_infer", "vcl_infer.spec", "vcl_infer.sampling", "vcl_infer.preprocess", "vcl_infer.bundle",
     "vcl_infer.video.reader", "vcl_infer.video.open", "vcl_infer.video.isolated",
     "vcl_infer.cli.index", "vcl_infer.cli.search", "vcl_infer.embedder", "vcl_infer.probe",
-    "vcl_infer.retrieval_metrics", "vcl_infer._onnx_external",
+    "vcl_infer.retrieval_metrics", "vcl_infer._onnx_external", "vcl_infer.backends",
+    "vcl_infer.backends.tensorrt_backend", "vcl_infer.backends.onnxruntime_backend",
 ]
 
 

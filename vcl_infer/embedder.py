@@ -13,9 +13,9 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from vcl_infer._optional import require
+from vcl_infer.backends import EncoderBackend, backend_class
 from vcl_infer.bundle import BundlePaths, load_bundle_spec
-from vcl_infer.errors import SpecMismatch, VclError, VideoError
+from vcl_infer.errors import VclError, VideoError
 from vcl_infer.preprocess import to_model_input
 from vcl_infer.retrieval_metrics import l2_normalize
 from vcl_infer.spec import EncoderSpec
@@ -31,47 +31,44 @@ def default_bundle() -> Path:
 
 
 class Embedder:
-    """Runs an encoder bundle with ONNX Runtime.
+    """Embeds clips and videos with an encoder backend; the bundle's spec drives preprocessing.
 
-    Use :meth:`load`; the bundle's spec drives preprocessing.
+    Use :meth:`load` for a bundle, :meth:`from_torch` for an in-memory torch model.
     """
 
-    def __init__(self, session, spec: EncoderSpec, path: Path, batch_size: int = 16):
-        self._session = session
-        self.spec = spec
+    def __init__(self, backend: EncoderBackend, path: Path | None = None):
+        self.backend = backend
+        self.spec = backend.spec
         self.path = path
-        self.batch_size = batch_size
 
     @classmethod
-    def load(cls, bundle: str | os.PathLike | None = None, *, threads: int | None = None,
-             providers: list[str] | None = None, batch_size: int = 16) -> "Embedder":
+    def load(cls, bundle: str | os.PathLike | None = None, *, backend: str = "onnxruntime",
+             threads: int | None = None, providers: list[str] | None = None, batch_size: int = 16) -> "Embedder":
         """Open ``bundle`` (``.onnx`` file or folder; the packaged default encoder when None).
 
-        Providers are picked at run time from what ONNX Runtime offers (CUDA, then CPU)
-        unless given; ``threads`` caps the CPU threads (leave cores for decode workers).
+        Args:
+            backend: ``onnxruntime`` (providers chosen at run time: TensorRT EP, CUDA, CPU)
+                or ``tensorrt`` (the bundle's engine; rebuilt from the ONNX when it was built
+                for another GPU or TensorRT version).
+            threads: CPU threads for ONNX Runtime (leave cores for decode workers).
         """
-        ort = require("onnxruntime")
         path = BundlePaths.for_model(bundle if bundle is not None else default_bundle()).onnx
         spec = load_bundle_spec(path)
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        if providers is None:
-            available = ort.get_available_providers()
-            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        session = ort.InferenceSession(str(path), options, providers=providers)
-        return cls(session, spec, path, batch_size)
+        kind = backend_class(backend)
+        if backend == "onnxruntime":
+            runner = kind(path, spec, threads=threads, providers=providers, max_batch=batch_size)
+        else:
+            runner = kind(path, spec, max_batch=batch_size)
+        return cls(runner, path)
+
+    @classmethod
+    def from_torch(cls, module, spec: EncoderSpec, *, device: str | None = None, batch_size: int = 16) -> "Embedder":
+        """Wrap an in-memory torch backbone (training evaluation; needs torch)."""
+        return cls(backend_class("torch")(module, spec, device=device, max_batch=batch_size))
 
     def embed_clips(self, clips: np.ndarray) -> np.ndarray:
         """``N x 3 x T x H x W`` float32 model input -> ``N x D`` float32 embeddings."""
-        clips = np.asarray(clips, dtype=np.float32)
-        expected = self.spec.clip.input_shape
-        if clips.ndim != 5 or tuple(clips.shape[1:]) != expected:
-            raise SpecMismatch(f"clips must be N x {' x '.join(map(str, expected))} for this encoder, got {clips.shape}")
-        out = [self._session.run(None, {self.spec.input_name: np.ascontiguousarray(clips[i : i + self.batch_size])})[0]
-               for i in range(0, len(clips), self.batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, self.spec.embed_dim), np.float32)
+        return self.backend.encode(clips)
 
     def embed_decoded(self, uint8_clips: np.ndarray) -> np.ndarray:
         """Decoded ``N x T x S x S x 3`` uint8 clips -> the video vector ``(D,)``."""
