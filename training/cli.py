@@ -5,19 +5,42 @@ from __future__ import annotations
 import click
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--method", default=None, help="Training method (none implemented yet).")
-@click.option("--data", default=None, type=click.Path(), help="Video folder or split layout.")
-@click.option("--arch", default=None, help="Backbone name (see --list-backbones).")
-@click.option("--out", default=None, type=click.Path(), help="Run folder.")
-@click.option("--list-backbones", is_flag=True, help="List the backbones and exit.")
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--method", default=None, help="Training method (see --list-methods).")
+@click.option("--data", default=None, type=click.Path(), help="Video folder or UCF101/HMDB51 split layout.")
+@click.option("--arch", default=None, help="Backbone name (see --list-backbones) [default: r3d_small].")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Run folder (checkpoints, config.yaml, metrics.csv).")
+@click.option("--config", "config_file", default=None, type=click.Path(exists=True, dir_okay=False), help="YAML or TOML config; flags override it.")
+@click.option("--epochs", type=int, default=None, help="Epochs [default: 100].")
+@click.option("--batch-size", type=int, default=None, help="Videos per step per process [default: 8].")
+@click.option("--lr", type=float, default=None, help="Learning rate [default: the method's paper value].")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]), default=None, help="Optimiser [default: the method's].")
+@click.option("--workers", type=int, default=None, help="Decoding worker processes [default: 2].")
+@click.option("--max-steps", type=int, default=None, help="Stop after N optimiser steps in total (resumable).")
+@click.option("--save-every", type=int, default=None, help="Also checkpoint every N steps.")
+@click.option("--frames", type=int, default=None, help="Frames per clip [default: the backbone's spec].")
+@click.option("--frame-step", type=int, default=None, help="Take every N-th frame.")
+@click.option("--crop", type=int, default=None, help="Crop side, pixels.")
+@click.option("--resize", type=int, default=None, help="Short side before cropping (evaluation/export).")
+@click.option("--seed", type=int, default=None, help="Seed of everything random [default: 0].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Compute device [default: auto].")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.pt.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config field, or a method hyperparameter (temperature=0.2, queue_size=4096, ...). Repeatable.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--list-methods", is_flag=True, help="List the training methods and exit.")
-def main(method, data, arch, out, list_backbones, list_methods) -> None:
+@click.option("--list-backbones", is_flag=True, help="List the backbones and exit.")
+def main(method, data, arch, out, config_file, epochs, batch_size, lr, optimizer, workers, max_steps, save_every,
+         frames, frame_step, crop, resize, seed, device, resume, sets, no_progress, list_methods,
+         list_backbones) -> None:
     """Pretrain a video encoder with a contrastive method.
 
-    NOT IMPLEMENTED YET in this version: the backbones exist (--list-backbones) and export
-    works (vcl-export), but the losses, methods, data sets and training loop arrive with the
-    training work (issue 3). Running a method says so and exits 1.
+    \b
+    Example:
+      vcl-train --method tclr --data UCF101/ --arch r3d_18_tclr --out runs/tclr
+      vcl-export runs/tclr/checkpoint.pt --out tclr.onnx
+
+    A run stops cleanly on SIGTERM / Ctrl-C (checkpoint saved); --resume continues it to
+    exactly the weights an uninterrupted run would reach. Under torchrun it trains with DDP.
     """
     if list_backbones:
         from training.models import list_backbones as backbones
@@ -26,9 +49,83 @@ def main(method, data, arch, out, list_backbones, list_methods) -> None:
             click.echo(f"{name:16s} {description}")
         return
     if list_methods:
-        click.echo("no training methods are implemented yet (simclr, moco, tclr, fame arrive with issue 3)")
+        from training.methods import list_methods as methods
+
+        for name, description in methods().items():
+            click.echo(f"{name:10s} {description}")
         return
-    raise click.ClickException(
-        "vcl-train is not implemented yet: no training methods exist in this version (issue 3). "
-        "Use `vcl-train --list-backbones` to see the backbones, and `vcl-export --arch NAME` to export one untrained."
-    )
+
+    import dataclasses
+    import logging
+
+    from training.config import TrainConfig, load_config, parse_set
+    from training.loop import CHECKPOINT_NAME, TrainError, train
+    from training.methods import method_class, method_hparams
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        extra = parse_set(sets)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    config_sets = {k: v for k, v in extra.items() if k in fields}
+    method_sets = {k: v for k, v in extra.items() if k not in fields}
+    flags = dict(method=method, data=data, arch=arch, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
+                 optimizer=optimizer, workers=workers, max_steps=max_steps, save_every=save_every, frames=frames,
+                 frame_step=frame_step, crop=crop, resize=resize, seed=seed, device=device)
+    flags.update(config_sets)
+    if method_sets:
+        flags["method_args"] = method_sets
+    try:
+        if resume:
+            from pathlib import Path
+
+            from training.checkpoint import load_checkpoint
+
+            run = Path(out) if out else None
+            if run is None and config_file:
+                run = Path(load_config(config_file).out)
+            if run is None or not (run / CHECKPOINT_NAME).is_file():
+                raise click.ClickException(f"--resume: no {CHECKPOINT_NAME} in {run or '(give --out)'}")
+            saved = TrainConfig.from_dict(load_checkpoint(run / CHECKPOINT_NAME)["config"])
+            config = saved.replace(**flags)
+        else:
+            if not method and not config_file:
+                raise click.ClickException("give --method (see --list-methods) or --config")
+            if not data and not config_file:
+                raise click.ClickException("give --data: a folder of videos or a UCF101/HMDB51 layout")
+            config = load_config(config_file, **flags)
+        method_class(config.method)
+        method_hparams(config.method, **config.method_args)
+    except (KeyError, ValueError) as exc:
+        raise click.ClickException(str(exc).strip("\"'")) from None
+    try:
+        result = train(config, resume=resume, progress=not no_progress)
+    except TrainError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        is_main = _is_main()
+        from training.distributed import cleanup
+
+        cleanup()
+    if is_main:
+        where = result.checkpoint or "(none)"
+        if result.stopped_by in ("SIGTERM", "SIGINT", "signal"):
+            click.echo(f"stopped by {result.stopped_by} at step {result.global_step}; checkpoint saved to {where}; "
+                       f"continue with: vcl-train --out {config.out} --resume", err=True)
+        elif result.stopped_by == "max_steps":
+            click.echo(f"stopped at --max-steps {result.global_step}; checkpoint {where} (--resume continues)", err=True)
+        else:
+            click.echo(f"done: {result.epoch} epoch(s), {result.global_step} steps; checkpoint {where}", err=True)
+        if result.skipped:
+            click.echo(f"skipped {result.skipped} unreadable video(s) (see the warnings above)", err=True)
+
+
+def _is_main() -> bool:
+    from training.distributed import get_rank
+
+    return get_rank() == 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The contract every training method follows, and what they share.
+
+A method is an ``nn.Module`` holding everything that is trained or carried between steps
+(backbone, heads, momentum encoder, key queue), so ``state_dict()`` is its whole state and a
+resumed run continues exactly. It defines:
+
+- ``Hparams``: a dataclass of its hyperparameters with the paper's defaults (validated);
+- ``views``: a picklable ``views(timestamps, rng) -> list[ClipWindow]`` (which clips);
+- ``training_step(clips, step) -> dict``: ``clips`` are ``B x V x 3 x T x S x S`` float RGB in
+  ``[0, 1]`` (crops and flips done by the data set); colour augmentation and mean/std
+  normalisation happen here, on the device. Returns ``{"loss": scalar tensor, ...}`` with
+  further scalars to log. ``forward`` is ``training_step`` (so DDP can wrap the method);
+- ``optim_defaults``: optimiser, lr and weight decay the paper trained with;
+- ``backbone``: the network exported by ``vcl-export``.
+
+Randomness inside a step (colour parameters, shuffles, FAME donors) comes from a generator
+seeded by ``(seed, step, rank)`` alone, so a resumed run draws what the uninterrupted run drew.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.augment import ColorAugment
+from training.data.dataset import normalize_clips
+from training.distributed import get_rank
+from vcl_infer.spec import ClipSpec
+
+
+@dataclass(frozen=True)
+class CommonHparams:
+    """Hyperparameters every method has.
+
+    Attributes:
+        temperature: softmax temperature of the contrastive loss.
+        proj_dim: output size of the projection head (128 in all four papers).
+        jitter_p, brightness, contrast, saturation, hue, grayscale_p, blur_p: colour
+            augmentation (:class:`training.augment.ColorAugment`), MoCo v2 values by default.
+    """
+
+    temperature: float = 0.1
+    proj_dim: int = 128
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
+        if self.proj_dim < 1:
+            raise ValueError(f"proj_dim must be >= 1, got {self.proj_dim!r}")
+        self.color()  # validates the augmentation fields
+
+    def color(self) -> ColorAugment:
+        return ColorAugment(
+            jitter_p=self.jitter_p,
+            brightness=self.brightness,
+            contrast=self.contrast,
+            saturation=self.saturation,
+            hue=self.hue,
+            grayscale_p=self.grayscale_p,
+            blur_p=self.blur_p,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def step_seed(seed: int, step: int, rank: int = 0, stream: int = 0) -> int:
+    """A 63-bit seed that depends on ``(seed, step, rank, stream)`` only."""
+    return int(np.random.SeedSequence([int(seed), int(step), int(rank), int(stream)]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class Method(nn.Module):
+    """Base class of the registered training methods (see the module docstring)."""
+
+    name: ClassVar[str] = ""
+    Hparams: ClassVar[type[CommonHparams]] = CommonHparams
+    optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.03, "weight_decay": 1e-4}
+    num_views: ClassVar[int] = 2
+
+    def __init__(self, *, backbone: nn.Module, spec: ClipSpec, hparams: CommonHparams, seed: int = 0) -> None:
+        super().__init__()
+        if not isinstance(hparams, self.Hparams):
+            raise TypeError(f"{type(self).__name__} needs {self.Hparams.__name__}, got {type(hparams).__name__}")
+        self.backbone = backbone
+        self.spec = spec
+        self.hparams = hparams
+        self.seed = int(seed)
+        self.color = hparams.color()
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.backbone.embed_dim)
+
+    @property
+    def views(self) -> Any:
+        """Picklable ``views(timestamps, rng) -> list[ClipWindow]`` for the data set."""
+        raise NotImplementedError
+
+    def generator(self, step: int, stream: int = 0) -> torch.Generator:
+        """CPU generator for the randomness of ``step`` on this rank."""
+        return torch.Generator().manual_seed(step_seed(self.seed, step, get_rank(), stream))
+
+    def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Colour-augment then normalise ``B x 3 x T x S x S`` clips in [0, 1]."""
+        return normalize_clips(self.color(x, generator), self.spec)
+
+    def check_clips(self, clips: torch.Tensor) -> None:
+        expected = (self.num_views, 3, self.spec.frames_per_clip, self.spec.crop_size, self.spec.crop_size)
+        if clips.ndim != 6 or tuple(clips.shape[1:]) != expected:
+            raise ValueError(f"{self.name}: expected B x {' x '.join(map(str, expected))} clips, got {tuple(clips.shape)}")
+
+    def training_step(self, clips: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, clips: torch.Tensor, step: int) -> dict[str, torch.Tensor]:  # noqa: D102
+        return self.training_step(clips, step)

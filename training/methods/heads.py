@@ -1,0 +1,66 @@
+"""Projection heads that map pooled backbone features to the contrastive embedding space."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MLPHead(nn.Module):
+    """``Linear(D, H) [-> BN] -> ReLU -> Linear(H, out) [-> BN]``, optionally L2-normalised.
+
+    MoCo v2 (Chen et al. 2020): no BN, ``D -> D -> 128``. SimCLR (Chen et al. 2020): BN after
+    the hidden layer. TCLR (``mlp.py``): BN after both layers, no bias on the last linear,
+    output normalised.
+
+    Args:
+        in_dim: D, backbone feature size.
+        hidden_dim: H (D in all three papers).
+        out_dim: embedding size (128).
+        hidden_bn: BatchNorm1d after the hidden linear.
+        out_bn: BatchNorm1d after the output linear (then the output linear has no bias).
+        normalize: L2-normalise the output.
+
+    Shapes: ``B x D -> B x out_dim``.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int,
+        out_dim: int = 128,
+        *,
+        hidden_bn: bool = False,
+        out_bn: bool = False,
+        normalize: bool = False,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim)]
+        if hidden_bn:
+            layers.append(nn.BatchNorm1d(hidden_dim))
+        layers += [nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim, bias=not out_bn)]
+        if out_bn:
+            layers.append(nn.BatchNorm1d(out_dim))
+        self.net = nn.Sequential(*layers)
+        self.normalize = normalize
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.net(x)
+        return F.normalize(z, dim=1) if self.normalize else z
+
+
+class Encoder(nn.Module):
+    """Backbone + head as one module: ``B x 3 x T x H x W -> B x out_dim`` (L2-normalised).
+
+    The MoCo key encoder is a deep copy of this module, so parameter names match for the
+    momentum update.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.backbone(x)), dim=1)

@@ -1,0 +1,79 @@
+"""The method registry: a name -> :class:`~training.methods.base.Method` subclass dict.
+
+``create_method(name, backbone=..., spec=..., **overrides)`` builds a method with the paper's
+hyperparameters, replaced by ``overrides`` (validated by the method's hyperparameter
+dataclass); ``list_methods()`` maps names to one-line descriptions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, TypeVar
+
+from torch import nn
+
+from vcl_infer.spec import ClipSpec
+
+M = TypeVar("M", bound=type)
+
+_METHODS: dict[str, type] = {}
+
+
+def register_method(name: str) -> Callable[[M], M]:
+    """Class decorator registering a ``Method`` subclass under ``name`` (sets ``cls.name``)."""
+
+    def decorate(cls: M) -> M:
+        if name in _METHODS:
+            raise ValueError(f"method {name!r} is already registered")
+        cls.name = name
+        _METHODS[name] = cls
+        return cls
+
+    return decorate
+
+
+def method_class(name: str) -> type:
+    """The class registered as ``name``.
+
+    Raises:
+        KeyError: unknown name; the message lists the valid ones.
+    """
+    try:
+        return _METHODS[name]
+    except KeyError:
+        valid = ", ".join(sorted(_METHODS))
+        raise KeyError(f"unknown method {name!r}; valid methods: {valid}") from None
+
+
+def method_hparams(name: str, **overrides: Any) -> Any:
+    """The method's hyperparameter dataclass with ``overrides`` applied and validated.
+
+    Raises:
+        KeyError: unknown method.
+        ValueError: unknown hyperparameter name or invalid value.
+    """
+    cls = method_class(name)
+    fields = {f.name for f in dataclasses.fields(cls.Hparams)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"method {name!r} has no hyperparameter(s) {unknown}; valid: {sorted(fields)}")
+    return cls.Hparams(**overrides)
+
+
+def create_method(name: str, *, backbone: nn.Module, spec: ClipSpec, seed: int = 0, **overrides: Any) -> nn.Module:
+    """Build method ``name`` around ``backbone`` for clips described by ``spec``.
+
+    Args:
+        name: registry name (``simclr``, ``moco``, ``tclr``, ``fame``).
+        backbone: a registered backbone (``forward_features`` / ``forward_head`` / ``embed_dim``).
+        spec: the clip spec of the training views (T, crop, mean/std).
+        seed: base seed of the per-step randomness (augmentation, shuffles, initial queue).
+        **overrides: hyperparameters replacing the paper defaults.
+    """
+    hparams = method_hparams(name, **overrides)
+    return method_class(name)(backbone=backbone, spec=spec, hparams=hparams, seed=seed)
+
+
+def list_methods() -> dict[str, str]:
+    """Registered method names mapped to their one-line descriptions, sorted by name."""
+    return {n: next(iter((_METHODS[n].__doc__ or "").strip().splitlines()), "") for n in sorted(_METHODS)}

@@ -1,0 +1,55 @@
+"""SimCLR on video clips: two random clips of a video are positives (Chen et al. 2020,
+"A Simple Framework for Contrastive Learning of Visual Representations"; on video as CVRL,
+Qian et al. 2021, with temporally distinct clips)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from training.distributed import gather_with_grad
+from training.losses.info_nce import info_nce_loss
+from training.methods.base import CommonHparams, Method
+from training.methods.heads import MLPHead
+from training.methods.registry import register_method
+from training.methods.views import DistinctClips
+
+
+@dataclass(frozen=True)
+class SimCLRHparams(CommonHparams):
+    """SimCLR: NT-Xent at temperature 0.1, head ``D -> D (BN, ReLU) -> 128``."""
+
+    temperature: float = 0.1
+
+
+@register_method("simclr")
+class SimCLR(Method):
+    """SimCLR: 2 distinct clips per video, MLP head D->D->128, NT-Xent (T=0.1), negatives from all ranks."""
+
+    Hparams: ClassVar[type] = SimCLRHparams
+    # The paper's LARS is not implemented; SGD with momentum at MoCo's settings instead.
+    optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.03, "weight_decay": 1e-4}
+
+    def __init__(self, *, backbone, spec, hparams: SimCLRHparams, seed: int = 0) -> None:
+        super().__init__(backbone=backbone, spec=spec, hparams=hparams, seed=seed)
+        d = self.embed_dim
+        self.head = MLPHead(d, d, hparams.proj_dim, hidden_bn=True)
+
+    @property
+    def views(self) -> DistinctClips:
+        return DistinctClips(self.spec, 2)
+
+    def training_step(self, clips: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """``B x 2 x 3 x T x S x S`` in [0, 1] -> ``{"loss"}``."""
+        self.check_clips(clips)
+        g = self.generator(step)
+        b = clips.shape[0]
+        x = torch.cat([self.augment(clips[:, 0], g), self.augment(clips[:, 1], g)])
+        # one forward for both views: BN sees the 2B clips, as in SimCLR
+        z = F.normalize(self.head(self.backbone(x)), dim=1)
+        z1, z2 = gather_with_grad(z[:b]), gather_with_grad(z[b:])
+        loss = info_nce_loss(z1, z2, self.hparams.temperature)
+        return {"loss": loss}
