@@ -12,37 +12,26 @@ from typing import Any, Callable, TypeVar
 
 from torch import nn
 
+from vcl_infer.registry import Registry
 from vcl_infer.spec import ClipSpec
 
 M = TypeVar("M", bound=type)
-
-_METHODS: dict[str, type] = {}
+METHODS: Registry = Registry("method")
 
 
 def register_method(name: str) -> Callable[[M], M]:
     """Class decorator registering a ``Method`` subclass under ``name`` (sets ``cls.name``)."""
 
     def decorate(cls: M) -> M:
-        if name in _METHODS:
-            raise ValueError(f"method {name!r} is already registered")
         cls.name = name
-        _METHODS[name] = cls
-        return cls
+        return METHODS.register(name)(cls)
 
     return decorate
 
 
 def method_class(name: str) -> type:
-    """The class registered as ``name``.
-
-    Raises:
-        KeyError: unknown name; the message lists the valid ones.
-    """
-    try:
-        return _METHODS[name]
-    except KeyError:
-        valid = ", ".join(sorted(_METHODS))
-        raise KeyError(f"unknown method {name!r}; valid methods: {valid}") from None
+    """The class registered as ``name``; an unknown name lists the valid ones (KeyError)."""
+    return METHODS.get(name)
 
 
 def method_hparams(name: str, **overrides: Any) -> Any:
@@ -74,6 +63,4 @@ def create_method(name: str, *, backbone: nn.Module, spec: ClipSpec, seed: int =
     return method_class(name)(backbone=backbone, spec=spec, hparams=hparams, seed=seed)
 
 
-def list_methods() -> dict[str, str]:
-    """Registered method names mapped to their one-line descriptions, sorted by name."""
-    return {n: next(iter((_METHODS[n].__doc__ or "").strip().splitlines()), "") for n in sorted(_METHODS)}
+list_methods = METHODS.describe

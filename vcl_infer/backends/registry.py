@@ -1,29 +1,24 @@
-"""Backend registry: name -> class."""
+"""Backend registry: name -> backend class (built-ins register themselves on import)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from vcl_infer.registry import Registry
 
-_BACKENDS: dict[str, type] = {}
+BACKENDS: Registry = Registry("backend")
+register_backend = BACKENDS.register
 
 
-def register_backend(name: str) -> Callable[[type], type]:
-    def decorate(cls: type) -> type:
-        _BACKENDS[name] = cls
-        return cls
-
-    return decorate
+def _load_builtins() -> None:
+    # imported lazily: each module imports its heavy package only when a backend is created
+    from vcl_infer.backends import onnxruntime_backend, tensorrt_backend, torch_backend  # noqa: F401
 
 
 def backend_class(name: str) -> type:
-    # the built-in backends register themselves on import; import lazily (heavy deps inside)
-    from vcl_infer.backends import onnxruntime_backend, tensorrt_backend, torch_backend  # noqa: F401
-
-    if name not in _BACKENDS:
-        raise KeyError(f"unknown backend {name!r}; valid: {', '.join(sorted(_BACKENDS))}")
-    return _BACKENDS[name]
+    """The backend class registered as ``name``; an unknown name lists the valid ones."""
+    _load_builtins()
+    return BACKENDS.get(name)
 
 
 def list_backends() -> list[str]:
-    backend_class("onnxruntime")
-    return sorted(_BACKENDS)
+    _load_builtins()
+    return list(BACKENDS.describe())
