@@ -1,0 +1,176 @@
+"""FAISS helpers: factory choice, building from stored vectors, (de)serialisation, GPU search.
+
+faiss is imported lazily (``vcl_infer._optional.require``) so that importing the index package
+costs nothing until an index is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+
+import numpy as np
+
+from vcl_infer._optional import require
+
+FLAT_MAX = 50_000  # below this many vectors an exact Flat index is fast enough
+IVF_FLAT_MAX = 3_000_000  # above this, IVF+PQ to bound memory
+IVF_MIN_POINTS_PER_LIST = 39  # faiss k-means wants >= 39 training points per centroid
+TRAIN_POINTS_PER_LIST = 40  # training subsample size per IVF list (bounded build time)
+PQ_MIN_TRAIN = 10_000
+TRAIN_SEED = 1234
+
+
+def _faiss():
+    return require("faiss")
+
+
+def _pow2(x: float) -> int:
+    return 1 << max(0, round(math.log2(max(1.0, x))))
+
+
+def choose_factory(n: int, dim: int) -> str:
+    """The FAISS factory string for an index of ``n`` vectors of dimension ``dim``.
+
+    ``Flat`` (exact) below 50k vectors; ``IVF{nlist},Flat`` with nlist the power of two
+    nearest ``4*sqrt(n)`` up to 3M; then ``IVF{nlist},PQ{m}`` (m bytes a vector, m | dim).
+    nlist is rounded to a power of two so the choice changes (and the index is retrained)
+    only when the collection roughly quadruples.
+    """
+    if n < FLAT_MAX:
+        return "Flat"
+    nlist = min(max(_pow2(4 * math.sqrt(n)), 256), 65536)
+    if n <= IVF_FLAT_MAX:
+        return f"IVF{nlist},Flat"
+    m = max(1, dim // 4)
+    while dim % m:
+        m -= 1
+    return f"IVF{nlist},PQ{m}"
+
+
+def nlist_of(factory: str) -> int | None:
+    m = re.search(r"IVF(\d+)", factory)
+    return int(m.group(1)) if m else None
+
+
+def min_train_points(factory: str) -> int:
+    """How many vectors ``factory`` needs before it can be trained (0: no training)."""
+    need = 0
+    nlist = nlist_of(factory)
+    if nlist:
+        need = max(need, IVF_MIN_POINTS_PER_LIST * nlist)
+    if re.search(r"PQ\d+", factory):
+        need = max(need, PQ_MIN_TRAIN)
+    return need
+
+
+def effective_factory(requested: str | None, n: int, dim: int) -> str:
+    """The factory actually built for ``n`` vectors.
+
+    ``None``/``"auto"`` follows :func:`choose_factory`. A requested type that needs training
+    falls back to exact ``Flat`` until there are enough vectors to train it.
+    """
+    if not requested or requested == "auto":
+        return choose_factory(n, dim)
+    if n < min_train_points(requested):
+        return "Flat"
+    return requested
+
+
+def default_nprobe(factory: str) -> int:
+    nlist = nlist_of(factory)
+    if not nlist:
+        return 0
+    return int(min(nlist, max(16, nlist // 16)))
+
+
+def validate_factory(factory: str, dim: int) -> None:
+    """Raise ``ValueError`` naming the string when faiss cannot build ``factory``."""
+    if not factory or factory == "auto":
+        return
+    faiss = _faiss()
+    try:
+        faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except Exception as exc:  # faiss raises RuntimeError with a C++ message
+        raise ValueError(f"invalid FAISS index type {factory!r} for dim {dim}: {exc}") from exc
+
+
+def set_search_params(index, factory: str, nprobe: int | None) -> None:
+    faiss = _faiss()
+    if nlist_of(factory) and nprobe:
+        try:
+            faiss.extract_index_ivf(index).nprobe = int(nprobe)
+        except Exception:
+            pass
+    if "HNSW" in factory:
+        inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+        hnsw = getattr(inner, "hnsw", None)
+        if hnsw is not None:
+            hnsw.efSearch = max(hnsw.efSearch, 64)
+
+
+def build(factory: str, dim: int, ids: np.ndarray, vectors: np.ndarray, nprobe: int | None = None):
+    """An ``IndexIDMap2`` (inner product) over ``factory``, trained when needed, holding ``vectors``."""
+    faiss = _faiss()
+    base = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    # IVF indexes store ids natively (add_with_ids / remove_ids are exact). Wrapping them in an
+    # IndexIDMap2 is WRONG after remove_ids: IVF does not renumber the positions it stores while
+    # the id map compacts, so later results map to the wrong ids (found by our tests, faiss 1.15).
+    index = base if nlist_of(factory) else faiss.IndexIDMap2(base)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, dim)
+    ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+    if not base.is_trained:
+        nlist = nlist_of(factory) or 1
+        n_train = min(len(vectors), max(TRAIN_POINTS_PER_LIST * nlist, PQ_MIN_TRAIN))
+        if n_train < len(vectors):
+            rng = np.random.default_rng(TRAIN_SEED)
+            sample = vectors[np.sort(rng.choice(len(vectors), n_train, replace=False))]
+        else:
+            sample = vectors
+        base.train(np.ascontiguousarray(sample))
+    set_search_params(index, factory, nprobe)
+    step = 262_144
+    for s in range(0, len(ids), step):
+        index.add_with_ids(vectors[s : s + step], ids[s : s + step])
+    return index
+
+
+def serialize(index) -> bytes:
+    return _faiss().serialize_index(index).tobytes()
+
+
+def deserialize(data: bytes):
+    faiss = _faiss()
+    index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    return index  # the swig wrapper already returns the concrete class
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def id_set(index) -> np.ndarray:
+    """The ids an index holds (sorted): the id map of an ``IndexIDMap2``, or an IVF's lists."""
+    faiss = _faiss()
+    if hasattr(index, "id_map"):
+        return np.sort(faiss.vector_to_array(index.id_map).astype(np.int64))
+    ivf = faiss.extract_index_ivf(index)
+    inv = ivf.invlists
+    parts = []
+    for lst in range(ivf.nlist):
+        n = inv.list_size(lst)
+        if n:
+            parts.append(faiss.rev_swig_ptr(inv.get_ids(lst), n).copy())
+    return np.sort(np.concatenate(parts).astype(np.int64)) if parts else np.zeros(0, np.int64)
+
+
+def to_gpu(index):
+    """A GPU copy of ``index`` for search when GPU FAISS is present, else ``None``."""
+    faiss = _faiss()
+    try:
+        if getattr(faiss, "get_num_gpus", lambda: 0)() <= 0 or index.ntotal == 0:
+            return None
+        return faiss.index_cpu_to_all_gpus(index)
+    except Exception:  # index type not supported on GPU (HNSW, ...): search on CPU
+        return None
