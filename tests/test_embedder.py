@@ -78,3 +78,16 @@ def test_provider_preference_is_tensorrt_then_cuda_then_cpu():
 def test_unknown_backend_lists_the_valid_ones(bundle):
     with pytest.raises(KeyError, match="onnxruntime"):
         Embedder.load(bundle, backend="openvino")
+
+
+def test_the_packaged_default_encoder_loads_and_is_trained():
+    import json
+
+    from vcl_infer.embedder import DEFAULT_BUNDLE
+
+    embedder = Embedder.load()  # no bundle: the one shipped in vcl_infer/models/
+    assert embedder.spec.trained and embedder.spec.method != "untrained"
+    results = json.loads(DEFAULT_BUNDLE.with_name("default.results.json").read_text())
+    assert results["trained"]["R@1"] > results["untrained"]["R@1"]  # what the README reports
+    x = np.zeros((1, *embedder.spec.clip.input_shape), np.float32)
+    assert embedder.embed_clips(x).shape == (1, embedder.spec.embed_dim)
