@@ -2,64 +2,167 @@
 
 from __future__ import annotations
 
+import json
+from contextlib import contextmanager
+from typing import Iterator
+
 import click
 
 from vcl_infer import __version__
-from vcl_infer.cli import NOT_YET
+
+_INDEX_HELP = "Index folder."
+_MODEL_HELP = "Encoder bundle (.onnx); default: the bundled default encoder."
 
 
-def _not_yet(command: str) -> None:
-    raise click.ClickException(NOT_YET.format(command=command, version=__version__))
+@contextmanager
+def _errors(model: str | None = None) -> Iterator[None]:
+    """VclError -> ClickException with the fix; a missing default encoder names --model."""
+    from vcl_infer.errors import VclError
+
+    try:
+        yield
+    except VclError as exc:
+        message = str(exc)
+        if model is None and "no default encoder" in message:
+            message += " (pass it with --model BUNDLE.onnx)"
+        raise click.ClickException(message) from exc
+
+
+def _print_report(report, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    for failure in report.failed:
+        click.echo(f"failed  {failure.path}: [{failure.kind}] {failure.reason}", err=True)
+    click.echo(report.summary())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vcl-index")
 def main() -> None:
     """Build and maintain a video index: one vector per clip (moment search) and one per
-    video, in FAISS, with a SQLite catalog of files, clips and failures.
-
-    NOT IMPLEMENTED YET in this version: every subcommand below says so and exits 1.
-    """
+    video, in FAISS, with a SQLite catalog of files, clips and failures."""
 
 
 @main.command()
 @click.argument("videos_dir", type=click.Path(file_okay=False))
-@click.option("--index", "index_dir", default="./vcl-index", show_default=True, help="Index folder.")
-@click.option("--model", default=None, help="Encoder bundle (.onnx); default: the bundled default encoder.")
-@click.option("--clips", type=int, default=None, help="Clips embedded per video.")
-@click.option("--workers", type=int, default=None, help="Decode worker processes.")
-@click.option("--index-type", default=None, help="FAISS factory string (Flat, IVF1024,Flat, HNSW32, ...); chosen by size when not given.")
+@click.option("--index", "index_dir", default="./vcl-index", show_default=True, help=_INDEX_HELP)
+@click.option("--model", default=None, help=_MODEL_HELP)
+@click.option("--clips", type=click.IntRange(min=1), default=None, help="Clips embedded per video (default 8).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Decode worker processes (default: cores - 1).")
+@click.option("--index-type", default=None,
+              help="FAISS factory string (Flat, IVF1024,Flat, HNSW32, ...); chosen by size when not given.")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any file failed.")
-def build(**_: object) -> None:
-    """Index every video under VIDEOS_DIR (incremental on re-runs)."""
-    _not_yet("vcl-index build")
+@click.option("--json", "as_json", is_flag=True, help="Print the build report as JSON.")
+@click.option("--commit-every", type=click.IntRange(min=1), default=None, hidden=True,
+              help="Videos per commit (default 32).")
+def build(videos_dir: str, index_dir: str, model: str | None, clips: int | None, workers: int | None,
+          index_type: str | None, strict: bool, as_json: bool, commit_every: int | None) -> None:
+    """Index every video under VIDEOS_DIR (incremental on re-runs).
+
+    Unchanged files are skipped, changed ones re-embedded, vanished ones removed. Files that
+    cannot be read are listed with their reason and the build goes on; the report is written
+    to INDEX/build_report.json.
+    """
+    from vcl_infer.build import DEFAULT_COMMIT_EVERY, REPORT_NAME, build_index
+
+    with _errors(model):
+        report = build_index(videos_dir, index_dir, model=model, clips=clips, workers=workers,
+                             index_type=index_type, progress=not as_json,
+                             commit_every=commit_every or DEFAULT_COMMIT_EVERY)
+    _print_report(report, as_json)
+    if not as_json:
+        click.echo(f"report: {index_dir.rstrip('/')}/{REPORT_NAME}")
+    if strict and report.failed:
+        raise click.ClickException(f"{len(report.failed)} file(s) could not be indexed (--strict)")
 
 
 @main.command()
 @click.argument("files", nargs=-1, required=True)
-@click.option("--index", "index_dir", default="./vcl-index", show_default=True)
-def add(**_: object) -> None:
-    """Add FILES to the index."""
-    _not_yet("vcl-index add")
+@click.option("--index", "index_dir", default="./vcl-index", show_default=True, help=_INDEX_HELP)
+@click.option("--model", default=None, help=_MODEL_HELP)
+@click.option("--clips", type=click.IntRange(min=1), default=None, help="Clips per video (default: the index's).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Decode worker processes.")
+@click.option("--strict", is_flag=True, help="Exit non-zero if any file failed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def add(files: tuple[str, ...], index_dir: str, model: str | None, clips: int | None, workers: int | None,
+        strict: bool, as_json: bool) -> None:
+    """Add FILES to the index (files already in it are re-embedded)."""
+    from vcl_infer.build import add_files
+
+    with _errors(model):
+        report = add_files(index_dir, files, model=model, clips=clips, workers=workers, progress=not as_json)
+    _print_report(report, as_json)
+    if strict and report.failed:
+        raise click.ClickException(f"{len(report.failed)} file(s) could not be indexed (--strict)")
 
 
 @main.command()
 @click.argument("files", nargs=-1, required=True)
-@click.option("--index", "index_dir", default="./vcl-index", show_default=True)
-def remove(**_: object) -> None:
+@click.option("--index", "index_dir", default="./vcl-index", show_default=True, help=_INDEX_HELP)
+def remove(files: tuple[str, ...], index_dir: str) -> None:
     """Remove FILES from the index."""
-    _not_yet("vcl-index remove")
+    from vcl_infer.build import remove_files
+
+    with _errors():
+        report = remove_files(index_dir, files)
+    click.echo(f"removed {report.removed} of {len(files)} file(s)")
+
+
+def _open(index_dir: str):
+    from vcl_infer.index import VideoIndex
+
+    return VideoIndex.open(index_dir)
+
+
+_WHERE = click.argument("where", required=False, metavar="[INDEX_DIR]")
 
 
 @main.command()
-@click.option("--index", "index_dir", default="./vcl-index", show_default=True)
-def info(**_: object) -> None:
+@_WHERE
+@click.option("--index", "index_dir", default="./vcl-index", show_default=True, help=_INDEX_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(where: str | None, index_dir: str, as_json: bool) -> None:
     """Videos, clips, failures, encoder, index type and size on disk."""
-    _not_yet("vcl-index info")
+    index_dir = where or index_dir
+    with _errors():
+        index = _open(index_dir)
+        data = dict(index.info())
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    for key, value in data.items():
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value, default=str)
+        click.echo(f"{key:>16}: {value}")
 
 
 @main.command()
-@click.option("--index", "index_dir", default="./vcl-index", show_default=True)
-def verify(**_: object) -> None:
+@_WHERE
+@click.option("--index", "index_dir", default="./vcl-index", show_default=True, help=_INDEX_HELP)
+def verify(where: str | None, index_dir: str) -> None:
     """Check the FAISS files against the catalog's counts and checksums."""
-    _not_yet("vcl-index verify")
+    index_dir = where or index_dir
+    with _errors():
+        problems = list(_open(index_dir).verify())
+    if problems:
+        for p in problems:
+            click.echo(f"problem: {p}", err=True)
+        raise click.ClickException(f"{len(problems)} problem(s); fix with `vcl-index repair --index {index_dir}`")
+    click.echo("ok: the FAISS files match the catalog")
+
+
+@main.command()
+@_WHERE
+@click.option("--index", "index_dir", default="./vcl-index", show_default=True, help=_INDEX_HELP)
+def repair(where: str | None, index_dir: str) -> None:
+    """Rebuild the FAISS files from the vectors stored in the catalog (INDEX_DIR or --index)."""
+    index_dir = where or index_dir
+    from vcl_infer.index import VideoIndex
+
+    with _errors():
+        index = VideoIndex.open(index_dir, writable=True, repair=True)  # rebuilds without reading them
+        data = dict(index.info())
+        index.close()
+    click.echo(f"repaired: {data.get('videos_ok', 0)} videos, {data.get('clips', 0)} clips re-indexed from the catalog")

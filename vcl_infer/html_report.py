@@ -1,0 +1,155 @@
+"""A self-contained HTML page of search results: thumbnail strips of the query and each hit.
+
+Frames are read in a child process (the files are untrusted), shrunk there, and inlined as
+base64 JPEG (PyAV's MJPEG encoder; PNG written with zlib when that fails), so the page is
+one file with no links to the videos.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import struct
+import zlib
+from fractions import Fraction
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from vcl_infer.errors import VclError, VideoError
+
+THUMB_HEIGHT = 90
+FRAMES_PER_STRIP = 5
+
+
+def strip_frames(jobs: Sequence[tuple[str, float, float]], count: int = FRAMES_PER_STRIP,
+                 height: int = THUMB_HEIGHT) -> list[list[np.ndarray] | str]:
+    """In this process: per ``(path, start, end)``, ``count`` frames evenly spread over the
+    range, each ``height`` pixels high (``h x w x 3`` uint8); an error string for a file
+    that cannot be read."""
+    from vcl_infer.preprocess import _resample_matrix
+    from vcl_infer.video.open import open_video
+
+    out: list[list[np.ndarray] | str] = []
+    for path, start, end in jobs:
+        try:
+            reader = open_video(path)
+            try:
+                ts = np.asarray(reader.timestamps, dtype=np.float64)
+                wanted = np.linspace(start, max(start, end - 1e-3), count)
+                idx = np.clip(np.searchsorted(ts, wanted + 1e-9, side="right") - 1, 0, ts.size - 1)
+                frames = reader.get_frames(np.unique(idx))
+            finally:
+                reader.close()
+            h, w = frames.shape[1:3]
+            new_w = max(1, round(w * height / h))
+            rows, cols = _resample_matrix(h, height), _resample_matrix(w, new_w)
+            planes = frames.astype(np.float32).transpose(0, 3, 1, 2)  # n x c x h x w
+            small = (rows @ planes @ cols.T).transpose(0, 2, 3, 1)
+            out.append([np.clip(np.rint(f), 0, 255).astype(np.uint8) for f in small])
+        except VideoError as exc:
+            out.append(exc.reason)
+        except Exception as exc:  # noqa: BLE001 - one unreadable hit must not lose the page
+            out.append(f"{type(exc).__name__}: {exc}")
+    return out
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """``h x w x 3`` uint8 -> PNG file bytes (no compression library beyond zlib)."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    h, w = rgb.shape[:2]
+    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+
+
+def jpeg_bytes(rgb: np.ndarray, quality: int = 5) -> bytes:
+    """``h x w x 3`` uint8 -> JPEG bytes with PyAV's MJPEG encoder (``quality``: qscale, 2..31)."""
+    import av
+
+    rgb = np.ascontiguousarray(rgb[: rgb.shape[0] // 2 * 2, : rgb.shape[1] // 2 * 2], dtype=np.uint8)
+    ctx = av.CodecContext.create("mjpeg", "w")
+    ctx.width, ctx.height = rgb.shape[1], rgb.shape[0]
+    ctx.pix_fmt = "yuvj420p"
+    ctx.time_base = Fraction(1, 25)
+    ctx.options = {"qscale": str(quality)}
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuvj420p")
+    packets = list(ctx.encode(frame)) + list(ctx.encode(None))
+    return b"".join(bytes(p) for p in packets)
+
+
+def image_uri(rgb: np.ndarray) -> str:
+    """A ``data:`` URI of the frame (JPEG, or PNG when JPEG encoding is unavailable)."""
+    try:
+        data, mime = jpeg_bytes(rgb), "image/jpeg"
+        if not data.startswith(b"\xff\xd8"):
+            raise ValueError("not a JPEG")
+    except Exception:  # noqa: BLE001 - any PyAV/FFmpeg trouble: PNG needs nothing
+        data, mime = png_bytes(rgb), "image/png"
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+h1 { font-size: 1.3em; } .hit { margin: 1em 0; padding: .6em; border: 1px solid #ddd; border-radius: 6px; }
+.meta { font-size: .9em; margin-bottom: .4em; } .strip img { height: %dpx; margin-right: 3px; }
+.score { font-weight: bold; } .err { color: #a00; font-size: .9em; } code { word-break: break-all; }
+""" % THUMB_HEIGHT
+
+
+def _strip_html(frames: list[np.ndarray] | str) -> str:
+    if isinstance(frames, str):
+        return f'<div class="err">no thumbnails: {html.escape(frames)}</div>'
+    return '<div class="strip">' + "".join(f'<img alt="frame" src="{image_uri(f)}">' for f in frames) + "</div>"
+
+
+def write_html(result, out_html: str | os.PathLike, *, timeout_s: float = 120.0) -> Path:
+    """Write the results page of a :class:`vcl_infer.search.SearchResult` to ``out_html``.
+
+    The query strip spans the query's range (or its clips' span); each hit's strip spans
+    its matched time range.
+    """
+    from vcl_infer.search import parse_query, run_isolated
+
+    query = parse_query(result.query)
+    if query.start is not None:
+        q_range = (query.start, query.end)
+    elif result.query_windows:
+        q_range = (result.query_windows[0][0], result.query_windows[-1][1])
+    else:
+        q_range = (0.0, 1e9)
+    jobs = [(query.path, *q_range)] + [(h.video, h.start, h.end) for h in result.results]
+    try:
+        strips = run_isolated(strip_frames, (jobs,), query.path, timeout_s)
+    except VideoError as exc:
+        strips = [exc.reason] * len(jobs)
+    kind = "moments" if result.moments else "videos"
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\">",
+        f"<title>vcl-search: {html.escape(result.query)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>Query <code>{html.escape(result.query)}</code></h1>",
+        f'<div class="hit"><div class="meta">query frames, {q_range[0]:.2f}&ndash;{min(q_range[1], 1e8):.2f} s</div>',
+        _strip_html(strips[0]), "</div>",
+        f"<h2>{len(result.results)} most similar {kind}</h2>",
+    ]
+    for hit, strip in zip(result.results, strips[1:]):
+        parts += [
+            '<div class="hit"><div class="meta">',
+            f'#{hit.rank} <span class="score">{hit.score:.4f}</span> ',
+            f"<code>{html.escape(hit.video)}</code> {hit.start:.2f}&ndash;{hit.end:.2f} s</div>",
+            _strip_html(strip), "</div>",
+        ]
+    parts.append("</body></html>\n")
+    out = Path(out_html)
+    if out.parent and not out.parent.is_dir():
+        raise VclError(f"cannot write {out}: folder {out.parent} does not exist")
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text("".join(parts), encoding="utf-8")
+    os.replace(tmp, out)
+    return out
