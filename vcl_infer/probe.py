@@ -82,12 +82,19 @@ class LinearProbe:
         """Top-1 accuracy."""
         return float(np.mean(self.predict(X) == np.asarray(y)))
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write ``PATH.npz`` (arrays, no pickle) and ``PATH.json`` (parameters, class names)."""
+    def save(self, path: str | os.PathLike, *, info: dict | None = None) -> Path:
+        """Write ``PATH.npz`` (arrays, no pickle) and ``PATH.json`` (parameters, class names).
+
+        Args:
+            info: JSON-able facts about how the probe was made (encoder fingerprint,
+                pooling, label source); read back as ``probe.info``.
+        """
         path = Path(path).with_suffix("")
+        path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path.with_suffix(".npz"), coef=self.coef_, intercept=self.intercept_, mean=self.mean_, scale=self.scale_)
         meta = {"format": "vcl-linear-probe", "version": 1, "params": self.get_params(),
-                "classes": [c.item() if hasattr(c, "item") else c for c in self.classes_]}
+                "classes": [c.item() if hasattr(c, "item") else c for c in self.classes_],
+                "info": dict(info if info is not None else getattr(self, "info", {}))}
         path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
         return path
 
@@ -102,6 +109,7 @@ class LinearProbe:
             probe.coef_, probe.intercept_ = arrays["coef"], arrays["intercept"]
             probe.mean_, probe.scale_ = arrays["mean"], arrays["scale"]
         probe.classes_ = np.asarray(meta["classes"])
+        probe.info = dict(meta.get("info", {}))
         probe.n_features_in_ = probe.coef_.shape[0]
         return probe
 

@@ -1,237 +1,32 @@
-"""Where the videos of a data set are and what they are labelled: folder and split layouts.
+"""Data set layouts: re-exported from :mod:`vcl_infer.labels`, where the pure-Python parsing lives
+(so the runtime reads labels without importing ``training``)."""
 
-Four layouts, all read into the same list of :class:`VideoItem`:
+from vcl_infer.labels import (  # noqa: F401
+    SUBSETS,
+    VIDEO_SUFFIXES,
+    VideoItem,
+    class_folders,
+    group_leakage,
+    hmdb51_split,
+    load_labels,
+    load_layout,
+    read_csv_labels,
+    scan_videos,
+    ucf101_split,
+    ucf_group,
+)
 
-- a plain folder of videos (unlabelled, for self-supervised pretraining): :func:`scan_videos`;
-- one folder per class (``root/<class>/...``): :func:`class_folders`;
-- UCF101 official splits (``classInd.txt``, ``trainlist0N.txt``, ``testlist0N.txt``):
-  :func:`ucf101_split`;
-- HMDB51 official splits (``<class>_test_split<N>.txt``): :func:`hmdb51_split`.
-
-:func:`load_layout` picks one by looking at the folder. Items carry a ``group``: clips cut
-from one source video (UCF101's ``gNN``) share it, and a split that puts one group on both
-the train and the test side leaks (:func:`group_leakage`).
-"""
-
-from __future__ import annotations
-
-import logging
-import os
-import re
-from dataclasses import dataclass
-from pathlib import Path
-
-log = logging.getLogger(__name__)
-
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".flv", ".wmv", ".m4v", ".mpg", ".mpeg"})
-SUBSETS = ("train", "test")
-
-_UCF_GROUP = re.compile(r"^v_(?P<cls>.+)_(?P<group>g\d+)_c\d+$")
-_HMDB_SPLIT = re.compile(r"^(?P<cls>.+)_test_split(?P<split>\d+)\.txt$")
-
-
-@dataclass(frozen=True)
-class VideoItem:
-    """One video of a data set.
-
-    Attributes:
-        path: the video file.
-        label: class id, ``-1`` when unlabelled.
-        group: source the video was cut from (clips of one group must not straddle a
-            train/test split); ``""`` when unknown.
-    """
-
-    path: str
-    label: int = -1
-    group: str = ""
-
-
-def _is_video(path: Path) -> bool:
-    return path.suffix.lower() in VIDEO_SUFFIXES and path.is_file()
-
-
-def scan_videos(root: str | os.PathLike) -> list[VideoItem]:
-    """Every video file under ``root`` (recursive, by suffix, sorted), unlabelled."""
-    base = Path(root)
-    if not base.is_dir():
-        raise FileNotFoundError(f"{base} is not a folder")
-    return [VideoItem(str(p)) for p in sorted(base.rglob("*")) if _is_video(p)]
-
-
-def class_folders(root: str | os.PathLike) -> tuple[list[VideoItem], list[str]]:
-    """Videos in ``root/<class>/**``; labels are indices into the sorted class names.
-
-    Returns:
-        ``(items, classes)``: items sorted by path, ``classes[label]`` the folder name.
-        Class folders holding no video are not classes.
-    """
-    base = Path(root)
-    if not base.is_dir():
-        raise FileNotFoundError(f"{base} is not a folder")
-    per_class = {}
-    for folder in sorted(p for p in base.iterdir() if p.is_dir()):
-        videos = [p for p in sorted(folder.rglob("*")) if _is_video(p)]
-        if videos:
-            per_class[folder.name] = videos
-    classes = sorted(per_class)
-    items = [VideoItem(str(p), label, "") for label, name in enumerate(classes) for p in per_class[name]]
-    return items, classes
-
-
-def _check_subset(subset: str) -> None:
-    if subset not in SUBSETS:
-        raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
-
-
-def ucf_group(path: str) -> str:
-    """``<Class>_gNN`` for a UCF101 file name ``v_<Class>_gNN_cMM.avi``, else ``""``."""
-    match = _UCF_GROUP.match(Path(path).stem)
-    return f"{match['cls']}_{match['group']}" if match else ""
-
-
-def _lines(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
-
-def ucf101_split(
-    root: str | os.PathLike, split_dir: str | os.PathLike, split: int = 1, subset: str = "train"
-) -> tuple[list[VideoItem], list[str]]:
-    """One side of a UCF101 official split.
-
-    Args:
-        root: folder holding ``<Class>/v_<Class>_gNN_cMM.avi``.
-        split_dir: folder with ``classInd.txt`` (``"1 ApplyEyeMakeup"``, 1-based ids),
-            ``trainlist0N.txt`` (``"ApplyEyeMakeup/v_..._g08_c01.avi 1"``) and
-            ``testlist0N.txt`` (paths only).
-        split: N, 1 to 3 for UCF101.
-        subset: ``train`` or ``test``.
-
-    Returns:
-        ``(items, classes)``: labels are 0-based (``classInd`` id - 1), groups
-        ``<Class>_gNN``. Files in the list but missing on disk are kept (the loader reports
-        them when it opens them) but counted in a warning.
-    """
-    _check_subset(subset)
-    base, splits = Path(root), Path(split_dir)
-    ids: dict[int, str] = {}
-    for line in _lines(splits / "classInd.txt"):
-        number, name = line.split(maxsplit=1)
-        ids[int(number)] = name.strip()
-    classes = [ids[k] for k in sorted(ids)]
-    by_name = {name: i for i, name in enumerate(classes)}
-    list_file = splits / f"{subset}list{split:02d}.txt"
-    items, missing = [], 0
-    for line in _lines(list_file):
-        rel = line.split()[0].replace("\\", "/")
-        cls = rel.split("/")[0]
-        if cls not in by_name:
-            raise ValueError(f"{list_file}: class {cls!r} of {rel!r} is not in classInd.txt")
-        path = base / rel
-        missing += not path.exists()
-        items.append(VideoItem(str(path), by_name[cls], ucf_group(rel)))
-    if missing:
-        log.warning("%s: %d of %d listed videos are missing under %s", list_file, missing, len(items), base)
-    return items, classes
-
-
-def hmdb51_split(
-    root: str | os.PathLike, split_dir: str | os.PathLike, split: int = 1, subset: str = "train"
-) -> tuple[list[VideoItem], list[str]]:
-    """One side of an HMDB51 official split.
-
-    Args:
-        root: folder holding ``<class>/<video>.avi``.
-        split_dir: folder with ``<class>_test_split<N>.txt``; each line ``"<video>.avi K"``
-            with K = 1 (train), 2 (test), 0 (unused).
-        split: N, 1 to 3.
-        subset: ``train`` or ``test``.
-
-    Returns:
-        ``(items, classes)``: classes sorted by name, groups empty (HMDB51 names carry no
-        source id).
-    """
-    _check_subset(subset)
-    base, splits = Path(root), Path(split_dir)
-    files = {}
-    for path in splits.iterdir():
-        match = _HMDB_SPLIT.match(path.name)
-        if match and int(match["split"]) == split:
-            files[match["cls"]] = path
-    if not files:
-        raise FileNotFoundError(f"no *_test_split{split}.txt files in {splits}")
-    classes = sorted(files)
-    wanted = "1" if subset == "train" else "2"
-    items = []
-    for label, cls in enumerate(classes):
-        for line in _lines(files[cls]):
-            parts = line.split()
-            if len(parts) >= 2 and parts[1] == wanted:
-                items.append(VideoItem(str(base / cls / parts[0]), label, ""))
-    return items, classes
-
-
-def group_leakage(train: list[VideoItem], test: list[VideoItem]) -> list[str]:
-    """Groups present in both ``train`` and ``test`` (sorted); empty groups are ignored."""
-    return sorted({i.group for i in train if i.group} & {i.group for i in test if i.group})
-
-
-def _ucf_split_dir(path: Path) -> Path | None:
-    for candidate in (path, path / "splits", path / "ucfTrainTestlist"):
-        if (candidate / "classInd.txt").is_file():
-            return candidate
-    return None
-
-
-def _hmdb_split_dir(path: Path) -> Path | None:
-    for candidate in (path, path / "splits", path / "testTrainMulti_7030_splits"):
-        if candidate.is_dir() and any(_HMDB_SPLIT.match(p.name) for p in candidate.iterdir()):
-            return candidate
-    return None
-
-
-def _video_root(path: Path, split_dir: Path) -> Path:
-    """Where class folders live: ``path/videos`` when present, else ``path`` itself."""
-    for candidate in (path / "videos", path):
-        if candidate.is_dir() and candidate != split_dir:
-            return candidate
-    return path
-
-
-def load_layout(
-    path: str | os.PathLike, *, split: int = 1, subset: str = "train"
-) -> tuple[list[VideoItem], list[str]]:
-    """Read a data set folder, detecting its layout.
-
-    In order: UCF101 split files (``classInd.txt`` in ``path``, ``path/splits`` or
-    ``path/ucfTrainTestlist``; videos under ``path/videos`` or ``path``), HMDB51 split files
-    (same places), one folder per class, else a plain folder (unlabelled, ``classes=[]``).
-    With split files, a warning lists groups that appear on both sides of the split.
-
-    Returns:
-        ``(items, classes)``.
-    """
-    _check_subset(subset)
-    base = Path(path)
-    if not base.is_dir():
-        raise FileNotFoundError(f"{base} is not a folder")
-    ucf = _ucf_split_dir(base)
-    if ucf is not None:
-        root = _video_root(base, ucf)
-        items, classes = ucf101_split(root, ucf, split, subset)
-        if (ucf / f"trainlist{split:02d}.txt").is_file() and (ucf / f"testlist{split:02d}.txt").is_file():
-            other = "test" if subset == "train" else "train"
-            leaked = group_leakage(items, ucf101_split(root, ucf, split, other)[0])
-            if leaked:
-                log.warning(
-                    "split %d of %s puts %d groups on both train and test sides (leakage): %s",
-                    split, ucf, len(leaked), ", ".join(leaked[:20]) + (" ..." if len(leaked) > 20 else ""),
-                )
-        return items, classes
-    hmdb = _hmdb_split_dir(base)
-    if hmdb is not None:
-        return hmdb51_split(_video_root(base, hmdb), hmdb, split, subset)
-    items, classes = class_folders(base)
-    loose = [p for p in base.iterdir() if _is_video(p)]
-    if classes and not loose:
-        return items, classes
-    return scan_videos(base), []
+__all__ = [
+    "SUBSETS",
+    "VIDEO_SUFFIXES",
+    "VideoItem",
+    "class_folders",
+    "group_leakage",
+    "hmdb51_split",
+    "load_labels",
+    "load_layout",
+    "read_csv_labels",
+    "scan_videos",
+    "ucf101_split",
+    "ucf_group",
+]
