@@ -65,20 +65,11 @@ def _index_vectors(index, paths: list[str]) -> dict[str, "object"]:
             if known.get(candidate, (0, 0, ""))[2] == "ok":
                 wanted[candidate] = p
                 break
-    # ids are catalog row ids (AUTOINCREMENT): walk them until every wanted path is found
     found: dict[str, object] = {}
-    total, misses, vid = len(known), 0, 0
-    seen = 0
-    while len(found) < len(wanted) and seen < total and misses < 100_000:
-        vid += 1
-        try:
-            record = index.video(vid)
-        except KeyError:
-            misses += 1
-            continue
-        misses, seen = 0, seen + 1
-        if record.path in wanted and record.status == "ok":
-            found[wanted[record.path]] = pool_clips(index.clip_vectors(vid))
+    for indexed, given in wanted.items():
+        vid = index.video_id(indexed)
+        if vid is not None:
+            found[given] = pool_clips(index.clip_vectors(vid))
     return found
 
 

@@ -764,6 +764,11 @@ class VideoIndex:
             raise KeyError(f"no video with id {id} in {self.path}")
         return self._video_rec(row)
 
+    def video_id(self, path: str) -> int | None:
+        """Catalog id of the video stored under ``path`` (as indexed), or None."""
+        row = self._db.execute("SELECT id FROM videos WHERE path = ?", (str(path),)).fetchone()
+        return None if row is None else int(row[0])
+
     def clip(self, id: int) -> ClipRecord:
         row = self._db.execute(
             "SELECT c.id, c.video_id, v.path, c.start_sec, c.end_sec FROM clips c JOIN videos v "
