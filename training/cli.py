@@ -24,13 +24,14 @@ import click
 @click.option("--resize", type=int, default=None, help="Short side before cropping (evaluation/export).")
 @click.option("--seed", type=int, default=None, help="Seed of everything random [default: 0].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Compute device [default: auto].")
+@click.option("--init", "init", default=None, type=click.Path(exists=True, dir_okay=False), help="Start the backbone from this checkpoint (vcl/torchvision/TCLR/FAME); --arch defaults to its architecture.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.pt.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config field, or a method hyperparameter (temperature=0.2, queue_size=4096, ...). Repeatable.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--list-methods", is_flag=True, help="List the training methods and exit.")
 @click.option("--list-backbones", is_flag=True, help="List the backbones and exit.")
 def main(method, data, arch, out, config_file, epochs, batch_size, lr, optimizer, workers, max_steps, save_every,
-         frames, frame_step, crop, resize, seed, device, resume, sets, no_progress, list_methods,
+         frames, frame_step, crop, resize, seed, device, init, resume, sets, no_progress, list_methods,
          list_backbones) -> None:
     """Pretrain a video encoder with a contrastive method.
 
@@ -38,6 +39,7 @@ def main(method, data, arch, out, config_file, epochs, batch_size, lr, optimizer
     Example:
       vcl-train --method tclr --data UCF101/ --arch r3d_18_tclr --out runs/tclr
       vcl-export runs/tclr/checkpoint.pt --out tclr.onnx
+      vcl-train --method supervised --init runs/tclr/checkpoint.pt --data UCF101/ --out runs/ft
 
     A run stops cleanly on SIGTERM / Ctrl-C (checkpoint saved); --resume continues it to
     exactly the weights an uninterrupted run would reach. Under torchrun it trains with DDP.
@@ -72,7 +74,9 @@ def main(method, data, arch, out, config_file, epochs, batch_size, lr, optimizer
     method_sets = {k: v for k, v in extra.items() if k not in fields}
     flags = dict(method=method, data=data, arch=arch, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
                  optimizer=optimizer, workers=workers, max_steps=max_steps, save_every=save_every, frames=frames,
-                 frame_step=frame_step, crop=crop, resize=resize, seed=seed, device=device)
+                 frame_step=frame_step, crop=crop, resize=resize, seed=seed, device=device, init=init)
+    if init and not arch and not resume:
+        flags["arch"] = _arch_of(init)
     flags.update(config_sets)
     if method_sets:
         flags["method_args"] = method_sets
@@ -119,6 +123,15 @@ def main(method, data, arch, out, config_file, epochs, batch_size, lr, optimizer
             click.echo(f"done: {result.epoch} epoch(s), {result.global_step} steps; checkpoint {where}", err=True)
         if result.skipped:
             click.echo(f"skipped {result.skipped} unreadable video(s) (see the warnings above)", err=True)
+
+
+def _arch_of(path: str) -> str:
+    from export.checkpoints import import_checkpoint
+
+    try:
+        return import_checkpoint(path).arch
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"--init {path}: {exc}") from None
 
 
 def _is_main() -> bool:

@@ -48,6 +48,8 @@ class TrainConfig:
         save_every: also checkpoint every N steps (0: only at epoch ends and on stop).
         keep_epochs: write ``epoch_NNN.pt`` at each epoch end besides ``checkpoint.pt``.
         log_every: log every N steps.
+        init: checkpoint whose backbone weights start the run (vcl, torchvision, TCLR or FAME
+            format; for ``supervised`` fine-tuning); ignored on resume.
     """
 
     method: str = "simclr"
@@ -78,6 +80,7 @@ class TrainConfig:
     save_every: int = 0
     keep_epochs: bool = True
     log_every: int = 10
+    init: str | None = None
 
     def __post_init__(self) -> None:
         self.crop_scale = tuple(float(v) for v in self.crop_scale)  # type: ignore[assignment]

@@ -246,7 +246,19 @@ def _device(config: TrainConfig) -> str | None:
     return config.device
 
 
-def _load_items(config: TrainConfig) -> list[Any]:
+def _init_backbone(backbone: nn.Module, config: TrainConfig) -> None:
+    """Load ``config.init`` (any format ``export.checkpoints.import_checkpoint`` reads) into ``backbone``."""
+    from export.checkpoints import import_checkpoint  # lazy: export sits above training
+
+    try:
+        imported = import_checkpoint(config.init, arch=config.arch)
+        backbone.load_state_dict(imported.state_dict, strict=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise TrainError(f"--init {config.init}: cannot initialise a {config.arch} backbone: {exc}") from exc
+    log.info("backbone initialised from %s (%s, %s)", config.init, imported.source_format, imported.method)
+
+
+def _load_items(config: TrainConfig, *, with_classes: bool = False) -> Any:
     from training.data.layouts import load_layout
 
     path = Path(config.data)
@@ -258,7 +270,7 @@ def _load_items(config: TrainConfig) -> list[Any]:
         raise TrainError(f"cannot read data layout {path}: {exc}") from exc
     if not items:
         raise TrainError(f"no videos found under {path} (subset {config.subset!r}, split {config.split})")
-    return items
+    return (items, _classes) if with_classes else items
 
 
 # ------------------------------------------------------------------------------------ train
@@ -296,16 +308,23 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
 def _run(config: TrainConfig, info: DistInfo, *, resume: bool, progress: bool) -> TrainResult:
     from training.checkpoint import load_checkpoint, save_checkpoint
     from training.data.dataset import ClipDataset, collate_skip_none, to_float_clips
-    from training.methods import create_method
+    from training.methods import create_method, method_class
     from training.models import create_backbone
 
     device = info.device
     out = Path(config.out)
     ckpt_path = out / CHECKPOINT_NAME
 
-    items = _load_items(config)
+    items, classes = _load_items(config, with_classes=True)
+    uses_labels = bool(getattr(method_class(config.method), "uses_labels", False))
+    if uses_labels:  # supervised fine-tuning: the classifier size comes from the layout
+        if not classes or any(it.label < 0 for it in items):
+            raise TrainError(f"method {config.method} needs labels: give a class-folder or UCF101/HMDB51 split layout")
+        config = replace(config, method_args={"num_classes": len(classes), **config.method_args})
     spec = config.clip_spec()
     backbone = create_backbone(config.arch)
+    if config.init and not resume:
+        _init_backbone(backbone, config)
     method = create_method(config.method, backbone=backbone, spec=spec, seed=config.seed, **config.method_args)
     method.to(device)
 
@@ -402,7 +421,10 @@ def _run(config: TrainConfig, info: DistInfo, *, resume: bool, progress: bool) -
                 if n >= 2:
                     x = to_float_clips(clips[:n].to(device, non_blocking=True), spec)
                     with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                        result = model(x, global_step)
+                        if uses_labels:
+                            result = model(x, global_step, batch["label"][:n].to(device))
+                        else:
+                            result = model(x, global_step)
                     loss = result["loss"]
                     if not torch.isfinite(loss.detach()):
                         raise FloatingPointError(f"loss is {loss.item()} at step {global_step}")

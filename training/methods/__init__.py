@@ -1,13 +1,14 @@
 """Training methods and their registry.
 
 ``create_method(name, backbone=..., spec=..., seed=..., **overrides)`` builds one of
-``simclr``, ``moco``, ``tclr``, ``fame`` (see ``list_methods()``); each is an ``nn.Module``
+``simclr``, ``moco``, ``tclr``, ``fame``, ``supervised`` (see ``list_methods()``); each is an ``nn.Module``
 whose ``training_step(clips, step)`` returns the loss (see :mod:`training.methods.base`).
 """
 
 from training.methods import fame as _fame  # noqa: F401  (registers)
 from training.methods import moco as _moco  # noqa: F401
 from training.methods import simclr as _simclr  # noqa: F401
+from training.methods import supervised as _supervised  # noqa: F401
 from training.methods import tclr as _tclr  # noqa: F401
 from training.methods.base import CommonHparams, Method, step_seed
 from training.methods.registry import (

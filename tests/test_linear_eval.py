@@ -1,0 +1,136 @@
+"""Linear evaluation with a frozen backbone, and the check that it stayed frozen."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from train_fixtures import synth_data  # noqa: F401
+
+from training.checkpoint import save_checkpoint
+from training.linear_eval import (
+    FrozenBackboneError,
+    LinearEvalConfig,
+    check_frozen,
+    evaluate_backbone,
+    linear_eval,
+    snapshot,
+    train_linear,
+)
+from training.models import create_backbone
+from vcl_infer.spec import ClipSpec
+
+SPEC = ClipSpec(frames_per_clip=4, frame_step=2, resize_size=32, crop_size=32)
+FAST = LinearEvalConfig(train_clips=1, test_clips=2, epochs=20, extract_batch_size=8)
+
+
+def test_check_frozen_names_changed_bn_statistics():
+    torch.manual_seed(0)
+    net = create_backbone("r3d_small")
+    before = snapshot(net)
+    net.eval()
+    with torch.no_grad():
+        net(torch.randn(2, 3, 4, 32, 32))
+    check_frozen(before, snapshot(net))  # eval mode: nothing changes
+    net.train()
+    with torch.no_grad():
+        net(torch.randn(2, 3, 4, 32, 32))  # train mode updates BN running stats even without grad
+    with pytest.raises(FrozenBackboneError) as err:
+        check_frozen(before, snapshot(net))
+    msg = str(err.value)
+    assert "stem.1.running_mean" in msg and "stem.1.running_var" in msg and "num_batches_tracked" in msg
+    assert "weight" not in msg.replace("num_batches_tracked", "")  # only buffers changed
+
+
+def test_check_frozen_sees_one_weight_and_missing_keys():
+    torch.manual_seed(0)
+    net = create_backbone("r3d_small")
+    before = snapshot(net)
+    after = snapshot(net)
+    after["layer4.0.conv1.0.weight"][0, 0, 0, 0, 0] += 1e-6
+    del after["stem.0.weight"]
+    with pytest.raises(FrozenBackboneError, match=r"layer4\.0\.conv1\.0\.weight.*missing: stem\.0\.weight"):
+        check_frozen(before, after)
+
+
+def test_linear_classifier_separates_separable_features():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 20)
+    x = rng.normal(size=(60, 8)).astype(np.float32) + 3 * np.eye(8, dtype=np.float32)[y]
+    clf = train_linear(x, y, 3, LinearEvalConfig(epochs=30, batch_size=16))
+    assert (clf.proba(x).argmax(1) == y).mean() > 0.95
+
+
+def _items(root):
+    from training.data.layouts import load_layout
+
+    train, classes = load_layout(root, subset="train")
+    test, _ = load_layout(root, subset="test")
+    return train, test, classes
+
+
+def test_evaluation_leaves_the_backbone_unchanged(synth_data):  # noqa: F811
+    torch.manual_seed(0)
+    net = create_backbone("r3d_small")
+    net.train()  # evaluation must switch it to eval itself
+    train, test, classes = _items(synth_data)
+    before = snapshot(net)
+    res = evaluate_backbone(net, SPEC, train, test, len(classes), FAST)
+    check_frozen(before, snapshot(net))
+    assert res["frozen_check"] == "passed" and net.training
+    assert all(p.requires_grad for p in net.parameters())  # flags restored
+    assert res["features"]["test"].shape == (len(test), 2, net.embed_dim)
+    assert 0.0 <= res["top1"] <= 1.0
+
+
+def test_evaluation_fails_when_bn_statistics_update(synth_data):  # noqa: F811
+    torch.manual_seed(0)
+    net = create_backbone("r3d_small")
+    net.train()
+    net.eval = lambda: net  # a bug that leaves the backbone in train mode during extraction
+    train, test, classes = _items(synth_data)
+    with pytest.raises(FrozenBackboneError, match="running_mean"):
+        evaluate_backbone(net, SPEC, train, test, len(classes), FAST)
+
+
+def test_linear_eval_writes_json_and_markdown_and_cli(synth_data, tmp_path):  # noqa: F811
+    torch.manual_seed(1)
+    ckpt = save_checkpoint(tmp_path / "c.pt", model=create_backbone("r3d_small"), arch="r3d_small",
+                           method="simclr", clip_spec=SPEC)
+    out = tmp_path / "eval"
+    res = linear_eval(ckpt, synth_data, out=out, config=FAST)
+    data = json.loads((out / "linear_eval.json").read_text())
+    assert data["top1"] == res["top1"]
+    assert data["encoder"]["fingerprint"].startswith("sha256:") and data["encoder"]["method"] == "simclr"
+    assert set(data["decoders"]) >= {"decord2", "av"} and data["decoders"]["av"]
+    assert data["seeds"] == {"classifier": 0} and data["config"]["test_clips"] == 2
+    md = (out / "linear_eval.md").read_text()
+    assert "| encoder |" in md and "simclr" in md
+
+    from training.eval_cli import main
+
+    r = CliRunner().invoke(main, ["linear", "--checkpoint", str(ckpt), "--data", str(synth_data), "--test-clips",
+                                  "2", "--epochs", "20", "--json", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["top1"] == res["top1"]  # same seed, same numbers
+    r = CliRunner().invoke(main, ["linear", "--data", str(tmp_path), "--no-progress"])
+    assert r.exit_code != 0 and "labels" in r.output
+
+
+def test_reproduce_smoke_writes_table_and_claims(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce.py"
+    spec = importlib.util.spec_from_file_location("reproduce", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    result = mod.main(["--out", str(tmp_path), "--smoke", "--methods", "untrained,simclr"])
+    assert set(result["rows"]) == {"untrained", "simclr"}
+    assert result["args"]["steps"] == 2 and result["args"]["seed"] == 0
+    assert [c["claim"] for c in result["claims"]] == ["simclr pretraining beats none (linear top-1 and R@1)"]
+    md = (tmp_path / "reproduce.md").read_text()
+    assert "| untrained |" in md and "Budget: 2 optimiser steps" in md and "Claims:" in md
