@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--arch", default=None,
                         help="export an untrained backbone with its default spec (r3d_small, r2plus1d_18)")
     parser.add_argument("--clips", type=int, default=8, help="clips per video")
-    parser.add_argument("--workers", type=int, default=None, help="build decode workers (default: cores - 1)")
+    parser.add_argument("--workers", type=int, default=None, help="build decode workers (default: one per core, at most 8)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 

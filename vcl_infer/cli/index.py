@@ -50,7 +50,7 @@ def main() -> None:
 @click.option("--model", default=None, help=_MODEL_HELP)
 @click.option("--clips", type=click.IntRange(min=1), default=None, help="Clips embedded per video (default 8).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Decode worker processes (default: cores - 1).")
+              help="Decode worker processes (default: one per core, at most 8).")
 @click.option("--index-type", default=None,
               help="FAISS factory string (Flat, IVF1024,Flat, HNSW32, ...); chosen by size when not given.")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any file failed.")
