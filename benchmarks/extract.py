@@ -76,8 +76,8 @@ def default_model(workdir: Path, arch: str | None) -> Path:
         return DEFAULT_BUNDLE
     import torch
 
-    from export.defaults import default_clip_spec
     from export.pipeline import export_bundle
+    from training.models.defaults import default_clip_spec
     from training.models.registry import create_backbone
     from vcl_infer.spec import EncoderSpec
 

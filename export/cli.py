@@ -59,10 +59,10 @@ def main(checkpoint, out, engine, fmt, arch, list_archs, frames, frame_step, tar
         return
     from pathlib import Path
 
-    from export.defaults import default_clip_spec
     from export.pipeline import export_bundle
     from export.tensorrt import TensorRTUnavailable, TrtOptions
     from export.verify import DEFAULT_MAX_ABS_ERROR, DEFAULT_MIN_COSINE, VerificationFailed
+    from training.models.defaults import default_clip_spec
     from vcl_infer.errors import VclError
     from vcl_infer.spec import EncoderSpec
 
@@ -70,7 +70,7 @@ def main(checkpoint, out, engine, fmt, arch, list_archs, frames, frame_step, tar
         raise click.UsageError("give a CHECKPOINT, or --arch NAME to export an untrained backbone")
     try:
         if checkpoint is not None:
-            from export.checkpoints import import_checkpoint
+            from training.checkpoint_import import import_checkpoint
 
             imported = import_checkpoint(checkpoint, format=fmt, arch=arch)
             for note in imported.notes:

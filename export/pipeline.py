@@ -12,7 +12,6 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from export.fingerprint import weights_fingerprint
 from export.onnx_export import DEFAULT_OPSET, EmbeddingModel, export_onnx
 from export.verify import (
     DEFAULT_MAX_ABS_ERROR,
@@ -23,6 +22,7 @@ from export.verify import (
     verification_clips,
     write_report,
 )
+from training.fingerprint import weights_fingerprint
 from vcl_infer._optional import require
 from vcl_infer.bundle import BundlePaths
 from vcl_infer.spec import EncoderSpec

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from export.checkpoints import ImportedCheckpoint, import_checkpoint
 from training.checkpoint import CheckpointError, clip_spec_of, load_checkpoint, save_checkpoint
+from training.checkpoint_import import ImportedCheckpoint, import_checkpoint
 from training.models import create_backbone
 from vcl_infer.spec import KINETICS_MEAN, ClipSpec
 

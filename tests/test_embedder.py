@@ -57,7 +57,7 @@ def test_wrong_clip_shape_is_refused(bundle):
 
 
 def test_torch_backend_agrees_with_the_onnx_bundle(bundle):
-    from export.checkpoints import import_checkpoint  # noqa: F401  (export side builds the module)
+    from training.checkpoint_import import import_checkpoint  # noqa: F401  (export side builds the module)
 
     onnx_embedder = Embedder.load(bundle)
     torch.manual_seed(0)

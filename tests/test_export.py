@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from export.cli import main as vcl_export
-from export.fingerprint import weights_fingerprint
+from training.fingerprint import weights_fingerprint
 from training.models import create_backbone
 from vcl_infer.bundle import load_bundle_spec
 from vcl_infer.errors import SpecMismatch

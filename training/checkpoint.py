@@ -184,7 +184,7 @@ def _from_safetensors_metadata(
     if meta.get("format") != FORMAT_NAME:
         raise CheckpointError(
             f"{path}: safetensors file without vcl metadata (format={meta.get('format')!r}); "
-            "import foreign weights with export.checkpoints.import_checkpoint"
+            "import foreign weights with training.checkpoint_import.import_checkpoint"
         )
     out: dict[str, Any] = {"format": FORMAT_NAME, "model": tensors}
     for key in ("format_version", "arch_kwargs", "clip_spec", "config"):
@@ -216,7 +216,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             keys = sorted(map(str, ckpt))[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
             raise CheckpointError(
                 f"{path}: not a vcl checkpoint (top-level keys: {keys}); import TCLR, FAME or "
-                "torchvision checkpoints with export.checkpoints.import_checkpoint (vcl-export)"
+                "torchvision checkpoints with training.checkpoint_import.import_checkpoint (vcl-export)"
             )
     version = ckpt.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:

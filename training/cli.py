@@ -126,7 +126,7 @@ def main(method, data, arch, out, config_file, epochs, batch_size, lr, optimizer
 
 
 def _arch_of(path: str) -> str:
-    from export.checkpoints import import_checkpoint
+    from training.checkpoint_import import import_checkpoint
 
     try:
         return import_checkpoint(path).arch

@@ -117,7 +117,7 @@ class TrainConfig:
 
     def clip_spec(self) -> ClipSpec:
         """The backbone's default spec with the ``frames``/``frame_step``/``crop``/``resize`` overrides."""
-        from export.defaults import default_clip_spec
+        from training.models.defaults import default_clip_spec
 
         base = default_clip_spec(self.arch)
         changes: dict[str, Any] = {}

@@ -308,8 +308,8 @@ def load_backbone(checkpoint: str | Path | None, *, arch: str | None = None, see
         ``(backbone, spec, info)``: ``spec`` is the checkpoint's clip spec or the arch's
         default; ``info`` has ``arch``, ``method``, ``source_format`` and ``checkpoint``.
     """
-    from export.defaults import default_clip_spec
     from training.models import create_backbone
+    from training.models.defaults import default_clip_spec
 
     if checkpoint is None:
         name = arch or "r3d_small"
@@ -317,7 +317,7 @@ def load_backbone(checkpoint: str | Path | None, *, arch: str | None = None, see
         backbone = create_backbone(name)
         return backbone, default_clip_spec(name), {"arch": name, "method": "untrained", "source_format": None,
                                                    "checkpoint": None, "init_seed": seed}
-    from export.checkpoints import import_checkpoint
+    from training.checkpoint_import import import_checkpoint
 
     imported = import_checkpoint(checkpoint, arch=arch)
     backbone = create_backbone(imported.arch, **imported.arch_kwargs)
@@ -377,8 +377,8 @@ def linear_eval(
         FrozenBackboneError: the backbone changed during evaluation.
         ValueError: unlabelled data, no readable videos.
     """
-    from export.fingerprint import weights_fingerprint
     from training.data.layouts import load_layout
+    from training.fingerprint import weights_fingerprint
 
     config = config or LinearEvalConfig()
     t0 = time.perf_counter()

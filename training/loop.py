@@ -247,8 +247,8 @@ def _device(config: TrainConfig) -> str | None:
 
 
 def _init_backbone(backbone: nn.Module, config: TrainConfig) -> None:
-    """Load ``config.init`` (any format ``export.checkpoints.import_checkpoint`` reads) into ``backbone``."""
-    from export.checkpoints import import_checkpoint  # lazy: export sits above training
+    """Load ``config.init`` (any format ``training.checkpoint_import.import_checkpoint`` reads) into ``backbone``."""
+    from training.checkpoint_import import import_checkpoint
 
     try:
         imported = import_checkpoint(config.init, arch=config.arch)

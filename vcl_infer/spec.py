@@ -120,7 +120,7 @@ class EncoderSpec:
         embed_dim: D, length of one embedding.
         l2_normalized: whether the model's outputs are already unit length.
         clip: the preprocessing spec.
-        fingerprint: ``sha256:<hex>`` of the weights (see ``export.fingerprint``).
+        fingerprint: ``sha256:<hex>`` of the weights (see ``training.fingerprint``).
         trained: False for an exported untrained backbone (smoke tests only).
         input_name / output_name: tensor names in the ONNX graph.
         verification: numbers achieved at export (``max_abs_error``, ``min_cosine``, ...).

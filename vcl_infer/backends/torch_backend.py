@@ -1,7 +1,7 @@
 """torch backend: an in-memory ``nn.Module`` (training evaluation, checkpoints via export).
 
 The runtime never imports the training code: callers that hold a model (the training loop,
-``export.checkpoints.import_checkpoint`` + ``training.models``) pass it in.
+``training.checkpoint_import.import_checkpoint`` + ``training.models``) pass it in.
 """
 
 from __future__ import annotations
