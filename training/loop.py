@@ -400,6 +400,8 @@ def _run(config: TrainConfig, info: DistInfo, *, resume: bool, progress: bool) -
     stopped_by: str | None = None
     limit = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
     t_last, clips_since = time.perf_counter(), 0
+    window: dict[str, float] = {}  # sums of the logged scalars since the last log line
+    window_steps = 0
     with _StopFlag() as stop:
         while epoch < config.epochs and global_step < limit and stopped_by is None:
             dataset.set_epoch(epoch)
@@ -440,6 +442,9 @@ def _run(config: TrainConfig, info: DistInfo, *, resume: bool, progress: bool) -
                     scheduler.step()
                     global_step += 1
                     clips_since += n * info.world_size
+                    for key, value in result.items():
+                        window[key] = window.get(key, 0.0) + float(value.detach())
+                    window_steps += 1
                     if bar is not None:
                         bar.update(1)
                     if global_step % config.log_every == 0 or global_step == limit:
@@ -448,7 +453,9 @@ def _run(config: TrainConfig, info: DistInfo, *, resume: bool, progress: bool) -
                         t_last, clips_since = now, 0
                         row = {"step": global_step, "epoch": epoch, "lr": lr_used,
                                "clips_per_s": round(rate, 3)}
-                        row.update({k: float(v.detach()) for k, v in result.items()})
+                        # the mean over the window: one batch's loss is too noisy to read a curve from
+                        row.update({k: total / window_steps for k, total in window.items()})
+                        window, window_steps = {}, 0
                         metrics.write(row)
                         if bar is not None:
                             bar.set_postfix(loss=f"{row['loss']:.4f}", clips_s=f"{rate:.1f}")
