@@ -43,7 +43,8 @@ def dataset(tmp_path_factory) -> Path:
 
 def test_fit_predict_eval_end_to_end(dataset, tmp_path):
     index = tmp_path / "index"
-    subprocess.run(["vcl-index", "build", str(dataset / "videos"), "--index", str(index), "--clips", "4",
+    # the venv's own script: CI runs pytest without the venv on PATH
+    subprocess.run([str(Path(sys.executable).parent / "vcl-index"), "build", str(dataset / "videos"), "--index", str(index), "--clips", "4",
                     "--workers", "1", "--json"], check=True, capture_output=True, timeout=300)
 
     fitted = json.loads(cli("classify", "fit", "--index", str(index), "--labels", str(dataset / "labels.csv"),
