@@ -26,6 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGED = ROOT / "vcl_infer" / "models" / "default.onnx"
 
 
+def tool(name: str) -> str:
+    """A console script of this environment (make runs us without the venv on PATH)."""
+    return str(Path(sys.executable).parent / name)
+
+
 def run(*command: str) -> None:
     print("$", " ".join(command), flush=True)
     subprocess.run(command, check=True)
@@ -83,10 +88,10 @@ def main() -> int:
     data, run_dir = args.out / "data", args.out / "run"
     if not (data / "synth.json").exists():
         shutil.rmtree(data, ignore_errors=True)
-        run("vcl-synth", str(data), "--classes", str(args.classes), "--videos-per-class", str(args.videos_per_class),
+        run(tool("vcl-synth"), str(data), "--classes", str(args.classes), "--videos-per-class", str(args.videos_per_class),
             "--frames", "32", "--size", "64", "--seed", str(args.seed))
     started = time.perf_counter()
-    train = ["vcl-train", "--method", args.method, "--data", str(data), "--arch", "r3d_small", "--out", str(run_dir),
+    train = [tool("vcl-train"), "--method", args.method, "--data", str(data), "--arch", "r3d_small", "--out", str(run_dir),
              "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--seed", str(args.seed), "--workers", "1"]
     if args.lr is not None:
         train += ["--lr", str(args.lr)]

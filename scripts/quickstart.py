@@ -27,6 +27,11 @@ OUT = ROOT / "out" / "quickstart"
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".flv", ".wmv"}
 
 
+def tool(name: str) -> str:
+    """A console script of this environment (make runs us without the venv on PATH)."""
+    return str(Path(sys.executable).parent / name)
+
+
 def run(*command: str, capture: bool = False) -> str:
     print("\n$", " ".join(command), flush=True)
     done = subprocess.run(command, check=True, text=True, stdout=subprocess.PIPE if capture else None)
@@ -35,7 +40,7 @@ def run(*command: str, capture: bool = False) -> str:
 
 def gather_videos() -> Path:
     """A generated motion set (UCF101 layout) with the real files linked in beside it."""
-    run("vcl-synth", str(OUT / "synth"), "--classes", "4", "--videos-per-class", "8", "--frames", "32",
+    run(tool("vcl-synth"), str(OUT / "synth"), "--classes", "4", "--videos-per-class", "8", "--frames", "32",
         "--size", "64", "--seed", "1")
     videos = OUT / "synth" / "videos"
     if SHARED_VIDEOS.is_dir():
@@ -52,23 +57,23 @@ def main() -> int:
     OUT.mkdir(parents=True)
     index = OUT / "index"
     videos = gather_videos()
-    run("vcl-index", "build", str(videos), "--index", str(index), "--clips", "8")
-    run("vcl-index", "info", "--index", str(index))
-    run("vcl-index", "verify", "--index", str(index))
+    run(tool("vcl-index"), "build", str(videos), "--index", str(index), "--clips", "8")
+    run(tool("vcl-index"), "info", "--index", str(index))
+    run(tool("vcl-index"), "verify", "--index", str(index))
     queries = sorted(videos.glob("[A-Z]*/*.mp4"))[:1]
     demo = SHARED_VIDEOS / "mmaction2" / "demo.mp4"
     if demo.exists():
         queries.append(Path(f"{demo}@4-6"))
     for query in queries:
-        run("vcl-search", str(query), "--index", str(index), "-k", "3")
-    result = json.loads(run("vcl-search", str(queries[-1]), "--index", str(index), "-k", "3", "--json",
+        run(tool("vcl-search"), str(query), "--index", str(index), "-k", "3")
+    result = json.loads(run(tool("vcl-search"), str(queries[-1]), "--index", str(index), "-k", "3", "--json",
                             "--html", str(OUT / "results.html"), capture=True))
     print(json.dumps(result, indent=2))
     probe = OUT / "probe"
-    run("vcl-classify", "fit", "--index", str(index), "--labels", str(OUT / "synth"), "--out", str(probe))
-    run("vcl-classify", "eval", "--probe", str(probe), "--labels", str(OUT / "synth"), "--split", "test",
+    run(tool("vcl-classify"), "fit", "--index", str(index), "--labels", str(OUT / "synth"), "--out", str(probe))
+    run(tool("vcl-classify"), "eval", "--probe", str(probe), "--labels", str(OUT / "synth"), "--split", "test",
         "--out", str(OUT / "eval"))
-    run("vcl-classify", "predict", str(queries[0]), "--probe", str(probe), "--clips", "4")
+    run(tool("vcl-classify"), "predict", str(queries[0]), "--probe", str(probe), "--clips", "4")
     print(f"\nresults page with thumbnails: {OUT / 'results.html'}")
     print("build report (every failed file with its reason):", index / "build_report.json")
     print("classification report and confusion matrix:", OUT / "eval")
