@@ -28,17 +28,26 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vcl_infer.errors import SpecMismatch
 from vcl_infer.index import _faiss as F
+from vcl_infer.index.catalog import (
+    _SCHEMA,
+    CATALOG,
+    FORMAT_VERSION,
+    LEVELS,
+    LOCK,
+    ClipRecord,
+    VideoRecord,
+    _normalise,
+    _pid_alive,
+)
 from vcl_infer.index.errors import (
     EncoderMismatch,
     IndexCorrupt,
@@ -46,101 +55,13 @@ from vcl_infer.index.errors import (
     IndexLocked,
     IndexNotFound,
 )
+from vcl_infer.index.files import DerivedFiles
+from vcl_infer.index.queries import Queries
 
-FORMAT_VERSION = 1
-CATALOG = "catalog.sqlite"
-LOCK = ".lock"
-LEVELS = ("clip", "video")
-FILES = {"clip": "clips.faiss", "video": "videos.faiss"}
-READER_RETRY_S = 10.0  # how long a reader waits for a writer that is mid-commit
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS videos(
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    path TEXT UNIQUE NOT NULL,
-    size INTEGER, mtime_ns INTEGER, content_hash TEXT,
-    duration REAL, fps REAL, frames INTEGER, width INTEGER, height INTEGER, backend TEXT,
-    status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
-    error_kind TEXT, error TEXT,
-    vector BLOB,
-    added_at REAL
-);
-CREATE TABLE IF NOT EXISTS clips(
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    video_id INTEGER NOT NULL REFERENCES videos(id) ON DELETE CASCADE,
-    start_sec REAL, end_sec REAL,
-    vector BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS clips_video ON clips(video_id);
-"""
-
-_VIDEO_COLS = (
-    "id, path, size, mtime_ns, content_hash, duration, fps, frames, width, height, backend, "
-    "status, error_kind, error"
-)
+__all__ = ["VideoIndex", "VideoRecord", "ClipRecord"]
 
 
-@dataclass(frozen=True)
-class VideoRecord:
-    id: int
-    path: str
-    size: int | None
-    mtime_ns: int | None
-    content_hash: str | None
-    duration: float | None
-    fps: float | None
-    frames: int | None
-    width: int | None
-    height: int | None
-    backend: str | None
-    status: str
-    error_kind: str | None
-    error: str | None
-    num_clips: int
-
-
-@dataclass(frozen=True)
-class ClipRecord:
-    id: int
-    video_id: int
-    path: str
-    start_sec: float
-    end_sec: float
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    x = np.array(x, dtype=np.float32, copy=True)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    np.divide(x, norms, out=x, where=norms > 0)
-    return x
-
-
-def _fix(name: str, path: Path) -> str:
-    return f"run `vcl-index repair {path}` to rebuild {name} from the catalog"
-
-
-class VideoIndex:
+class VideoIndex(DerivedFiles, Queries):
     """A folder holding a catalog of videos and clips and the FAISS indexes derived from it.
 
     Open with :meth:`create`, :meth:`open` or :meth:`open_or_create`. Writers are exclusive
@@ -417,155 +338,6 @@ class VideoIndex:
         vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), self.dim)
         return ids, vecs.astype(np.float32, copy=False)
 
-    def _cleanup_temp(self) -> None:
-        for p in self.path.glob(".*.faiss.tmp-*"):
-            try:
-                p.unlink()
-            except OSError:
-                pass
-
-    # ------------------------------------------------------------------ internals: FAISS files
-    def _read_checked(self, level: str, meta: dict[str, str], db: sqlite3.Connection | None = None):
-        """Load one FAISS file and check it against ``meta``; returns (index, problem or None)."""
-        name = FILES[level]
-        fpath = self.path / name
-        gen = int(meta["generation"])
-        fgen = int(meta[f"{level}.generation"])
-        if fgen < gen:
-            return None, (
-                "stale",
-                f"{fpath}: the file is older than the catalog (generation {fgen} < {gen}; "
-                "a write was interrupted)",
-            )
-        try:
-            data = fpath.read_bytes()
-        except FileNotFoundError:
-            return None, ("corrupt", f"{fpath}: the file is missing")
-        digest = F.sha256(data)
-        if digest != meta[f"{level}.sha256"]:
-            return None, (
-                "corrupt",
-                f"{fpath}: checksum mismatch (sha256 {digest[:12]}..., "
-                f"catalog recorded {meta[f'{level}.sha256'][:12]}...)",
-            )
-        try:
-            index = F.deserialize(data)
-        except Exception as exc:
-            return None, ("corrupt", f"{fpath}: FAISS cannot read the file ({exc})")
-        expect = int(meta[f"{level}.count"])
-        actual = self._catalog_count(level, db)
-        if index.ntotal != expect or expect != actual or index.d != self.dim:
-            return None, (
-                "corrupt",
-                f"{fpath}: holds {index.ntotal} vectors of dim {index.d}, the catalog "
-                f"records {expect} and has {actual} rows of dim {self.dim}",
-            )
-        F.set_search_params(index, meta[f"{level}.factory"], int(meta.get(f"{level}.nprobe", 0) or 0))
-        return index, None
-
-    def _load_files_writable(self) -> None:
-        meta = self._meta()
-        stale = []
-        for level in LEVELS:
-            index, problem = self._read_checked(level, meta)
-            if problem is None:
-                self._index[level] = index
-            elif problem[0] == "stale":
-                stale.append(level)
-            else:
-                raise IndexCorrupt(f"{problem[1]}; {_fix(FILES[level], self.path)}")
-        if stale:
-            self._rebuild(tuple(stale))
-
-    def _open_reader(self, fingerprint: str | None) -> None:
-        deadline = time.monotonic() + READER_RETRY_S
-        attempt = 0
-        while True:
-            attempt += 1
-            self._connect()
-            # one read transaction for the reader's lifetime: a consistent snapshot that
-            # matches the FAISS files loaded below, whatever a writer commits meanwhile
-            self._db.execute("BEGIN")
-            self._load_meta()
-            self._check_encoder(fingerprint)
-            meta = self._meta_cache
-            problems = []
-            for level in LEVELS:
-                index, problem = self._read_checked(level, meta)
-                if problem is None:
-                    self._index[level] = index
-                else:
-                    problems.append((level, problem))
-            if not problems:
-                return
-            self._index.clear()
-            self._db.close()
-            self._db = None
-            # a writer may be between its steps (or replaced a file after our snapshot): retry
-            if attempt == 1 or (self._writer_active() and time.monotonic() < deadline):
-                time.sleep(0.0 if attempt == 1 else 0.05)
-                continue
-            level, (kind, msg) = problems[0]
-            if kind == "stale":
-                fix = (
-                    f"open the index for writing to finish it (e.g. `vcl-index repair {self.path}` "
-                    "or re-run the build), which rebuilds it from the catalog"
-                )
-            else:
-                fix = _fix(FILES[level], self.path)
-            raise IndexCorrupt(f"{msg}; {fix}")
-
-    def _write_file(self, level: str, index) -> tuple[str, int]:
-        """Atomically replace one FAISS file; returns (sha256, ntotal)."""
-        data = F.serialize(index)
-        final = self.path / FILES[level]
-        tmp = self.path / f".{FILES[level]}.tmp-{os.getpid()}"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
-            raise
-        _fsync_dir(self.path)
-        return F.sha256(data), int(index.ntotal)
-
-    def _publish(self, indexes: dict[str, tuple[object, str, int]]) -> None:
-        """Steps 2 and 3 of a commit for the levels in ``indexes`` ({level: (index, factory, nprobe)})."""
-        gen = int(self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
-        rows = []
-        for level, (index, factory, nprobe) in indexes.items():
-            digest, count = self._write_file(level, index)
-            rows += [
-                (f"{level}.generation", str(gen)),
-                (f"{level}.count", str(count)),
-                (f"{level}.sha256", digest),
-                (f"{level}.factory", factory),
-                (f"{level}.nprobe", str(nprobe)),
-            ]
-        with self._tx():
-            self._db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", rows)
-        for level, (index, _, _) in indexes.items():
-            self._index[level] = index
-            self._gpu.pop(level, None)
-        self._meta_cache = self._meta()
-
-    def _build_level(self, level: str):
-        ids, vecs = self._catalog_vectors(level)
-        factory = F.effective_factory(self.index_type, len(ids), self.dim)
-        nprobe = F.default_nprobe(factory)
-        return F.build(factory, self.dim, ids, vecs, nprobe), factory, nprobe
-
-    def _rebuild(self, levels) -> None:
-        # bump the generation first so a crash while writing leaves the files marked stale
-        with self._tx():
-            self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
-        self._publish({level: self._build_level(level) for level in levels})
 
     # ------------------------------------------------------------------ writes
     def _require_writable(self) -> None:
@@ -709,180 +481,3 @@ class VideoIndex:
             raise RuntimeError("commit() or rollback() the pending writes before repair()")
         self._rebuild(LEVELS)
 
-    # ------------------------------------------------------------------ reads
-    def search(self, vectors, k: int, *, level: str = "video", nprobe: int | None = None):
-        """Top-``k`` by cosine: (scores (Q, k) float32, ids (Q, k) int64), -1 / -inf padded.
-
-        ``level="video"`` returns video ids, ``level="clip"`` clip ids (see :meth:`clip`).
-        ``nprobe`` overrides the recorded IVF setting for this call.
-        """
-        if level not in LEVELS:
-            raise ValueError(f"level must be 'video' or 'clip', got {level!r}")
-        if self._db is None:
-            raise RuntimeError("the index is closed")
-        q = np.asarray(vectors, dtype=np.float32)
-        if q.ndim == 1:
-            q = q.reshape(1, -1)
-        if q.ndim != 2 or q.shape[1] != self.dim:
-            raise SpecMismatch(f"query of shape {q.shape} does not match the index dim {self.dim}")
-        if not np.isfinite(q).all():
-            raise SpecMismatch("query vectors contain NaN or inf")
-        k = int(k)
-        if k <= 0:
-            raise ValueError(f"k must be positive, got {k}")
-        q = _normalise(q)
-        index = self._index[level]
-        factory = self._meta_cache.get(f"{level}.factory", "Flat")
-        if index.ntotal == 0:
-            return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
-        if nprobe is not None:
-            F.set_search_params(index, factory, nprobe)
-        try:
-            target = index
-            if level not in self._gpu:
-                self._gpu[level] = F.to_gpu(index)
-            if self._gpu[level] is not None and nprobe is None:
-                target = self._gpu[level]
-            scores, ids = target.search(q, k)
-        finally:
-            if nprobe is not None:
-                F.set_search_params(index, factory, int(self._meta_cache.get(f"{level}.nprobe", 0) or 0))
-        scores = scores.astype(np.float32, copy=False)
-        ids = ids.astype(np.int64, copy=False)
-        scores[ids < 0] = -np.inf
-        return scores, ids
-
-    def _num_clips(self, vid: int) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM clips WHERE video_id = ?", (vid,)).fetchone()[0]
-
-    def _video_rec(self, row) -> VideoRecord:
-        return VideoRecord(*row, num_clips=self._num_clips(row[0]))
-
-    def video(self, id: int) -> VideoRecord:
-        row = self._db.execute(f"SELECT {_VIDEO_COLS} FROM videos WHERE id = ?", (int(id),)).fetchone()
-        if row is None:
-            raise KeyError(f"no video with id {id} in {self.path}")
-        return self._video_rec(row)
-
-    def video_id(self, path: str) -> int | None:
-        """Catalog id of the video stored under ``path`` (as indexed), or None."""
-        row = self._db.execute("SELECT id FROM videos WHERE path = ?", (str(path),)).fetchone()
-        return None if row is None else int(row[0])
-
-    def clip(self, id: int) -> ClipRecord:
-        row = self._db.execute(
-            "SELECT c.id, c.video_id, v.path, c.start_sec, c.end_sec FROM clips c JOIN videos v "
-            "ON v.id = c.video_id WHERE c.id = ?",
-            (int(id),),
-        ).fetchone()
-        if row is None:
-            raise KeyError(f"no clip with id {id} in {self.path}")
-        return ClipRecord(*row)
-
-    def clips_of(self, video_id: int) -> list[ClipRecord]:
-        rows = self._db.execute(
-            "SELECT c.id, c.video_id, v.path, c.start_sec, c.end_sec FROM clips c JOIN videos v "
-            "ON v.id = c.video_id WHERE c.video_id = ? ORDER BY c.start_sec, c.id",
-            (int(video_id),),
-        ).fetchall()
-        return [ClipRecord(*r) for r in rows]
-
-    def clip_vectors(self, video_id: int) -> np.ndarray:
-        rows = self._db.execute(
-            "SELECT vector FROM clips WHERE video_id = ? ORDER BY start_sec, id", (int(video_id),)
-        ).fetchall()
-        return np.frombuffer(b"".join(r[0] for r in rows), dtype="<f4").reshape(len(rows), self.dim).copy()
-
-    def known_files(self) -> dict[str, tuple[int, int, str]]:
-        return {
-            p: (s, m, st)
-            for p, s, m, st in self._db.execute("SELECT path, size, mtime_ns, status FROM videos")
-        }
-
-    def failures(self) -> list[VideoRecord]:
-        rows = self._db.execute(f"SELECT {_VIDEO_COLS} FROM videos WHERE status = 'failed' ORDER BY path")
-        return [VideoRecord(*r, num_clips=0) for r in rows.fetchall()]
-
-    def info(self) -> dict:
-        meta = self._meta_cache
-        try:
-            arch = json.loads(self.spec_json or "{}")
-            arch = arch.get("arch") or arch.get("architecture") if isinstance(arch, dict) else None
-        except ValueError:
-            arch = None
-        counts = dict(self._db.execute("SELECT status, COUNT(*) FROM videos GROUP BY status").fetchall())
-        size = 0
-        for p in self.path.iterdir():
-            if p.is_file():
-                size += p.stat().st_size
-        return {
-            "path": str(self.path),
-            "videos_ok": counts.get("ok", 0),
-            "videos_failed": counts.get("failed", 0),
-            "clips": self._catalog_count("clip"),
-            "fingerprint": self.fingerprint,
-            "arch": arch,
-            "dim": self.dim,
-            "index_type": self.index_type,
-            "index_types": {lv: meta.get(f"{lv}.factory") for lv in LEVELS},
-            "nprobe": {lv: int(meta.get(f"{lv}.nprobe", 0) or 0) for lv in LEVELS},
-            "size_bytes": size,
-            "generation": int(meta["generation"]),
-            "format_version": int(meta["format_version"]),
-        }
-
-    def verify(self) -> list[str]:
-        """Check the catalog and the FAISS files on disk; a list of problems, empty when clean.
-
-        A reader checks the current state on disk (a fresh catalog snapshot), not the
-        generation it loaded when it opened.
-        """
-        if self._db is None:
-            raise RuntimeError("the index is closed")
-        if self.writable:
-            if self._db.in_transaction:
-                raise RuntimeError("commit() or rollback() the pending writes before verify()")
-            return self._verify(self._db, check_loaded=True)
-        db = sqlite3.connect(
-            f"file:{self.path / CATALOG}?mode=ro", uri=True, timeout=30, isolation_level=None
-        )
-        try:
-            db.execute("BEGIN")
-            return self._verify(db, check_loaded=False)
-        finally:
-            db.close()
-
-    def _verify(self, db: sqlite3.Connection, check_loaded: bool) -> list[str]:
-        problems = []
-        try:
-            res = [r[0] for r in db.execute("PRAGMA quick_check").fetchall()]
-            if res != ["ok"]:
-                problems += [f"{self.path / CATALOG}: {r}" for r in res]
-        except sqlite3.DatabaseError as exc:
-            problems.append(f"{self.path / CATALOG}: {exc}")
-        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        for level in LEVELS:
-            index, problem = self._read_checked(level, meta, db)
-            if problem is not None:
-                problems.append(problem[1])
-                continue
-            if level == "clip":
-                cat = [r[0] for r in db.execute("SELECT id FROM clips ORDER BY id")]
-            else:
-                cat = [r[0] for r in db.execute("SELECT id FROM videos WHERE status='ok' ORDER BY id")]
-            cat = np.array(cat, dtype=np.int64)
-            have = F.id_set(index)
-            if len(have) != len(cat) or not np.array_equal(have, cat):
-                extra = np.setdiff1d(have, cat)
-                missing = np.setdiff1d(cat, have)
-                problems.append(
-                    f"{self.path / FILES[level]}: {len(extra)} ids not in the catalog "
-                    f"(e.g. {extra[:5].tolist()}), {len(missing)} catalog rows missing (e.g. {missing[:5].tolist()})"
-                )
-            mem = self._index.get(level)
-            if check_loaded and mem is not None and mem.ntotal != index.ntotal:
-                problems.append(
-                    f"{self.path / FILES[level]}: the loaded index holds {mem.ntotal} vectors, "
-                    f"the file {index.ntotal}"
-                )
-        return problems
