@@ -192,10 +192,10 @@ def open_index_for(index_dir: str | os.PathLike, embedder, index_type: str | Non
 def clip_vectors(embedder, uint8_clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``N x T x S x S x 3`` uint8 clips -> (video vector ``(D,)``, clip vectors ``N x D``), unit length."""
     from vcl_infer.preprocess import to_model_input
-    from vcl_infer.retrieval_metrics import l2_normalize
+    from vcl_infer.retrieval_metrics import l2_normalize, pool_clips
 
     clips = l2_normalize(embedder.embed_clips(to_model_input(uint8_clips, embedder.spec.clip))).astype(np.float32)
-    return l2_normalize(clips.mean(axis=0)).astype(np.float32), clips
+    return pool_clips(clips), clips
 
 
 def _decoded_in_background(pool, requests: list, depth: int) -> Iterator[tuple[int, Any]]:

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from vcl_infer.probe import LinearProbe
-from vcl_infer.retrieval_metrics import l2_normalize
+from vcl_infer.retrieval_metrics import l2_normalize, pool_clips
 
 MODES = ("mean_embedding", "mean_probability")
 
@@ -75,11 +75,6 @@ def fit_probe(embeddings: np.ndarray, labels: Sequence, *, label_fraction: float
     probe = LinearProbe(seed=seed, **probe_params).fit(X[rows], y[rows])
     probe.train_indices_ = rows
     return probe
-
-
-def pool_clips(clip_vectors: np.ndarray) -> np.ndarray:
-    """``n x D`` clip vectors -> ``(D,)``: mean of the L2-normalised clips, renormalised."""
-    return l2_normalize(l2_normalize(clip_vectors).mean(axis=0)).astype(np.float32)
 
 
 def video_probabilities(probe: LinearProbe, clip_vectors: np.ndarray, mode: str = "mean_embedding") -> np.ndarray:

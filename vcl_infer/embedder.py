@@ -17,7 +17,7 @@ from vcl_infer.backends import EncoderBackend, backend_class
 from vcl_infer.bundle import BundlePaths, load_bundle_spec
 from vcl_infer.errors import VclError, VideoError
 from vcl_infer.preprocess import to_model_input
-from vcl_infer.retrieval_metrics import l2_normalize
+from vcl_infer.retrieval_metrics import pool_clips
 from vcl_infer.spec import EncoderSpec
 
 DEFAULT_BUNDLE = Path(__file__).with_name("models") / "default.onnx"
@@ -72,8 +72,7 @@ class Embedder:
 
     def embed_decoded(self, uint8_clips: np.ndarray) -> np.ndarray:
         """Decoded ``N x T x S x S x 3`` uint8 clips -> the video vector ``(D,)``."""
-        vectors = l2_normalize(self.embed_clips(to_model_input(uint8_clips, self.spec.clip)))
-        return l2_normalize(vectors.mean(axis=0)).astype(np.float32)
+        return pool_clips(self.embed_clips(to_model_input(uint8_clips, self.spec.clip)))
 
     def embed_video(self, path: str | os.PathLike, num_clips: int = 8, *, timeout_s: float = 60.0) -> np.ndarray:
         """One video -> ``(D,)``; decoded in a child process; raises the file's VideoError."""

@@ -1,7 +1,7 @@
 """A self-contained HTML page of search results: thumbnail strips of the query and each hit.
 
 Frames are read in a child process (the files are untrusted), shrunk there, and inlined as
-base64 JPEG (PyAV's MJPEG encoder; PNG written with zlib when that fails), so the page is
+base64 JPEG (PyAV's MJPEG encoder; PNG via vcl_infer.png when that fails), so the page is
 one file with no links to the videos.
 """
 
@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import html
 import os
-import struct
-import zlib
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from vcl_infer.errors import VclError, VideoError
+from vcl_infer.png import encode_png
 
 THUMB_HEIGHT = 90
 FRAMES_PER_STRIP = 5
@@ -56,19 +55,6 @@ def strip_frames(jobs: Sequence[tuple[str, float, float]], count: int = FRAMES_P
     return out
 
 
-def png_bytes(rgb: np.ndarray) -> bytes:
-    """``h x w x 3`` uint8 -> PNG file bytes (no compression library beyond zlib)."""
-    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-    h, w = rgb.shape[:2]
-    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
-
-
 def jpeg_bytes(rgb: np.ndarray, quality: int = 5) -> bytes:
     """``h x w x 3`` uint8 -> JPEG bytes with PyAV's MJPEG encoder (``quality``: qscale, 2..31)."""
     import av
@@ -91,7 +77,7 @@ def image_uri(rgb: np.ndarray) -> str:
         if not data.startswith(b"\xff\xd8"):
             raise ValueError("not a JPEG")
     except Exception:  # noqa: BLE001 - any PyAV/FFmpeg trouble: PNG needs nothing
-        data, mime = png_bytes(rgb), "image/png"
+        data, mime = encode_png(rgb), "image/png"
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 

@@ -16,6 +16,12 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
 
+def pool_clips(clip_vectors: np.ndarray) -> np.ndarray:
+    """``n x D`` clip vectors -> the video vector ``(D,)`` float32: the mean of the
+    L2-normalised clip vectors, renormalised (how every vcl video vector is made)."""
+    return l2_normalize(l2_normalize(clip_vectors).mean(axis=0)).astype(np.float32)
+
+
 def recall_at_k(
     queries: np.ndarray,
     query_labels: np.ndarray,

@@ -46,13 +46,14 @@ class CommonHparams:
 
     temperature: float = 0.1
     proj_dim: int = 128
-    jitter_p: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.4
-    hue: float = 0.1
-    grayscale_p: float = 0.2
-    blur_p: float = 0.5
+    # the colour augmentation's own defaults (MoCo v2 values), overridable per method
+    jitter_p: float = ColorAugment.jitter_p
+    brightness: float = ColorAugment.brightness
+    contrast: float = ColorAugment.contrast
+    saturation: float = ColorAugment.saturation
+    hue: float = ColorAugment.hue
+    grayscale_p: float = ColorAugment.grayscale_p
+    blur_p: float = ColorAugment.blur_p
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:

@@ -56,7 +56,7 @@ def _index_vectors(index, paths: list[str]) -> dict[str, "object"]:
     """Pooled vector (mean of L2-normalised clip vectors, L2) of each of ``paths`` held ok in ``index``."""
     import os
 
-    from vcl_infer.classify import pool_clips
+    from vcl_infer.retrieval_metrics import pool_clips
 
     known = index.known_files()
     wanted = {}

@@ -124,10 +124,11 @@ def linear(source: str, split: int, model: str | None, clips: int, mode: str, la
 
     import numpy as np
 
-    from vcl_infer.classify import evaluate_predictions, fit_probe, pool_clips, video_probabilities
+    from vcl_infer.classify import evaluate_predictions, fit_probe, video_probabilities
     from vcl_infer.embedder import Embedder
     from vcl_infer.evaluation import embed_split, encoder_info, write_results
     from vcl_infer.png import confusion_png
+    from vcl_infer.retrieval_metrics import pool_clips
 
     with _errors():
         train, test, classes = _sides(source, split)
