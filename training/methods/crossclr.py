@@ -1,0 +1,1 @@
+"""crossclr (being written)."""

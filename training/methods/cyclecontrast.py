@@ -1,0 +1,1 @@
+"""cyclecontrast (being written)."""

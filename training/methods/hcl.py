@@ -1,0 +1,1 @@
+"""hcl (being written)."""

@@ -1,0 +1,1 @@
+"""longshort (being written)."""

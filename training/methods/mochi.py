@@ -1,0 +1,1 @@
+"""mochi (being written)."""

@@ -1,0 +1,1 @@
+"""vclr (being written)."""

@@ -1,0 +1,1 @@
+"""videomoco (being written)."""
