@@ -27,11 +27,12 @@ import click
 @click.option("--init", "init", default=None, type=click.Path(exists=True, dir_okay=False), help="Start the backbone from this checkpoint (vcl/torchvision/TCLR/FAME); --arch defaults to its architecture.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.pt.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config field, or a method hyperparameter (temperature=0.2, queue_size=4096, ...). Repeatable.")
+@click.option("--dense-weight", type=float, default=None, metavar="W", help="Add DenseCL's dense contrast over feature-map locations with weight W to a MoCo-based method (loss + W * dense loss; see --list-methods). Same as --set dense_weight=W.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--list-methods", is_flag=True, help="List the training methods and exit.")
 @click.option("--list-backbones", is_flag=True, help="List the backbones and exit.")
 def main(method, data, arch, out, config_file, epochs, batch_size, lr, optimizer, workers, max_steps, save_every,
-         frames, frame_step, crop, resize, seed, device, init, resume, sets, no_progress, list_methods,
+         frames, frame_step, crop, resize, seed, device, init, resume, sets, dense_weight, no_progress, list_methods,
          list_backbones) -> None:
     """Pretrain a video encoder with a contrastive method.
 
@@ -62,7 +63,7 @@ def main(method, data, arch, out, config_file, epochs, batch_size, lr, optimizer
 
     from training.config import TrainConfig, load_config, parse_set
     from training.loop import CHECKPOINT_NAME, TrainError, train
-    from training.methods import method_class, method_hparams
+    from training.methods import method_hparams
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -78,6 +79,8 @@ def main(method, data, arch, out, config_file, epochs, batch_size, lr, optimizer
     if init and not arch and not resume:
         flags["arch"] = _arch_of(init)
     flags.update(config_sets)
+    if dense_weight is not None:
+        method_sets["dense_weight"] = dense_weight
     if method_sets:
         flags["method_args"] = method_sets
     try:
@@ -99,7 +102,7 @@ def main(method, data, arch, out, config_file, epochs, batch_size, lr, optimizer
             if not data and not config_file:
                 raise click.ClickException("give --data: a folder of videos or a UCF101/HMDB51 layout")
             config = load_config(config_file, **flags)
-        method_class(config.method)
+        _check_dense(config.method, config.method_args)
         method_hparams(config.method, **config.method_args)
     except (KeyError, ValueError) as exc:
         raise click.ClickException(str(exc).strip("\"'")) from None
@@ -142,3 +145,15 @@ def _is_main() -> bool:
 
 if __name__ == "__main__":
     main()
+
+
+def _check_dense(method: str, method_args: dict) -> None:
+    """The dense term exists on MoCo-based methods only: say which, instead of "no hyperparameter"."""
+    from training.methods import list_methods, method_class
+    from training.methods.moco import MoCo
+
+    if "dense_weight" in method_args and not issubclass(method_class(method), MoCo):
+        moco_based = sorted(name for name in list_methods() if issubclass(method_class(name), MoCo))
+        raise click.ClickException(
+            f"--dense-weight needs a MoCo-based method ({', '.join(moco_based)}); {method!r} is not one"
+        )

@@ -8,6 +8,9 @@ variant follows FAME (Ding et al., CVPR 2022, ``Mark12Ding/FAME`` ``moco/builder
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -140,7 +143,9 @@ def momentum_update(online: nn.Module, target: nn.Module, m: float) -> None:
         b.copy_(b_on[name])
 
 
-def split_batch_forward(encoder: nn.Module, x: Tensor, groups: int, perm: Tensor | None = None) -> Tensor:
+def split_batch_forward(
+    encoder: Callable[[Tensor], Any], x: Tensor, groups: int, perm: Tensor | None = None
+) -> Any:
     """Single-process shuffle-BN: run ``encoder`` on ``groups`` shuffled sub-batches.
 
     MoCo shuffles the key batch across GPUs so that BatchNorm statistics of a sample's key and
@@ -151,7 +156,8 @@ def split_batch_forward(encoder: nn.Module, x: Tensor, groups: int, perm: Tensor
     ``perm`` for keys and the identity for queries.
 
     Args:
-        encoder: module mapping ``b x ...`` to ``b x ...`` (sample-wise outputs).
+        encoder: module mapping ``b x ...`` to ``b x ...`` (sample-wise outputs), or to a tuple
+            of such tensors (each is reassembled the same way).
         x: ``B x ...`` input batch.
         groups: number of sub-batches (``1 <= groups <= B``); sizes differ by at most one
             when ``groups`` does not divide ``B``.
@@ -169,8 +175,10 @@ def split_batch_forward(encoder: nn.Module, x: Tensor, groups: int, perm: Tensor
     if perm.shape != (n,) or not torch.equal(torch.sort(perm).values, torch.arange(n, device=x.device)):
         raise ValueError(f"perm must be a permutation of range({n})")
     outs = [encoder(chunk) for chunk in x[perm].tensor_split(int(groups))]
-    shuffled = torch.cat(outs, dim=0)
-    return shuffled[torch.argsort(perm)]
+    inverse = torch.argsort(perm)
+    if isinstance(outs[0], tuple):  # several per-sample outputs (e.g. embedding and dense maps)
+        return tuple(torch.cat(parts, dim=0)[inverse] for parts in zip(*outs))
+    return torch.cat(outs, dim=0)[inverse]
 
 
 @register_loss("moco")

@@ -54,13 +54,24 @@ class Encoder(nn.Module):
     """Backbone + head as one module: ``B x 3 x T x H x W -> B x out_dim`` (L2-normalised).
 
     The MoCo key encoder is a deep copy of this module, so parameter names match for the
-    momentum update.
+    momentum update. With a ``dense_head`` (DenseCL term), :meth:`forward_dense` also returns
+    the backbone's per-location features and the dense projections.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module, dense_head: nn.Module | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.dense_head = dense_head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.backbone(x)), dim=1)
+
+    def forward_dense(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x`` -> (embedding ``B x P``, backbone features ``B x L x C``, dense projections ``B x L x P``)
+        over the ``L = t*h*w`` locations of the last feature map."""
+        if self.dense_head is None:
+            raise RuntimeError("this encoder has no dense head")
+        maps = self.backbone.forward_features(x)
+        z = F.normalize(self.head(self.backbone.forward_head(maps)), dim=1)
+        return z, maps.flatten(2).transpose(1, 2), self.dense_head(maps)

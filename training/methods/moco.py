@@ -14,6 +14,7 @@ from all ranks and every rank enqueues the same keys, so the queues stay identic
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -21,13 +22,8 @@ import torch
 from torch import nn
 
 from training.distributed import gather_no_grad
-from training.losses.moco import (
-    KeyQueue,
-    moco_loss,
-    momentum_update,
-    split_batch_forward,
-    symmetric_moco_loss,
-)
+from training.losses.dense import DenseHead, dense_contrast_loss, dense_correspondence, pooled_dense_keys
+from training.losses.moco import KeyQueue, moco_loss, momentum_update, split_batch_forward
 from training.methods.base import CommonHparams, Method, step_seed
 from training.methods.heads import Encoder, MLPHead
 from training.methods.registry import register_method
@@ -48,6 +44,10 @@ class MoCoHparams(CommonHparams):
             (FAME); both key sets are enqueued.
         shuffle_groups: BN sub-batches for the shuffle-BN emulation; None = 2 when the batch
             holds >= 4 clips, else 1.
+        dense_weight: W of the optional dense term (DenseCL, :mod:`training.losses.dense`): the
+            loss becomes ``L + W * L_dense``; 0 turns it off. DenseCL's ``(1 - l) L + l L_dense``
+            with its l = 0.5 is W = 1 at half the loss scale (halve the learning rate to match).
+        dense_queue_size: negatives of the dense term (pooled dense keys); None = queue_size.
     """
 
     temperature: float = 0.2
@@ -56,6 +56,8 @@ class MoCoHparams(CommonHparams):
     mlp: bool = True
     symmetric: bool = False
     shuffle_groups: int | None = None
+    dense_weight: float = 0.0
+    dense_queue_size: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -65,11 +67,31 @@ class MoCoHparams(CommonHparams):
             raise ValueError(f"momentum must be in [0, 1], got {self.momentum!r}")
         if self.shuffle_groups is not None and self.shuffle_groups < 1:
             raise ValueError(f"shuffle_groups must be >= 1 or None, got {self.shuffle_groups!r}")
+        if not (self.dense_weight >= 0.0 and math.isfinite(self.dense_weight)):
+            raise ValueError(f"dense_weight must be a finite number >= 0, got {self.dense_weight!r}")
+        if self.dense_queue_size is not None and self.dense_queue_size < 1:
+            raise ValueError(f"dense_queue_size must be >= 1 or None, got {self.dense_queue_size!r}")
+
+
+@dataclass
+class Encoded:
+    """One view through an encoder: the embedding and, with the dense term on, per-location parts."""
+
+    z: torch.Tensor  # B x P, L2-normalised
+    feats: torch.Tensor | None = None  # B x L x C backbone features (correspondence)
+    dense: torch.Tensor | None = None  # B x L x P dense projections
 
 
 @register_method("moco")
 class MoCo(Method):
-    """MoCo v2: 2 distinct clips, momentum key encoder (m=0.999), queue K=65536, MLP head, T=0.2."""
+    """MoCo v2: 2 distinct clips, momentum key encoder (m=0.999), queue K=65536, MLP head, T=0.2.
+
+    Subclasses change one piece through these hooks: :meth:`query_view` (the first view before
+    the encoder), :meth:`contrastive_terms` (the loss of one query/key direction) and
+    :meth:`enqueue_keys` (what the queue remembers). The dense term (``dense_weight``) is
+    added by :meth:`training_step`; a subclass that replaces ``training_step`` adds it with
+    :meth:`dense_terms` and :meth:`enqueue_dense`.
+    """
 
     Hparams: ClassVar[type] = MoCoHparams
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.03, "weight_decay": 1e-4}
@@ -78,12 +100,20 @@ class MoCo(Method):
         super().__init__(backbone=backbone, spec=spec, hparams=hparams, seed=seed)
         d = self.embed_dim
         head: nn.Module = MLPHead(d, d, hparams.proj_dim) if hparams.mlp else nn.Linear(d, hparams.proj_dim)
-        self.encoder_q = Encoder(backbone, head)
+        dense_head = DenseHead(d, d, hparams.proj_dim) if self.uses_dense else None
+        self.encoder_q = Encoder(backbone, head, dense_head)
         self.encoder_k = copy.deepcopy(self.encoder_q)
         for p in self.encoder_k.parameters():
             p.requires_grad_(False)
         init = torch.Generator().manual_seed(step_seed(seed, 0, 0, stream=1))
         self.queue = KeyQueue(hparams.queue_size, hparams.proj_dim, generator=init)
+        if self.uses_dense:
+            size = hparams.dense_queue_size or hparams.queue_size
+            self.dense_queue = KeyQueue(size, hparams.proj_dim, generator=init)
+
+    @property
+    def uses_dense(self) -> bool:
+        return self.hparams.dense_weight > 0
 
     @property
     def views(self) -> DistinctClips:
@@ -99,8 +129,46 @@ class MoCo(Method):
         """The first view before the encoder (FAME overrides this to merge backgrounds)."""
         return self.augment(x, g)
 
-    def training_step(self, clips: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        """``B x 2 x 3 x T x S x S`` in [0, 1] -> ``{"loss"}``; updates key encoder and queue."""
+    def encode(self, encoder: Encoder, x: torch.Tensor, groups: int, perm: torch.Tensor) -> Encoded:
+        """Shuffle-BN forward of one view; per-location outputs too when the dense term is on."""
+        if self.uses_dense:
+            return Encoded(*split_batch_forward(encoder.forward_dense, x, groups, perm))
+        return Encoded(split_batch_forward(encoder, x, groups, perm))
+
+    def contrastive_terms(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        queue: torch.Tensor,
+        *,
+        step: int,
+        generator: torch.Generator,
+        labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The loss of queries ``q`` against their keys ``k`` and the ``queue`` (``{"loss", ...}``)."""
+        return {"loss": moco_loss(q, k, queue, self.hparams.temperature)}
+
+    def enqueue_keys(self, keys: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """Push this step's keys (gathered over ranks; ``labels`` likewise, when the method uses them)."""
+        self.queue.enqueue(keys)
+
+    def dense_terms(self, pairs: list[tuple[Encoded, Encoded]]) -> torch.Tensor:
+        """Mean dense loss over ``(query, key)`` pairs, against the dense queue as it was before this step."""
+        queue = self.dense_queue().clone()
+        losses = [
+            dense_contrast_loss(q.dense, k.dense, queue, dense_correspondence(q.feats, k.feats), self.hparams.temperature)
+            for q, k in pairs
+        ]
+        return torch.stack(losses).mean()
+
+    def enqueue_dense(self, keys: list[Encoded]) -> None:
+        """Push the pooled dense projections of this step's keys (gathered over ranks)."""
+        self.dense_queue.enqueue(torch.cat([gather_no_grad(pooled_dense_keys(k.dense)) for k in keys]))
+
+    def training_step(
+        self, clips: torch.Tensor, step: int, labels: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``B x 2 x 3 x T x S x S`` in [0, 1] -> ``{"loss", ...}``; updates key encoder and queues."""
         self.check_clips(clips)
         g = self.generator(step)
         b = clips.shape[0]
@@ -109,23 +177,31 @@ class MoCo(Method):
         x_b = self.augment(clips[:, 1], g)
         ident = torch.arange(b)
         perm_a, perm_b = torch.randperm(b, generator=g), torch.randperm(b, generator=g)
-        q_a = split_batch_forward(self.encoder_q, x_a, groups, ident)
+        q_a = self.encode(self.encoder_q, x_a, groups, ident)
         with torch.no_grad():
             # MoCo updates the key encoder before computing this step's keys
             momentum_update(self.encoder_q, self.encoder_k, self.hparams.momentum)
-            k_b = split_batch_forward(self.encoder_k, x_b, groups, perm_b)
+            k_b = self.encode(self.encoder_k, x_b, groups, perm_b)
         queue = self.queue().clone()  # enqueue below writes the buffer in place
-        t = self.hparams.temperature
+        pairs = [(q_a, k_b)]
         if self.hparams.symmetric:
-            q_b = split_batch_forward(self.encoder_q, x_b, groups, ident)
+            q_b = self.encode(self.encoder_q, x_b, groups, ident)
             with torch.no_grad():
-                k_a = split_batch_forward(self.encoder_k, x_a, groups, perm_a)
-            loss = symmetric_moco_loss(q_a, k_a, q_b, k_b, queue, t)
-            new_keys = torch.cat([gather_no_grad(k_b), gather_no_grad(k_a)])
-        else:
-            loss = moco_loss(q_a, k_b, queue, t)
-            new_keys = gather_no_grad(k_b)
-        self.queue.enqueue(new_keys)
+                k_a = self.encode(self.encoder_k, x_a, groups, perm_a)
+            pairs.append((q_b, k_a))
+        terms = [self.contrastive_terms(q.z, k.z, queue, step=step, generator=g, labels=labels) for q, k in pairs]
+        out = {name: torch.stack([t[name] for t in terms]).mean() for name in terms[0]}
+        if self.uses_dense:
+            out["loss_global"] = out["loss"]
+            out["loss_dense"] = self.dense_terms(pairs)
+            out["loss"] = out["loss"] + self.hparams.dense_weight * out["loss_dense"]
+            self.enqueue_dense([k for _, k in pairs])
+        gathered_labels = None if labels is None else gather_no_grad(labels)
+        for _, k in pairs:  # both key sets when symmetric
+            self.enqueue_keys(gather_no_grad(k.z), gathered_labels)
         with torch.no_grad():
-            pos = (q_a * k_b).sum(dim=1).mean()
-        return {"loss": loss, "pos_sim": pos}
+            out["pos_sim"] = (q_a.z * k_b.z).sum(dim=1).mean()
+        return out
+
+    def forward(self, clips: torch.Tensor, step: int, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # noqa: D102
+        return self.training_step(clips, step, labels)
