@@ -9,6 +9,8 @@ import sys
 import click
 
 FORMATS = ("auto", "vcl", "torchvision", "tclr", "fame")
+# training.methods.longshort.FEATURE_PARTS (not imported here: --help must not load torch)
+FEATURES = ("all", "stationary", "non-stationary")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -18,6 +20,7 @@ FORMATS = ("auto", "vcl", "torchvision", "tclr", "fame")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True, help="Checkpoint layout; auto detects it from the keys.")
 @click.option("--arch", default=None, help="Backbone name, where the checkpoint does not say (see --list-archs). Without CHECKPOINT: export this backbone untrained.")
 @click.option("--list-archs", is_flag=True, help="List the backbones and exit.")
+@click.option("--features", type=click.Choice(FEATURES), default="all", show_default=True, help="Which channels of the pooled feature to export: a longshort checkpoint's stationary half, its non-stationary half, or all.")
 @click.option("--frames", type=int, default=None, help="Frames per clip (overrides the checkpoint's spec).")
 @click.option("--frame-step", type=int, default=None, help="Take every N-th frame.")
 @click.option("--target-fps", type=float, default=None, help="Sample frames on timestamps at this rate instead of --frame-step.")
@@ -34,7 +37,7 @@ FORMATS = ("auto", "vcl", "torchvision", "tclr", "fame")
 @click.option("--opt-batch", type=int, default=8, show_default=True, help="TensorRT: batch size the engine is tuned for.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), default=None, help="TensorRT: timing cache file (read and updated) for faster rebuilds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def main(checkpoint, out, engine, fmt, arch, list_archs, frames, frame_step, target_fps, resize, crop,
+def main(checkpoint, out, engine, fmt, arch, list_archs, features, frames, frame_step, target_fps, resize, crop,
          verify_videos, clips_per_video, min_cosine, max_abs_error, opset, fp16, int8, max_batch,
          opt_batch, timing_cache, as_json) -> None:
     """Export CHECKPOINT as an encoder bundle: ONNX with a dynamic batch axis, its
@@ -50,6 +53,7 @@ def main(checkpoint, out, engine, fmt, arch, list_archs, frames, frame_step, tar
       vcl-export --arch r3d_small --out models/untrained.onnx
       vcl-export tclr_r3d.pth --out models/tclr.onnx --verify-video clip.mp4
       vcl-export run/checkpoint.pt --out models/ --engine trt --fp16
+      vcl-export longshort_run/checkpoint.pt --out models/static.onnx --features stationary
     """
     from training.models import create_backbone, list_backbones
 
@@ -59,7 +63,7 @@ def main(checkpoint, out, engine, fmt, arch, list_archs, frames, frame_step, tar
         return
     from pathlib import Path
 
-    from export.pipeline import export_bundle
+    from export.pipeline import export_bundle, select_features
     from export.tensorrt import TensorRTUnavailable, TrtOptions
     from export.verify import DEFAULT_MAX_ABS_ERROR, DEFAULT_MIN_COSINE, VerificationFailed
     from training.models.defaults import default_clip_spec
@@ -83,8 +87,9 @@ def main(checkpoint, out, engine, fmt, arch, list_archs, frames, frame_step, tar
         if imported is not None:
             backbone.load_state_dict(imported.state_dict, strict=True)
         clip = _override_clip(clip, frames, frame_step, target_fps, resize, crop)
-        spec = EncoderSpec(arch=arch, embed_dim=int(backbone.embed_dim), clip=clip, method=method,
-                           trained=imported is not None and method != "untrained")
+        trained = imported is not None and method != "untrained"
+        backbone, method = select_features(backbone, method, features)
+        spec = EncoderSpec(arch=arch, embed_dim=int(backbone.embed_dim), clip=clip, method=method, trained=trained)
         options = TrtOptions(fp16=fp16, int8=int8, max_batch=max_batch, opt_batch=min(opt_batch, max_batch),
                              timing_cache=Path(timing_cache) if timing_cache else None)
         if not as_json:

@@ -28,6 +28,54 @@ from vcl_infer.bundle import BundlePaths
 from vcl_infer.spec import EncoderSpec
 
 
+class FeatureSlice(torch.nn.Module):
+    """A backbone whose output is channels ``[start, stop)`` of its pooled feature.
+
+    Exports one part of a ``longshort`` representation (stationary or non-stationary half).
+    The range is a buffer, so the bundle's weight fingerprint differs per part: an index built
+    with one part refuses the other.
+    """
+
+    feature_range: torch.Tensor
+
+    def __init__(self, backbone: torch.nn.Module, start: int, stop: int) -> None:
+        super().__init__()
+        if not 0 <= start < stop <= int(backbone.embed_dim):
+            raise ValueError(f"feature range [{start}, {stop}) is not inside 0..{backbone.embed_dim}")
+        self.backbone = backbone
+        self.start, self.stop = int(start), int(stop)
+        self.embed_dim = self.stop - self.start
+        self.register_buffer("feature_range", torch.tensor([self.start, self.stop], dtype=torch.long))
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        return self.backbone(clips)[:, self.start : self.stop]
+
+
+def select_features(backbone: torch.nn.Module, method: str, features: str) -> tuple[torch.nn.Module, str]:
+    """The module to export for ``features`` and the spec's method name.
+
+    ``"all"`` returns ``backbone`` and ``method`` unchanged. ``"stationary"`` /
+    ``"non-stationary"`` need a ``longshort`` checkpoint and return a :class:`FeatureSlice`
+    of that half with method ``longshort:<part>``.
+
+    Raises:
+        ValueError: unknown part, or a part of a checkpoint that is not ``longshort``.
+    """
+    from training.methods.longshort import FEATURE_PARTS, feature_range
+
+    if features not in FEATURE_PARTS:
+        raise ValueError(f"features must be one of {', '.join(FEATURE_PARTS)}; got {features!r}")
+    if features == "all":
+        return backbone, method
+    if method != "longshort":
+        raise ValueError(
+            f"--features {features} exports half of a longshort representation, but this checkpoint's "
+            f"method is {method!r}; use --features all"
+        )
+    start, stop = feature_range(features, int(backbone.embed_dim))
+    return FeatureSlice(backbone, start, stop), f"longshort:{features}"
+
+
 @dataclass
 class ExportResult:
     """What an export wrote and how well it matched torch."""
@@ -90,7 +138,8 @@ def export_bundle(
     """Export, verify and write a bundle; on any failure nothing is left at ``out``.
 
     Args:
-        backbone: a backbone with the ``forward_features`` / ``forward_head`` contract.
+        backbone: a backbone with the ``forward_features`` / ``forward_head`` contract, or any
+            module with ``embed_dim`` mapping clips to ``N x embed_dim`` (:class:`FeatureSlice`).
         spec: the encoder spec (fingerprint and verification are filled in here).
         out: the bundle's ``.onnx`` path, or a folder for ``model.onnx``.
         verify_videos: real videos whose clips the check runs on (synthetic when empty).
