@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from torch import Tensor
@@ -26,3 +27,11 @@ def check_shape(name: str, x: Tensor, ndim: int, layout: str) -> None:
     """Raise ``ValueError`` unless ``x`` has ``ndim`` dimensions (``layout`` names them)."""
     if x.dim() != ndim:
         raise ValueError(f"{name} must be {layout} ({ndim}-D), got shape {tuple(x.shape)}")
+
+
+def check_weight(name: str, value: float) -> float:
+    """Return a loss-term weight as a float; raise ``ValueError`` unless it is finite and >= 0."""
+    w = float(value)
+    if not (w >= 0.0 and math.isfinite(w)):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return w

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.losses._checks import check_shape, check_temperature
+from training.losses._checks import check_shape, check_temperature, check_weight
 from training.losses.moco import moco_loss
 from training.losses.registry import register_loss
 
@@ -37,14 +37,6 @@ def check_support_size(support_size: int, queue_size: int | None = None) -> int:
             f"support_size must be < the cycle queue size {queue_size} (the rest are the cycle-back negatives), got {s}"
         )
     return s
-
-
-def check_weight(name: str, value: float) -> float:
-    """``value`` as a float; ``ValueError`` unless finite and ``>= 0``."""
-    v = float(value)
-    if not 0.0 <= v < float("inf"):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return v
 
 
 def split_queue(

@@ -19,10 +19,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from training.losses._checks import check_shape, check_temperature
+from training.losses._checks import check_shape, check_temperature, check_weight
 from training.losses.info_nce import info_nce_loss
 from training.losses.registry import register_loss
-from training.losses.vclr import check_weight
 
 
 def stationary_loss(long: Tensor, short: Tensor, temperature: float = 0.1) -> Tensor:

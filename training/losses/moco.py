@@ -102,13 +102,17 @@ class KeyQueue(nn.Module):
             raise ValueError(f"keys must have dim {self.dim}, got {keys.shape[1]}")
         keys = keys.detach().to(self.keys.dtype)
         n = keys.shape[0]
-        if n > self.size:  # only the newest K survive a full wrap
-            keys, start = keys[-self.size :], (int(self.ptr) + n - self.size) % self.size
-        else:
-            start = int(self.ptr)
-        idx = (start + torch.arange(keys.shape[0], device=self.keys.device)) % self.size
-        self.keys[idx] = keys
+        slots = self.written_slots(n)
+        self.keys[slots] = keys[n - slots.shape[0] :]  # only the newest K survive a full wrap
         self.ptr.fill_((int(self.ptr) + n) % self.size)
+
+    def written_slots(self, n: int) -> Tensor:
+        """The slots the next :meth:`enqueue` of ``n`` keys writes, in write order, wrapping
+        around the end; when ``n > K`` they are the slots of the newest ``K`` keys (subclasses
+        that keep something per key, such as ages or labels, write the same slots)."""
+        kept = min(int(n), self.size)
+        start = (int(self.ptr) + int(n) - kept) % self.size
+        return (start + torch.arange(kept, device=self.keys.device)) % self.size
 
     def forward(self) -> Tensor:
         """The current ``K x D`` keys (detached: negatives never get gradients)."""

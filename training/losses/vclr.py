@@ -15,14 +15,13 @@ the keys of the clips of the two other segments ("SeCo", Yao et al. 2021).
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.losses._checks import check_choice, check_shape, check_temperature
+from training.losses._checks import check_choice, check_shape, check_temperature, check_weight
 from training.losses.moco import moco_loss
 from training.losses.registry import register_loss
 
@@ -188,14 +187,6 @@ def vclr_loss_terms(
         "order": F.cross_entropy(order_logits, order_labels.long()),
         "segment": moco_loss(segment_q, segment_k, segment_queue, temperature),
     }
-
-
-def check_weight(name: str, value: float) -> float:
-    """Return ``value`` as a float; ``ValueError`` unless it is finite and >= 0."""
-    w = float(value)
-    if not (w >= 0.0 and math.isfinite(w)):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return w
 
 
 @register_loss("vclr")

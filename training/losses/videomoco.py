@@ -74,17 +74,6 @@ def decayed_moco_loss(
     return F.cross_entropy(logits, labels)
 
 
-def enqueue_slots(ptr: int, size: int, n: int, device: torch.device | None = None) -> Tensor:
-    """Slots a :class:`~training.losses.moco.KeyQueue` at ``ptr`` writes when ``n`` keys are enqueued.
-
-    In write order, wrapping around the end; when ``n > size`` only the newest ``size`` keys are
-    kept, so these are the slots of ``keys[-size:]``.
-    """
-    kept = min(int(n), int(size))
-    start = (int(ptr) + int(n) - kept) % int(size)
-    return (start + torch.arange(kept, device=device)) % int(size)
-
-
 class AgedKeyQueue(KeyQueue):
     """A :class:`~training.losses.moco.KeyQueue` that also counts each key's age.
 
@@ -100,10 +89,6 @@ class AgedKeyQueue(KeyQueue):
     def __init__(self, size: int, dim: int, generator: torch.Generator | None = None) -> None:
         super().__init__(size, dim, generator=generator)
         self.register_buffer("ages", torch.zeros(self.size, dtype=torch.long))
-
-    def written_slots(self, n: int) -> Tensor:
-        """The slots the next ``enqueue`` of ``n`` keys writes (the newest ``K`` when ``n > K``)."""
-        return enqueue_slots(int(self.ptr), self.size, n, self.keys.device)
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor) -> None:

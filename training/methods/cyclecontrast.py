@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.distributed import gather_no_grad
-from training.losses.cyclecontrast import check_support_size, check_weight, cycle_contrast_terms
+from training.losses._checks import check_weight
+from training.losses.cyclecontrast import check_support_size, cycle_contrast_terms
 from training.losses.moco import KeyQueue, momentum_update, split_batch_forward
-from training.losses.videomoco import enqueue_slots
 from training.methods.base import step_seed
 from training.methods.heads import Encoder, MLPHead
 from training.methods.moco import Encoded, MoCo, MoCoHparams
@@ -100,7 +100,7 @@ class VideoIdQueue(KeyQueue):
 
     @torch.no_grad()
     def enqueue_with_ids(self, keys: torch.Tensor, ids: torch.Tensor | None) -> None:
-        slots = enqueue_slots(int(self.ptr), self.size, keys.shape[0], self.ids.device)
+        slots = self.written_slots(keys.shape[0])
         self.enqueue(keys)
         new = torch.full((keys.shape[0],), -1, dtype=torch.long) if ids is None else ids.to(torch.long)
         self.ids[slots] = new[-slots.shape[0] :].to(self.ids.device)
