@@ -273,6 +273,20 @@ def _load_items(config: TrainConfig, *, with_classes: bool = False) -> Any:
     return (items, _classes) if with_classes else items
 
 
+def _load_pairs(config: TrainConfig, items: Any) -> torch.Tensor:
+    """The paired vectors of ``items`` from ``--set pair_features=FILE.npz`` (CrossCLR)."""
+    from training.data.dataset import paired_features
+
+    path = config.method_args.get("pair_features")
+    if not path:
+        raise TrainError(f"method {config.method} needs paired features: --set pair_features=FILE.npz "
+                         "(keys: video paths relative to --data, values: 1-D float arrays)")
+    try:
+        return paired_features(path, items, config.data)
+    except (OSError, ValueError) as exc:
+        raise TrainError(f"pair_features: {exc}") from exc
+
+
 # ------------------------------------------------------------------------------------ train
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
     """Run (or resume) the training described by ``config``; see the module docstring.
@@ -321,6 +335,9 @@ def _run(config: TrainConfig, info: DistInfo, *, resume: bool, progress: bool) -
         if not classes or any(it.label < 0 for it in items):
             raise TrainError(f"method {config.method} needs labels: give a class-folder or UCF101/HMDB51 split layout")
         config = replace(config, method_args={"num_classes": len(classes), **config.method_args})
+    pairs = _load_pairs(config, items) if getattr(method_class(config.method), "uses_pairs", False) else None
+    if pairs is not None:  # CrossCLR: the second modality's head size comes from the file
+        config = replace(config, method_args={"pair_dim": int(pairs.shape[1]), **config.method_args})
     spec = config.clip_spec()
     backbone = create_backbone(config.arch)
     if config.init and not resume:
@@ -422,11 +439,13 @@ def _run(config: TrainConfig, info: DistInfo, *, resume: bool, progress: bool) -
                     n = _min_over_ranks(n, device)
                 if n >= 2:
                     x = to_float_clips(clips[:n].to(device, non_blocking=True), spec)
+                    inputs: dict[str, torch.Tensor] = {}  # what the method takes besides the clips
+                    if uses_labels:
+                        inputs["labels"] = batch["label"][:n].to(device)
+                    if pairs is not None:
+                        inputs["pairs"] = pairs[batch["index"][:n]].to(device)
                     with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                        if uses_labels:
-                            result = model(x, global_step, batch["label"][:n].to(device))
-                        else:
-                            result = model(x, global_step)
+                        result = model(x, global_step, **inputs)
                     loss = result["loss"]
                     if not torch.isfinite(loss.detach()):
                         raise FloatingPointError(f"loss is {loss.item()} at step {global_step}")

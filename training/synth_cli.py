@@ -1,8 +1,14 @@
-"""``vcl-synth``: write the synthetic motion-class data set (see :mod:`training.data.synthetic`)."""
+"""``vcl-synth``: write the synthetic motion-class data set (see :mod:`training.data.synthetic`),
+optionally with a long-tailed train split (see :mod:`training.data.long_tail`)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
+
+if TYPE_CHECKING:
+    from training.data.long_tail import LongTailSplit
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,13 +23,28 @@ import click
 @click.option("--test-fraction", type=float, default=0.3, show_default=True,
               help="Fraction of each class's groups held out for the test split.")
 @click.option("--workers", type=int, default=0, help="Processes to render with; 0: one per core (up to 8) from 40 videos on.")
+@click.option("--long-tail", "rho", type=float, default=None, metavar="RHO",
+              help="Also write a long-tailed train split with imbalance ratio RHO (n_max / n_min) as a new "
+                   "split number; the test list is copied unchanged.")
+@click.option("--existing", is_flag=True,
+              help="With --long-tail: OUT_DIR is an existing labelled data set (UCF101 split files, e.g. UCF101 "
+                   "itself, or class folders); write only the long-tailed split, generate nothing.")
+@click.option("--split", "source_split", type=int, default=1, show_default=True,
+              help="With --long-tail: the split to subsample.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 def main(out_dir: str, classes: int, videos_per_class: int, frames: int, size: int, background_bias: float,
-         seed: int, test_fraction: float, workers: int, as_json: bool) -> None:
+         seed: int, test_fraction: float, workers: int, rho: float | None, existing: bool, source_split: int,
+         as_json: bool) -> None:
     """Write a synthetic action data set, whose class is the motion, to OUT_DIR (UCF101 layout).
 
     Train with `vcl-train` on OUT_DIR; splits are in OUT_DIR/splits, parameters in
     OUT_DIR/synth.json.
+
+    \b
+    Long-tailed splits (TSC / KCL):
+      vcl-synth data/ --long-tail 10              generate, plus split 2 = long-tailed split 1
+      vcl-synth UCF101/ --long-tail 10 --existing  only the long-tailed split (here split 4)
+      vcl-train --method tsc --data data/ --set split=2 ...
     """
     import json
     import os
@@ -32,6 +53,13 @@ def main(out_dir: str, classes: int, videos_per_class: int, frames: int, size: i
 
     from training.data.synthetic import SynthConfig, generate
 
+    if rho is not None and not rho >= 1:
+        raise click.ClickException(f"--long-tail must be an imbalance ratio >= 1, got {rho}")
+    if existing:
+        if rho is None:
+            raise click.ClickException("--existing only writes a long-tailed split: give --long-tail RHO")
+        _echo_long_tail(_long_tail(out_dir, rho, source_split, seed), as_json, {"out_dir": out_dir})
+        return
     try:
         config = SynthConfig(classes=classes, videos_per_class=videos_per_class, frames=frames, size=size,
                              background_bias=background_bias, seed=seed, test_fraction=test_fraction)
@@ -46,12 +74,37 @@ def main(out_dir: str, classes: int, videos_per_class: int, frames: int, size: i
     meta = generate(out_dir, config, progress=not as_json and total >= 50, workers=workers)
     seconds = time.perf_counter() - start
     counts = {s: sum(v["split"] == s for v in meta["videos"]) for s in ("train", "test")}
-    if as_json:
-        click.echo(json.dumps({"out_dir": out_dir, "classes": meta["classes"], "codec": meta["codec"],
-                               "seconds": round(seconds, 3), **counts}))
-    else:
+    summary = {"out_dir": out_dir, "classes": meta["classes"], "codec": meta["codec"],
+               "seconds": round(seconds, 3), **counts}
+    if not as_json:
         click.echo(f"wrote {counts['train']} train + {counts['test']} test videos of {len(meta['classes'])} "
                    f"classes to {out_dir} ({meta['codec']}, {seconds:.1f} s)")
+    if rho is not None:
+        _echo_long_tail(_long_tail(out_dir, rho, source_split, seed), as_json, summary)
+    elif as_json:
+        click.echo(json.dumps(summary))
+
+
+def _long_tail(root: str, rho: float, split: int, seed: int) -> LongTailSplit:
+    from training.data.long_tail import write_long_tail_split
+
+    try:
+        return write_long_tail_split(root, rho, split=split, seed=seed)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _echo_long_tail(result: LongTailSplit, as_json: bool, summary: dict) -> None:
+    import json
+
+    if as_json:
+        click.echo(json.dumps({**summary, "long_tail": {"split": result.split, "source_split": result.source_split,
+                                                         "rho": result.rho, "counts": result.counts}}))
+        return
+    counts = list(result.counts.values())
+    click.echo(f"wrote long-tailed split {result.split} ({result.train_list}, rho {result.rho:g}: "
+               f"{sum(counts)} train videos, {max(counts)} to {min(counts)} per class; test list of split "
+               f"{result.source_split} copied); train on it with --set split={result.split}")
 
 
 if __name__ == "__main__":

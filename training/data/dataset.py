@@ -15,6 +15,8 @@ and resuming from a checkpoint do not change which clips an item yields.
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -171,6 +173,42 @@ def collate_skip_none(batch: list[dict[str, Any] | None]) -> dict[str, Any]:
         "label": torch.tensor([b["label"] for b in kept], dtype=torch.long),
         "skipped": skipped,
     }
+
+
+def paired_features(path: str | os.PathLike, items: Sequence[VideoItem], root: str | os.PathLike) -> torch.Tensor:
+    """Each item's vector from a ``.npz`` of paired features (CrossCLR's second modality).
+
+    Args:
+        path: ``.npz`` whose keys are video paths relative to ``root`` with ``/`` separators
+            (``videos/Class/v_Class_g01_c01.mp4``) and whose values are 1-D float arrays of one
+            length ``P``. Read with ``allow_pickle=False``; extra keys are ignored.
+        items: the training videos.
+        root: the data root the keys are relative to (``vcl-train --data``).
+
+    Returns:
+        ``len(items) x P`` float32, row ``i`` for ``items[i]`` (the loop indexes it with the
+        batch's ``index``).
+
+    Raises:
+        ValueError: a video without an entry (named), or arrays that are not 1-D of one length.
+    """
+    base = Path(root)
+    with np.load(path, allow_pickle=False) as data:
+        keys = set(data.files)
+        rows = []
+        for item in items:
+            try:
+                key = Path(item.path).relative_to(base).as_posix()
+            except ValueError:
+                key = Path(os.path.relpath(item.path, base)).as_posix()
+            if key not in keys:
+                raise ValueError(f"{path} has no paired features for video {item.path} (expected key {key!r}; "
+                                 f"keys are video paths relative to {base})")
+            rows.append(np.asarray(data[key]))
+    dims = {r.shape for r in rows}
+    if len(dims) != 1 or len(next(iter(dims))) != 1 or not all(np.issubdtype(r.dtype, np.number) for r in rows):
+        raise ValueError(f"{path}: paired features must be 1-D numeric arrays of one length, got shapes {sorted(dims)}")
+    return torch.from_numpy(np.stack(rows).astype(np.float32))
 
 
 def to_float_clips(clips: torch.Tensor, spec: ClipSpec | None = None) -> torch.Tensor:
