@@ -203,6 +203,10 @@ def test_trains_and_exports(name, synth_data, tmp_path):  # noqa: F811
     assert r.exit_code == 0, r.output
     ckpt = load_checkpoint(out / "checkpoint.pt")
     assert ckpt["method"] == name and ckpt["global_step"] == 2
+    if name == "cyclecontrast":  # the loop passes each clip's data set index as its video id
+        ids = ckpt["method_state"]["cycle_queue.ids"]
+        written = ids[ids >= 0]
+        assert written.numel() == 8 and sorted(written.tolist()) == list(range(8))
     r = CliRunner().invoke(export_main, [str(out / "checkpoint.pt"), "--out", str(tmp_path / "m.onnx")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "m.onnx").is_file()

@@ -55,7 +55,7 @@ def main(method, data, arch, out, config_file, epochs, batch_size, lr, optimizer
         from training.methods import list_methods as methods
 
         for name, description in methods().items():
-            click.echo(f"{name:10s} {description}")
+            click.echo(f"{name:13s} {description}")
         return
 
     import dataclasses

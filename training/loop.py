@@ -336,6 +336,7 @@ def _run(config: TrainConfig, info: DistInfo, *, resume: bool, progress: bool) -
             raise TrainError(f"method {config.method} needs labels: give a class-folder or UCF101/HMDB51 split layout")
         config = replace(config, method_args={"num_classes": len(classes), **config.method_args})
     pairs = _load_pairs(config, items) if getattr(method_class(config.method), "uses_pairs", False) else None
+    uses_video_ids = bool(getattr(method_class(config.method), "uses_video_ids", False))
     if pairs is not None:  # CrossCLR: the second modality's head size comes from the file
         config = replace(config, method_args={"pair_dim": int(pairs.shape[1]), **config.method_args})
     spec = config.clip_spec()
@@ -444,6 +445,8 @@ def _run(config: TrainConfig, info: DistInfo, *, resume: bool, progress: bool) -
                         inputs["labels"] = batch["label"][:n].to(device)
                     if pairs is not None:
                         inputs["pairs"] = pairs[batch["index"][:n]].to(device)
+                    if uses_video_ids:  # the data set index identifies the video
+                        inputs["video_ids"] = batch["index"][:n].to(device)
                     with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                         result = model(x, global_step, **inputs)
                     loss = result["loss"]

@@ -18,6 +18,7 @@ _WHERE = {
     "av": ("av", None),
     "tqdm": ("tqdm", None),
     "safetensors": ("safetensors", "export"),
+    "scipy": ("scipy", "train"),
 }
 
 

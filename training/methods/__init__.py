@@ -1,7 +1,8 @@
 """Training methods and their registry.
 
 ``create_method(name, backbone=..., spec=..., seed=..., **overrides)`` builds one of
-``simclr``, ``moco``, ``tclr``, ``fame``, ``supervised`` (see ``list_methods()``); each is an ``nn.Module``
+``simclr``, ``moco``, ``tclr``, ``fame``, ``videomoco``, ``cyclecontrast``, ``vclr``, ``hcl``, ``mochi``,
+``kcl``, ``tsc``, ``crossclr``, ``longshort``, ``supervised`` (see ``list_methods()``); each is an ``nn.Module``
 whose ``training_step(clips, step)`` returns the loss (see :mod:`training.methods.base`).
 """
 

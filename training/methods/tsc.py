@@ -160,13 +160,10 @@ class KCL(MoCo):
         """Push keys and their labels to the same ring positions."""
         if labels is None:
             raise ValueError(f"{self.name}: enqueue_keys needs the keys' labels")
-        start, size, n = int(self.queue.ptr), self.queue.size, keys.shape[0]
+        slots = self.queue.written_slots(keys.shape[0])
         super().enqueue_keys(keys, labels)
         labels = labels.to(self.queue_labels.device).long().reshape(-1)
-        if n > size:  # as KeyQueue.enqueue: only the newest K survive
-            labels, start = labels[-size:], (start + n - size) % size
-        idx = (start + torch.arange(labels.shape[0], device=labels.device)) % size
-        self.queue_labels[idx] = labels
+        self.queue_labels[slots] = labels[labels.shape[0] - slots.shape[0] :]
 
 
 @register_method("tsc")
