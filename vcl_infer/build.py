@@ -159,22 +159,28 @@ def available_cores() -> int:
 def default_workers() -> int:
     """Decode workers: one per core, at most 8.
 
-    On CPUs decoding usually costs more than a small encoder (measured with
-    benchmarks/extract.py on 2 cores, r3d_small: 0.022 s to decode a clip against 0.013
-    CPU-s to encode it), so the encoder gets the one thread ``load_embedder`` guarantees
-    and the decoders the cores: 53 clips/s against 46 with cores - 1 workers.
+    Cores are not split statically between decoding and encoding: the encoder gets every core
+    (``load_embedder``) and the decode workers run at a lower priority (``DECODE_NICE``), so
+    whichever side is the bottleneck gets the CPU. With a cheap encoder the decoders fill the
+    cores; with an expensive one the encoder does, and decoding uses the gaps. (A static split,
+    cores - workers encoder threads, left a 2-core build of r3d_18 with one encoder thread:
+    b/a 0.56, slower than the naive loop.)
     """
     return max(1, min(MAX_DEFAULT_WORKERS, available_cores()))
+
+
+DECODE_NICE = 10
+"""Niceness of the build's decode workers, below the encoder (see ``default_workers``)."""
 
 
 # ---------------------------------------------------------------- encoder and index
 
 
 def load_embedder(model: str | os.PathLike | None, workers: int):
-    """The encoder with its CPU threads set to the cores the decode workers leave free."""
+    """The encoder with a CPU thread per core (the decode workers run niced below it)."""
     from vcl_infer.embedder import Embedder
 
-    threads = max(1, available_cores() - workers)
+    threads = available_cores()
     return Embedder.load(model, threads=threads), threads
 
 
@@ -249,7 +255,7 @@ def _index_files(index, embedder, files: Sequence[str], stats: dict[str, tuple[i
     pending = 0
     last_commit = time.monotonic()
     bar = tqdm(total=len(files), unit="video", desc="indexing", disable=not progress, dynamic_ncols=True)
-    with DecodePool(workers=workers, timeout_s=timeout_s) as pool:
+    with DecodePool(workers=workers, timeout_s=timeout_s, nice=DECODE_NICE) as pool:
         requests = [(path, spec, clips) for path in files]
         for index_pos, result in _decoded_in_background(pool, requests, depth=2 * workers + 2):
             path = files[index_pos]

@@ -45,6 +45,9 @@ class OnnxRuntimeBackend(EncoderBackend):
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        # idle intra-op threads sleep instead of spinning, so the cores they would burn go to
+        # the decode workers of a build (and to the caller's other work)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = providers or choose_providers(ort.get_available_providers())
         self._session = ort.InferenceSession(str(onnx_path), options, providers=providers)
         self.device = ",".join(self._session.get_providers())

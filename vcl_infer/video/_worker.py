@@ -53,6 +53,8 @@ def worker_main(conn: Any, config: dict[str, Any]) -> None:
     counts against a file's timeout), then ``("done", index, DecodedVideo | VideoError)``.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if config.get("nice"):  # lower priority: the encoder comes first, decoding fills idle cores
+        os.nice(int(config["nice"]))
     limit = config.get("memory_limit_bytes")
     if limit:
         import resource

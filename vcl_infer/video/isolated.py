@@ -77,6 +77,7 @@ class DecodePool:
         threads_per_worker: int = 1,
         max_tasks_per_worker: int = 200,
         memory_limit_bytes: int | None = None,
+        nice: int = 0,
     ):
         if workers < 1 or timeout_s <= 0 or max_tasks_per_worker < 1:
             raise ValueError("need workers >= 1, timeout_s > 0 and max_tasks_per_worker >= 1")
@@ -84,6 +85,7 @@ class DecodePool:
         self.max_tasks = max_tasks_per_worker
         self._ctx = mp.get_context("spawn")
         self._config = {
+            "nice": int(nice),
             "backend": backend,
             "max_pixels": int(max_pixels),
             "num_threads": int(threads_per_worker),
