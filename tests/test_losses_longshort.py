@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from loop_refs import Vec, dot, normed, ref_nt_xent  # noqa: F401
 
 from training.losses.longshort import (
     LongShortLoss,
@@ -14,28 +15,6 @@ from training.losses.longshort import (
     stationary_loss,
 )
 from training.losses.registry import create_loss
-
-Vec = list[float]
-
-
-def normed(v: Vec) -> Vec:
-    n = math.sqrt(sum(a * a for a in v))
-    return [a / n for a in v]
-
-
-def dot(a: Vec, b: Vec) -> float:
-    return sum(x * y for x, y in zip(a, b))
-
-
-def ref_nt_xent(view1: list[Vec], view2: list[Vec], t: float) -> float:
-    """Mean over the 2B rows of -log exp(s_pos / t) / sum_{j != i} exp(s_ij / t)."""
-    z = [normed(v) for v in view1 + view2]
-    n = len(view1)
-    rows = []
-    for i in range(2 * n):
-        denom = sum(math.exp(dot(z[i], z[j]) / t) for j in range(2 * n) if j != i)
-        rows.append(-math.log(math.exp(dot(z[i], z[(i + n) % (2 * n)]) / t) / denom))
-    return sum(rows) / len(rows)
 
 
 def ref_stationary(long: list[Vec], short: list[list[Vec]], t: float) -> float:
