@@ -19,6 +19,8 @@ _WHERE = {
     "tqdm": ("tqdm", None),
     "safetensors": ("safetensors", "export"),
     "scipy": ("scipy", "train"),
+    "sklearn": ("scikit-learn", "classify"),
+    "matplotlib": ("matplotlib", "classify"),
 }
 
 

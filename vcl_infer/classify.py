@@ -23,12 +23,14 @@ and the confusion matrix.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from vcl_infer.probe import LinearProbe
 from vcl_infer.retrieval_metrics import l2_normalize, pool_clips
+
+if TYPE_CHECKING:  # the probe imports scikit-learn; the retrieval protocols that use this module do not need it
+    from vcl_infer.probe import LinearProbe
 
 MODES = ("mean_embedding", "mean_probability")
 
@@ -61,12 +63,14 @@ def fit_probe(embeddings: np.ndarray, labels: Sequence, *, label_fraction: float
         labels: ``N`` class labels (names or ids); they become ``probe.classes_``.
         label_fraction: train on this stratified fraction of the videos (at least one per
             class); None uses all.
-        seed: seeds the subset draw and the probe's initialisation.
-        probe_params: passed to :class:`LinearProbe` (``weight_decay``, ``max_iter``, ``lr``).
+        seed: seeds the subset draw (and is recorded in the probe).
+        probe_params: passed to :class:`LinearProbe` (``C``, ``max_iter``, ``tol``).
 
     Returns:
         The fitted probe; ``probe.train_indices_`` are the rows it was trained on.
     """
+    from vcl_infer.probe import LinearProbe
+
     X = np.asarray(embeddings, dtype=np.float64)
     y = np.asarray(labels)
     if X.ndim != 2 or len(X) != len(y):

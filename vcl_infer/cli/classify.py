@@ -32,12 +32,13 @@ def _errors() -> Iterator[None]:
 def _load_probe(path: str):
     from pathlib import Path
 
-    from vcl_infer.probe import LinearProbe
-
     stem = Path(path).with_suffix("")
     if not stem.with_suffix(".json").is_file() or not stem.with_suffix(".npz").is_file():
         raise click.ClickException(f"no probe at {stem}.json/.npz; fit one with `vcl-classify fit`")
-    return LinearProbe.load(stem)
+    with _errors():
+        from vcl_infer.probe import LinearProbe  # scikit-learn: vcl[classify]
+
+        return LinearProbe.load(stem)
 
 
 def _check_encoder(probe, embedder) -> None:
