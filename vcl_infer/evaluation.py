@@ -141,19 +141,25 @@ def embed_split(embedder, items: Iterable, num_clips: int, *, workers: int = 1, 
 
     items = list(items)
     vectors, labels, failures = [], [], []
-    with DecodePool(workers=workers, timeout_s=timeout_s) as pool:
+    # the bar counts a video once it is embedded and is closed on every exit (wrapping the result
+    # iterator in tqdm and zipping it with the items stopped at N-1 of N and left the bar open)
+    with DecodePool(workers=workers, timeout_s=timeout_s) as pool, _progress(len(items), progress) as bar:
         results = pool.imap([(i.path, embedder.spec.clip, num_clips) for i in items])
-        if progress:
-            from tqdm import tqdm
-
-            results = tqdm(results, total=len(items), desc="embed", unit="video")
         for item, result in zip(items, results):
             if isinstance(result, VideoError):
                 failures.append((item.path, f"{type(result).__name__}: {result}"))
-                continue
-            vectors.append(clip_embeddings(embedder, result.clips))
-            labels.append(item.label)
+            else:
+                vectors.append(clip_embeddings(embedder, result.clips))
+                labels.append(item.label)
+            bar.update(1)
     return vectors, np.asarray(labels), failures
+
+
+def _progress(total: int, shown: bool):
+    """A tqdm bar over ``total`` videos on stderr, or a silent stand-in; both are context managers."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="embed", unit="video", disable=not shown)
 
 
 def _version(module: str) -> str | None:
