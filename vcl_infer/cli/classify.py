@@ -201,13 +201,14 @@ def evaluate(probe_path: str, source: str, subset: str, fold: int, model: str | 
     import numpy as np
 
     from vcl_infer.classify import evaluate_predictions, video_probabilities
+    from vcl_infer.confusion_plot import confusion_png, require_matplotlib
     from vcl_infer.embedder import Embedder
     from vcl_infer.evaluation import embed_split, encoder_info, write_results
     from vcl_infer.labels import load_labels
-    from vcl_infer.png import confusion_png
 
     probe = _load_probe(probe_path)
     with _errors():
+        require_matplotlib()  # for confusion.png: fail before the embedding, not after
         items, classes = load_labels(source, split=fold, subset=subset)
         embedder = Embedder.load(model)
         _check_encoder(probe, embedder)

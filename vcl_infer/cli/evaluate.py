@@ -124,13 +124,17 @@ def linear(source: str, split: int, model: str | None, clips: int, mode: str, la
 
     import numpy as np
 
+    from vcl_infer._optional import require
     from vcl_infer.classify import evaluate_predictions, fit_probe, video_probabilities
+    from vcl_infer.confusion_plot import confusion_png, require_matplotlib
     from vcl_infer.embedder import Embedder
     from vcl_infer.evaluation import embed_split, encoder_info, write_results
-    from vcl_infer.png import confusion_png
     from vcl_infer.retrieval_metrics import pool_clips
 
     with _errors():
+        require("sklearn")  # the probe; fail before the embedding, not after
+        if out_dir:
+            require_matplotlib()  # for confusion.png
         train, test, classes = _sides(source, split)
         embedder = Embedder.load(model)
         train_v, train_y, fail_train = embed_split(embedder, train, clips, workers=workers, progress=not as_json)
