@@ -9,8 +9,9 @@ import sys
 import click
 
 FORMATS = ("auto", "vcl", "torchvision", "tclr", "fame")
-# training.methods.longshort.FEATURE_PARTS (not imported here: --help must not load torch)
-FEATURES = ("all", "stationary", "non-stationary")
+# training.methods.longshort.FEATURE_PARTS (not imported here: --help must not load torch), plus
+# "temporal" (export.pipeline.TemporalFeatures)
+FEATURES = ("all", "stationary", "non-stationary", "temporal")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -20,7 +21,7 @@ FEATURES = ("all", "stationary", "non-stationary")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True, help="Checkpoint layout; auto detects it from the keys.")
 @click.option("--arch", default=None, help="Backbone name, where the checkpoint does not say (see --list-archs). Without CHECKPOINT: export this backbone untrained.")
 @click.option("--list-archs", is_flag=True, help="List the backbones and exit.")
-@click.option("--features", type=click.Choice(FEATURES), default="all", show_default=True, help="Which channels of the pooled feature to export: a longshort checkpoint's stationary half, its non-stationary half, or all.")
+@click.option("--features", type=click.Choice(FEATURES), default="all", show_default=True, help="What one output vector is: all channels of the pooled feature; a longshort checkpoint's stationary or non-stationary half; or 'temporal', the last feature map pooled over space only, channels x time steps flattened (TCLR's retrieval feature, 512 x 4 = 2048-d for r3d_18_tclr; not L2-normalised; `vcl-eval retrieval --protocol tclr` uses it).")
 @click.option("--frames", type=int, default=None, help="Frames per clip (overrides the checkpoint's spec).")
 @click.option("--frame-step", type=int, default=None, help="Take every N-th frame.")
 @click.option("--target-fps", type=float, default=None, help="Sample frames on timestamps at this rate instead of --frame-step.")
@@ -54,6 +55,7 @@ def main(checkpoint, out, engine, fmt, arch, list_archs, features, frames, frame
       vcl-export tclr_r3d.pth --out models/tclr.onnx --verify-video clip.mp4
       vcl-export run/checkpoint.pt --out models/ --engine trt --fp16
       vcl-export longshort_run/checkpoint.pt --out models/static.onnx --features stationary
+      vcl-export tclr_r3d.pth --out models/tclr_temporal.onnx --features temporal
     """
     from training.models import create_backbone, list_backbones
 
@@ -63,7 +65,7 @@ def main(checkpoint, out, engine, fmt, arch, list_archs, features, frames, frame
         return
     from pathlib import Path
 
-    from export.pipeline import export_bundle, select_features
+    from export.pipeline import export_bundle, feature_spec_fields, select_features
     from export.tensorrt import TensorRTUnavailable, TrtOptions
     from export.verify import DEFAULT_MAX_ABS_ERROR, DEFAULT_MIN_COSINE, VerificationFailed
     from training.models.defaults import default_clip_spec
@@ -88,8 +90,9 @@ def main(checkpoint, out, engine, fmt, arch, list_archs, features, frames, frame
             backbone.load_state_dict(imported.state_dict, strict=True)
         clip = _override_clip(clip, frames, frame_step, target_fps, resize, crop)
         trained = imported is not None and method != "untrained"
-        backbone, method = select_features(backbone, method, features)
-        spec = EncoderSpec(arch=arch, embed_dim=int(backbone.embed_dim), clip=clip, method=method, trained=trained)
+        backbone, method = select_features(backbone, method, features, clip=clip)
+        spec = EncoderSpec(arch=arch, embed_dim=int(backbone.embed_dim), clip=clip, method=method, trained=trained,
+                           **feature_spec_fields(backbone))
         options = TrtOptions(fp16=fp16, int8=int8, max_batch=max_batch, opt_batch=min(opt_batch, max_batch),
                              timing_cache=Path(timing_cache) if timing_cache else None)
         if not as_json:

@@ -25,7 +25,7 @@ from export.verify import (
 from training.fingerprint import weights_fingerprint
 from vcl_infer._optional import require
 from vcl_infer.bundle import BundlePaths
-from vcl_infer.spec import EncoderSpec
+from vcl_infer.spec import ClipSpec, EncoderSpec
 
 
 class FeatureSlice(torch.nn.Module):
@@ -51,20 +51,66 @@ class FeatureSlice(torch.nn.Module):
         return self.backbone(clips)[:, self.start : self.stop]
 
 
-def select_features(backbone: torch.nn.Module, method: str, features: str) -> tuple[torch.nn.Module, str]:
+class TemporalFeatures(torch.nn.Module):
+    """A backbone whose output keeps time: its last feature map averaged over space only.
+
+    ``B x 3 x T x H x W -> B x (C * t)``: the ``B x C x t x h x w`` map of
+    ``forward_features`` is averaged over ``h, w`` (TCLR's ``AdaptiveAvgPool3d((None, 1, 1))``)
+    and flattened channel-major (index ``c * t + k``, as ``view(-1)`` of a ``C x t`` map), so
+    TCLR's retrieval feature (512 x 4 = 2048-d for ``r3d_18_tclr`` on 16 frames; Dave et al.
+    2022, ``nn_retrieval/complete_retrieval.py``) comes out of the bundle. Not normalised: the
+    protocol averages clips before its L2.
+    """
+
+    def __init__(self, backbone: torch.nn.Module, steps: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.channels, self.steps = int(backbone.embed_dim), int(steps)
+        self.embed_dim = self.channels * self.steps
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_features(clips).mean(dim=(3, 4)).flatten(1)
+
+
+def temporal_steps(backbone: torch.nn.Module, clip: ClipSpec) -> int:
+    """Time steps of ``backbone``'s last feature map for one clip of ``clip`` (one dry run)."""
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            return int(backbone.forward_features(torch.zeros((1, *clip.input_shape))).shape[2])
+    finally:
+        backbone.train(was_training)
+
+
+def feature_spec_fields(module: torch.nn.Module) -> dict:
+    """The :class:`EncoderSpec` fields that describe what ``module`` (from :func:`select_features`) outputs."""
+    if isinstance(module, TemporalFeatures):
+        return {"feature_layer": "temporal", "feature_steps": module.steps, "l2_normalized": False}
+    return {}
+
+
+def select_features(backbone: torch.nn.Module, method: str, features: str,
+                    clip: ClipSpec | None = None) -> tuple[torch.nn.Module, str]:
     """The module to export for ``features`` and the spec's method name.
 
     ``"all"`` returns ``backbone`` and ``method`` unchanged. ``"stationary"`` /
     ``"non-stationary"`` need a ``longshort`` checkpoint and return a :class:`FeatureSlice`
-    of that half with method ``longshort:<part>``.
+    of that half with method ``longshort:<part>``. ``"temporal"`` returns
+    :class:`TemporalFeatures` (needs ``clip`` to know the time steps); the method is kept and
+    :func:`feature_spec_fields` says what to record in the spec.
 
     Raises:
         ValueError: unknown part, or a part of a checkpoint that is not ``longshort``.
     """
     from training.methods.longshort import FEATURE_PARTS, feature_range
 
+    if features == "temporal":
+        if clip is None:
+            raise ValueError("--features temporal needs the clip spec to size the time axis")
+        return TemporalFeatures(backbone, temporal_steps(backbone, clip)), method
     if features not in FEATURE_PARTS:
-        raise ValueError(f"features must be one of {', '.join(FEATURE_PARTS)}; got {features!r}")
+        raise ValueError(f"features must be one of {', '.join((*FEATURE_PARTS, 'temporal'))}; got {features!r}")
     if features == "all":
         return backbone, method
     if method != "longshort":

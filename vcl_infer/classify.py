@@ -126,11 +126,16 @@ def predict_clips(probe: LinearProbe, clip_vectors: np.ndarray, windows: Sequenc
     }
 
 
-def clip_embeddings(embedder, uint8_clips: np.ndarray) -> np.ndarray:
-    """Decoded ``n x T x S x S x 3`` uint8 clips -> ``n x D`` float32 clip vectors (as the model gives them)."""
+def clip_embeddings(embedder, uint8_clips: np.ndarray, *, clip=None) -> np.ndarray:
+    """Decoded ``n x T x S x S x 3`` uint8 clips -> ``n x D`` float32 clip vectors (as the model gives them).
+
+    ``clip``: a ClipSpec whose mean/std/channel order normalise the input instead of the
+    bundle's (an evaluation protocol's own normalisation); its geometry must be the bundle's.
+    """
     from vcl_infer.preprocess import to_model_input
 
-    return np.asarray(embedder.embed_clips(to_model_input(uint8_clips, embedder.spec.clip)), dtype=np.float32)
+    spec = embedder.spec.clip if clip is None else clip
+    return np.asarray(embedder.embed_clips(to_model_input(uint8_clips, spec)), dtype=np.float32)
 
 
 def predict_video(embedder, probe: LinearProbe, path: str | os.PathLike, *, num_clips: int = 10,
