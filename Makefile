@@ -15,8 +15,10 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# VIDEOS=DIR adds your own folder of videos (default: ../shared/videos when present)
+VIDEOS ?=
 demo: setup
-	$(BIN)/python scripts/quickstart.py
+	$(BIN)/python scripts/quickstart.py $(if $(VIDEOS),--videos "$(VIDEOS)")
 
 test: setup
 	$(BIN)/python -m pytest -q
