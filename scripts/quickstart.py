@@ -133,8 +133,10 @@ def main() -> int:
     print(f"\nresults page with thumbnails: {OUT / 'results.html'}")
     print("build report (every failed file with its reason):", index / "build_report.json")
     print("classification report and confusion matrix:", OUT / "eval")
-    if real is None or cut is None:
+    if real is None:
         print("real-video part: SKIPPED (see the NOTE above); make demo VIDEOS=~/Videos adds your own folder")
+    elif cut is None:
+        print(f"cut query: SKIPPED (no readable video of at least {2 * CUT_SECONDS:g} s in {real})")
     print("\ntime per step: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in TIMES))
     print(f"demo total: {time.perf_counter() - started:.1f} s (load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores)")
