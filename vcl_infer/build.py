@@ -141,10 +141,17 @@ def file_hash(path: str, chunk: int = 1 << 20) -> str:
 
 
 def _stat(path: str) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of the file; of the link itself for a link that cannot be followed
+    (dangling, or a loop), so it goes to a decode worker and fails there with its reason."""
     try:
         st = os.stat(path)
     except OSError:
-        return None
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        if not os.path.islink(path):
+            return None
     return int(st.st_size), int(st.st_mtime_ns)
 
 

@@ -177,8 +177,14 @@ def decode_range(path: str, spec, num_clips: int, start: float, end: float):
 
 def query_clips(query: Query, spec, num_clips: int, timeout_s: float = 60.0) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """The query's uint8 clips and their time ranges, decoded in a child process."""
-    if not os.path.isfile(query.path):
+    from vcl_infer.video._guards import regular_file
+
+    if not os.path.lexists(query.path):
         raise VclError(f"query file {query.path} not found; pass a video file or FILE@START-END")
+    try:
+        regular_file(query.path)  # the build's guard: a FIFO, device or broken link says so
+    except VideoError as exc:
+        raise VclError(f"query file {exc}; pass a video file or FILE@START-END") from None
     if query.start is None:
         from vcl_infer.video.isolated import decode_clips
 
