@@ -442,7 +442,9 @@ def add_files(
 def remove_files(index_dir: str | os.PathLike, files: Iterable[str | os.PathLike]) -> BuildReport:
     """Remove ``files`` (their videos, clips and failure records) from the index.
 
-    Paths are matched as given and as absolute paths.
+    Paths are matched as given and as absolute paths. Each file that is not removed is listed
+    in ``report.failed`` with why (``not_indexed``: not in the index, or in it under another
+    spelling of the path, which is named; ``not_found``: neither indexed nor on disk).
     """
     from vcl_infer.index import VideoIndex
 
@@ -453,10 +455,11 @@ def remove_files(index_dir: str | os.PathLike, files: Iterable[str | os.PathLike
         known = index.known_files()
         wanted = []
         for f in files:
-            for candidate in (os.fspath(f), os.path.abspath(os.fspath(f))):
-                if candidate in known:
-                    wanted.append(candidate)
-                    break
+            match = next((c for c in (os.fspath(f), os.path.abspath(os.fspath(f))) if c in known), None)
+            if match is not None:
+                wanted.append(match)
+            else:
+                report.failed.append(_not_indexed(os.fspath(f), known))
         if wanted:
             report.removed = int(index.remove(wanted))
             index.commit()
@@ -465,6 +468,25 @@ def remove_files(index_dir: str | os.PathLike, files: Iterable[str | os.PathLike
     report.seconds = time.monotonic() - t0
     report.completed = True
     return report
+
+
+def _not_indexed(path: str, known: dict) -> Failure:
+    """Why ``path`` is not in the index: another spelling of it is, it is a folder, or it is unknown."""
+    name = os.path.basename(path.rstrip(os.sep))
+    same_name = [k for k in known if os.path.basename(k) == name]
+    real = os.path.realpath(path)
+    for other in same_name:
+        if os.path.realpath(other) == real:
+            return Failure(path, "not_indexed", f"not in the index under this path; it is indexed as {other} "
+                                                "(pass that path)")
+    if os.path.isdir(path):
+        inside = sum(k.startswith(os.path.abspath(path).rstrip(os.sep) + os.sep) for k in known)
+        return Failure(path, "not_indexed", f"a folder, not an indexed file ({inside} indexed file(s) under it; "
+                                            "pass the files, or rebuild without them)")
+    hint = f"; a file of that name is indexed as {same_name[0]}" if same_name else ""
+    if not os.path.lexists(path):
+        return Failure(path, "not_found", f"not in the index, and no such file on disk (check the path){hint}")
+    return Failure(path, "not_indexed", f"not in the index (it was never built or added){hint}")
 
 
 def _close(index) -> None:
