@@ -71,3 +71,90 @@ def test_a_missing_query_still_says_not_found(tmp_path):
 
     with pytest.raises(VclError, match="not found"):
         query_clips(Query(str(tmp_path / "nope.mp4")), SPEC, 1)
+
+
+# ---------------------------------------------------------------- timelines that lie
+
+
+def vfr_video(path: Path, seconds: tuple[float, ...] = (0.0, 3600.0, 36000.0)) -> None:
+    """Three frames shown at 0 s, 1 h and 10 h (variable frame rate taken to the extreme)."""
+    import fractions
+
+    import av
+
+    time_base = fractions.Fraction(1, 1000)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"preset": "ultrafast", "bf": "0"}
+        stream.codec_context.time_base = stream.time_base = time_base
+        for i, t in enumerate(seconds):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 60 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = int(t * 1000), time_base
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def collapsed_video(path: Path, num_frames: int = 251, squeeze: int = 250) -> None:
+    """A 25 fps clip (``num_frames / 25`` s) remuxed with every pts divided by ``squeeze``:
+    251 frames stamped within 40 ms, as a careless re-encode writes them."""
+    import io
+
+    import av
+
+    encoded = io.BytesIO()
+    with av.open(encoded, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        rng = np.random.default_rng(7)
+        for i in range(num_frames):
+            rgb = np.full((64, 96, 3), (i * 7) % 256, np.uint8)
+            rgb[:16, (3 * i) % 80 : (3 * i) % 80 + 16] = rng.integers(0, 255, 3, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    encoded.seek(0)
+    with av.open(encoded) as source, av.open(str(path), "w") as target:
+        src = source.streams.video[0]
+        dst = target.add_stream_from_template(src)
+        for packet in source.demux(src):
+            if not packet.size:
+                continue
+            packet.stream, packet.time_base = dst, src.time_base
+            packet.pts, packet.dts = int(packet.pts) // squeeze, None
+            target.mux(packet)
+
+
+@pytest.mark.parametrize("backend", ["auto", "pyav", "decord"])
+def test_clip_windows_of_a_vfr_video_stay_inside_it(tmp_path, backend):
+    from vcl_infer.video.clips import read_clips
+
+    path = tmp_path / "vfr.mp4"
+    vfr_video(path)
+    video = read_clips(path, SPEC, 4, backend=backend)
+    last_frame = float(video.info.duration)
+    assert np.isclose(video.windows[-1].start_sec, 36000.0, atol=1) or video.windows[0].start_sec == 0.0
+    for w in video.windows:
+        assert 0.0 <= w.start_sec <= w.end_sec <= 36000.0 + 1.0, (w.start_sec, w.end_sec)
+    assert last_frame < 36001.0
+
+
+def test_collapsed_timestamps_are_read_with_pyav_and_timed_by_frame_index(tmp_path):
+    import time
+
+    from vcl_infer.video.clips import read_clips
+
+    path = tmp_path / "collapsed.mp4"
+    collapsed_video(path)
+    t0 = time.monotonic()
+    video = read_clips(path, SPEC, 8)
+    assert time.monotonic() - t0 < 10
+    assert video.info.backend == "pyav" and video.info.num_frames == 251
+    assert video.info.duration == pytest.approx(251 / 25)
+    starts = [w.start_sec for w in video.windows]
+    assert starts[0] == 0.0 and starts[-1] > 9.0 and np.all(np.diff(starts) > 1.0)
+    assert video.windows[-1].end_sec <= video.info.duration + 1e-9

@@ -156,6 +156,7 @@ def decode_range(path: str, spec, num_clips: int, start: float, end: float):
     """
     from vcl_infer.preprocess import fit_frames
     from vcl_infer.sampling import uniform_clips
+    from vcl_infer.video.clips import inside_video
     from vcl_infer.video.open import open_video
 
     reader = open_video(path)
@@ -165,7 +166,7 @@ def decode_range(path: str, spec, num_clips: int, start: float, end: float):
         if inside.size == 0:
             raise VideoError(path, f"no frame in {start:g}-{end:g} s (the video spans "
                                    f"{ts[0]:.2f}-{reader.info.duration:.2f} s)")
-        windows = uniform_clips(ts[inside], spec, num_clips)
+        windows = inside_video(uniform_clips(ts[inside], spec, num_clips), reader)
         union = np.unique(np.concatenate([inside[w.indices] for w in windows]))
         frames = reader.get_frames(union)
         where = {int(i): k for k, i in enumerate(union)}

@@ -41,9 +41,19 @@ class DecodedVideo:
     damaged_frames: int = 0
 
 
+def inside_video(windows: list[ClipWindow], reader: VideoReader) -> list[ClipWindow]:
+    """``windows`` with each end cut at the end of the video (first timestamp + duration).
+
+    The sampler ends a clip whose last frame is the video's last one a median frame step
+    after it; on variable frame rate (frames at 0 s, 1 h, 10 h) that is hours past the end.
+    """
+    end = float(reader.timestamps[0]) + float(reader.info.duration)
+    return [w if w.end_sec <= end else ClipWindow(w.indices, w.start_sec, max(w.start_sec, end)) for w in windows]
+
+
 def _sample(reader: VideoReader, spec: ClipSpec, num_clips: int) -> tuple[list[ClipWindow], np.ndarray, dict[int, int]]:
     """Clip windows, and the frames of their union (each frame decoded once) with a lookup."""
-    windows = uniform_clips(reader.timestamps, spec, num_clips)
+    windows = inside_video(uniform_clips(reader.timestamps, spec, num_clips), reader)
     union = np.unique(np.concatenate([w.indices for w in windows]))
     frames = reader.get_frames(union)
     return windows, frames, {int(i): k for k, i in enumerate(union)}

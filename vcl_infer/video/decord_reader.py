@@ -21,6 +21,7 @@ import numpy as np
 from vcl_infer._optional import require
 from vcl_infer.errors import CorruptVideo, FrameTooLarge, UnsupportedFormat
 from vcl_infer.video.reader import VideoInfo
+from vcl_infer.video.timeline import collapsed
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
 _BATCH = 32  # frames per get_batch call: bounds decord's temporary buffers
@@ -72,6 +73,10 @@ class DecordReader:
         if width * height > max_pixels:
             raise FrameTooLarge(self._path, f"frames are {width}x{height}, over the cap of {max_pixels} pixels")
         self._timestamps, duration = _timeline(stamps.reshape(n, -1), float(self._vr.get_avg_fps() or 0.0))
+        if collapsed(self._timestamps):
+            # decord's frame skipping discards frames by pts and can spin on such a file
+            raise CorruptVideo(self._path, f"timestamps collapse ({n} frames within {duration:.3f} s); "
+                                           "decord cannot seek in it")
         self._shape = (height, width)
         self.info = VideoInfo(
             path=self._path,

@@ -18,6 +18,7 @@ from vcl_infer._optional import require
 from vcl_infer.errors import CorruptVideo, FrameTooLarge, NoVideoStream, UnsupportedFormat
 from vcl_infer.video._guards import FORMAT_WHITELIST
 from vcl_infer.video.reader import VideoInfo
+from vcl_infer.video.timeline import by_index, collapsed, last_frame_duration, nominal_rate
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
@@ -67,21 +68,27 @@ class PyAvReader:
             self._check_size(ctx.width, ctx.height)
             codec, claimed = ctx.name, int(stream.frames or 0) or -1
             average_rate = float(stream.average_rate or 0.0)
+            framerate = float(ctx.framerate or 0.0)  # the codec's own (H.264 VUI) rate
+            guessed_rate = float(stream.guessed_rate or 0.0)
         finally:
             container.close()
-        pts, rotation, size = self._scan()
+        pts, rotation, size, last_duration = self._scan()
         if not pts:
             raise CorruptVideo(self._path, "no frame of the video stream could be decoded")
         raw = np.asarray(pts, dtype=np.float64)
         # decode position of the i-th frame in presentation order (stable: ties keep decode order)
         self._order = np.argsort(raw, kind="stable")
         self._timestamps = raw[self._order]
+        rate = nominal_rate(framerate, guessed_rate, average_rate)
+        self.collapsed_timestamps = collapsed(self._timestamps)
+        if self.collapsed_timestamps:  # frame i is shown at i / nominal rate (see timeline.py)
+            self._timestamps, duration = by_index(len(pts), rate)
+        else:
+            duration = float(self._timestamps[-1] - self._timestamps[0])
+            duration += last_frame_duration(self._timestamps, last_duration, rate)
         self._rot_k = (rotation // 90) % 4  # np.rot90 turns rotation=-90 (a "90" tag) clockwise
         height, width = size if self._rot_k % 2 == 0 else size[::-1]
         n = len(pts)
-        step = np.diff(self._timestamps)
-        step = float(np.median(step[step > 0])) if np.any(step > 0) else 0.0
-        duration = float(self._timestamps[-1] - self._timestamps[0] + step)
         self.info = VideoInfo(
             path=self._path,
             backend=self.backend,
@@ -125,14 +132,17 @@ class PyAvReader:
         finally:
             container.close()
 
-    def _scan(self) -> tuple[list[float], int, tuple[int, int]]:
-        """Presentation times of every decodable frame, the rotation, and the coded H x W."""
+    def _scan(self) -> tuple[list[float], int, tuple[int, int], float | None]:
+        """Presentation times of every decodable frame, the rotation, the coded H x W, and how
+        long the last frame (in presentation order) is shown (None when not declared)."""
         with open_container(self._path) as container:
             stream = container.streams[self._stream_index]
             time_base = float(stream.time_base) if stream.time_base else 0.0
             rate = float(stream.average_rate or stream.guessed_rate or 25)
         pts: list[float] = []
         rotation, size = 0, (0, 0)
+        last_duration: float | None = None
+        latest = -np.inf
         for frame in self._frames():
             if not pts:
                 rotation, size = int(round(frame.rotation or 0)), (frame.height, frame.width)
@@ -141,7 +151,11 @@ class PyAvReader:
                 pts.append(frame.pts * time_base)
             else:  # no timestamp (some AVI/raw streams): continue at the nominal rate
                 pts.append(pts[-1] + 1.0 / rate if pts else 0.0)
-        return pts, rotation, size
+            if pts[-1] >= latest:
+                latest = pts[-1]
+                declared = getattr(frame, "duration", None)
+                last_duration = declared * time_base if declared and time_base else None
+        return pts, rotation, size, last_duration
 
     @property
     def timestamps(self) -> np.ndarray:
