@@ -16,7 +16,6 @@ embedded with the index's own encoder (a model with another weight fingerprint i
 from __future__ import annotations
 
 import math
-import multiprocessing as mp
 import os
 import re
 from dataclasses import dataclass, field
@@ -112,18 +111,19 @@ def _child(conn, fn_name: str, args: tuple) -> None:
 
 
 def run_isolated(fn: Callable, args: tuple, path: str, timeout_s: float = 60.0) -> Any:
-    """Run module-level ``fn(*args)`` in a spawned child with a hard timeout (untrusted file).
+    """Run module-level ``fn(*args)`` in a child process with a hard timeout (untrusted file).
+
+    The child is a fresh interpreter (:mod:`vcl_infer.video._child`), so this works from a
+    plain script without ``if __name__ == "__main__":``.
 
     Raises:
         VideoError: the function's error, ``DecodeTimeout`` or ``DecoderCrashed``.
     """
     from vcl_infer.errors import DecoderCrashed, DecodeTimeout
+    from vcl_infer.video._child import ChildProcess
 
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, f"{fn.__module__}.{fn.__qualname__}", args), daemon=True)
-    proc.start()
-    child.close()
+    proc = ChildProcess(f"{__name__}:_child", (f"{fn.__module__}.{fn.__qualname__}", args))
+    parent = proc.conn
     try:
         if not parent.poll(timeout_s):
             raise DecodeTimeout(path, f"no result within {timeout_s:g} s; decoder killed")
