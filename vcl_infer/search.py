@@ -120,7 +120,7 @@ def run_isolated(fn: Callable, args: tuple, path: str, timeout_s: float = 60.0) 
         VideoError: the function's error, ``DecodeTimeout`` or ``DecoderCrashed``.
     """
     from vcl_infer.errors import DecoderCrashed, DecodeTimeout
-    from vcl_infer.video._child import ChildProcess
+    from vcl_infer.video._child import ChildProcess, log_decoder_output
 
     proc = ChildProcess(f"{__name__}:_child", (f"{fn.__module__}.{fn.__qualname__}", args))
     parent = proc.conn
@@ -131,12 +131,16 @@ def run_isolated(fn: Callable, args: tuple, path: str, timeout_s: float = 60.0) 
             status, value = parent.recv()
         except EOFError:
             proc.join(2)
-            raise DecoderCrashed(path, f"decoder process died (exit code {proc.exitcode})") from None
+            said = proc.last_words()
+            raise DecoderCrashed(path, f"decoder process died (exit code {proc.exitcode})"
+                                       + (f"; its last message: {said}" if said else "")) from None
+        log_decoder_output(path, proc)
     finally:
         if proc.is_alive():
             proc.kill()
         proc.join(5)
         parent.close()
+        proc.remove_log()
     if status == "error":
         raise value
     return value

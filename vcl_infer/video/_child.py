@@ -10,15 +10,24 @@ sent first, as plain strings, so the child imports the same code.
 
 :class:`ChildProcess` has the subset of ``multiprocessing.Process`` the pools use
 (``is_alive``, ``kill``, ``join``, ``exitcode``, ``sentinel``).
+
+Native decoder logs: decord and FFmpeg write to file descriptor 2 directly (decord's
+"Failed to skip frames effectively" lines, hundreds for one file, ignore its log level), so
+a child's fd 2 is a private log file. The parent reads it after each task
+(:meth:`ChildProcess.drain_log`) and reports one line per file through :mod:`logging`
+(logger ``vcl_infer.decoder``, INFO: quiet by default); when a child dies, the end of its log
+says why.
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import weakref
 from multiprocessing.connection import Connection
 from typing import Any
@@ -27,6 +36,10 @@ from typing import Any
 _BOOT = (
     "import sys\n"
     "from multiprocessing.connection import Connection\n"
+    "import os\n"
+    "log = os.open(sys.argv[2], os.O_WRONLY | os.O_APPEND)\n"
+    "os.dup2(log, 2)\n"
+    "os.close(log)\n"
     "conn = Connection(int(sys.argv[1]))\n"
     "sys.path[:] = conn.recv()\n"
     "from vcl_infer.video._child import run_target\n"
@@ -34,6 +47,8 @@ _BOOT = (
 )
 
 _LIVE: "weakref.WeakSet[ChildProcess]" = weakref.WeakSet()
+_READ_AT_MOST = 1 << 20  # bytes of a child's log read per drain (a flood is counted, not kept)
+logger = logging.getLogger("vcl_infer.decoder")
 
 
 class ChildProcess:
@@ -46,11 +61,13 @@ class ChildProcess:
     def __init__(self, target: str, args: tuple = ()):
         if not sys.executable:
             raise RuntimeError("cannot start decode workers: sys.executable is not set")
+        fd, self.log_path = tempfile.mkstemp(prefix="vcl-decoder-", suffix=".log")
+        os.close(fd)
         ours, theirs = socket.socketpair()
         self.conn = Connection(ours.detach())
         try:
             self._popen = subprocess.Popen(
-                [sys.executable, "-c", _BOOT, str(theirs.fileno())],
+                [sys.executable, "-c", _BOOT, str(theirs.fileno()), self.log_path],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, close_fds=True,
             )
         finally:
@@ -82,9 +99,48 @@ class ChildProcess:
             os.close(self.sentinel)
             self.sentinel = None
 
+    def drain_log(self) -> tuple[int, str]:
+        """``(lines, first line)`` the child wrote to its fd 2 since the last drain; the log is emptied."""
+        try:
+            with open(self.log_path, "r+b") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                head = fh.read(min(size, _READ_AT_MOST))
+                fh.truncate(0)
+        except OSError:
+            return 0, ""
+        lines = [line for line in head.decode("utf-8", "replace").splitlines() if line.strip()]
+        count = len(lines)
+        if size > len(head):  # a flood: estimate its length from the part that was read
+            count = int(count * size / max(len(head), 1))
+        return count, (lines[0].strip()[:300] if lines else "")
+
+    def last_words(self) -> str:
+        """The last line the child wrote to its fd 2 (why it died, often), or ''."""
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(max(0, os.fstat(fh.fileno()).st_size - 4096))
+                tail = fh.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        lines = [line.strip() for line in tail.splitlines() if line.strip()]
+        return lines[-1][:300] if lines else ""
+
+    def remove_log(self) -> None:
+        try:
+            os.unlink(self.log_path)
+        except OSError:
+            pass
+
     def handles(self) -> list[Any]:
         """What :func:`multiprocessing.connection.wait` should watch for this child."""
         return [self.conn] + ([self.sentinel] if self.sentinel is not None else [])
+
+
+def log_decoder_output(path: str, child: ChildProcess) -> None:
+    """One INFO line for ``path`` if its decoding wrote anything to the child's fd 2."""
+    lines, first = child.drain_log()
+    if lines:
+        logger.info("%s: the decoder wrote %d line(s); first: %s", path, lines, first)
 
 
 def _pidfd(pid: int) -> int | None:
@@ -113,3 +169,4 @@ def _kill_leftovers() -> None:
     """Children of a pool that was never closed die with the parent (like daemon processes)."""
     for child in list(_LIVE):
         child.kill()
+        child.remove_log()

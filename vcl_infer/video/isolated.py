@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator, Union
 
 from vcl_infer.errors import DecoderCrashed, DecodeTimeout, VideoError
 from vcl_infer.spec import ClipSpec
-from vcl_infer.video._child import ChildProcess
+from vcl_infer.video._child import ChildProcess, log_decoder_output
 from vcl_infer.video._worker import DecodeRequest
 from vcl_infer.video.clips import DecodedVideo
 from vcl_infer.video.open import DEFAULT_MAX_PIXELS
@@ -47,6 +47,7 @@ class _Worker:
             self.proc.kill()  # SIGKILL: native code cannot ignore it
         self.proc.join(5)
         self.conn.close()
+        self.proc.remove_log()
 
 
 class DecodePool:
@@ -170,7 +171,8 @@ class DecodePool:
                 outcome = self._receive(w)
             elif w.task is not None and time.monotonic() >= w.task[2]:
                 index, request, _ = w.task
-                outcome = (index, DecodeTimeout(request.path, f"no result within {self.timeout_s:g} s; decoder killed"))
+                reason = f"no result within {self.timeout_s:g} s; decoder killed" + _last_words(w.proc)
+                outcome = (index, DecodeTimeout(request.path, reason))
                 w.kill()
                 w.proc = None  # type: ignore[assignment]
             if w.proc is None or not w.proc.is_alive() or w.done >= self.max_tasks:
@@ -186,6 +188,8 @@ class DecodePool:
                     w.ready, self._failed_starts = True, 0
                     return None
                 _, index, result = message
+                if w.task is not None:
+                    log_decoder_output(w.task[1].path, w.proc)
                 w.task, w.done = None, w.done + 1
                 return index, result
         except (EOFError, OSError):
@@ -193,17 +197,18 @@ class DecodePool:
         # the pipe is closed or the process ended: the worker died
         w.proc.join(1)
         code = w.proc.exitcode
+        said = _last_words(w.proc)
         w.kill()
         w.proc = None  # type: ignore[assignment]
         if w.task is None:
             if not w.ready:
                 self._failed_starts += 1
                 if self._failed_starts >= 3:
-                    raise RuntimeError(f"decode workers die while starting (exit code {code})")
+                    raise RuntimeError(f"decode workers die while starting (exit code {code}){said}")
             return None
         index, request, _ = w.task
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        return index, DecoderCrashed(request.path, f"decoder process died ({how})")
+        return index, DecoderCrashed(request.path, f"decoder process died ({how}){said}")
 
     def _replace(self, i: int, w: _Worker) -> None:
         if w.proc is not None:
@@ -216,6 +221,11 @@ class DecodePool:
             w.proc.join(2)
             w.kill()
         self._workers[i] = _Worker(self._config)
+
+
+def _last_words(child: ChildProcess) -> str:
+    said = child.last_words()
+    return f"; its last message: {said}" if said else ""
 
 
 def _as_request(request: Request) -> DecodeRequest:
