@@ -55,6 +55,11 @@ class DecordReader:
         self._path = str(path)
         self.failed_frames = 0
         try:
+            self._path.encode()
+        except UnicodeEncodeError:  # decord takes str paths only and cannot pass these on
+            raise UnsupportedFormat(self._path, "decord cannot open a file name that is not valid UTF-8 "
+                                                "(PyAV can: backend auto or pyav)") from None
+        try:
             self._vr = decord.VideoReader(self._path, ctx=decord.cpu(0), num_threads=num_threads)
         except (decord.DECORDError, RuntimeError) as exc:
             raise UnsupportedFormat(self._path, f"decord cannot open it: {_first_line(exc)}") from None
