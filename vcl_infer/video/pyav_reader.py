@@ -162,22 +162,29 @@ class PyAvReader:
         """``(num_frames,)`` float64 seconds, presentation order, non-decreasing."""
         return self._timestamps
 
-    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+    def get_frames(self, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
         """Frames at ``indices`` (clamped to ``[0, num_frames)``).
+
+        Args:
+            indices: presentation-order frame indices.
+            size: ``(height, width)`` (displayed orientation) to scale the frames to in
+                FFmpeg's scaler (bilinear, area-aware when shrinking) during the colour
+                conversion; None: full size.
 
         Returns:
             ``T x H x W x 3`` uint8 RGB, rotated as the container says it is displayed;
             high bit depth (10-bit HEVC) is converted to 8 bits.
         """
+        shape = (self.info.height, self.info.width) if size is None else (int(size[0]), int(size[1]))
         idx = np.clip(np.asarray(indices, dtype=np.int64).reshape(-1), 0, self.info.num_frames - 1)
         if idx.size == 0:
-            return np.zeros((0, self.info.height, self.info.width, 3), np.uint8)
+            return np.zeros((0, *shape, 3), np.uint8)
         wanted = {int(self._order[i]) for i in np.unique(idx)}  # decode positions
         last = max(wanted)
         got: dict[int, np.ndarray] = {}
         for pos, frame in enumerate(self._frames()):
             if pos in wanted:
-                got[pos] = self._to_rgb(frame)
+                got[pos] = self._to_rgb(frame, shape)
             if pos >= last:
                 break
         if not got:
@@ -191,14 +198,18 @@ class PyAvReader:
             out.append(got[pos])
         return np.stack(out)
 
-    def _to_rgb(self, frame: Any) -> np.ndarray:
-        rgb = frame.to_ndarray(format="rgb24")  # swscale converts any bit depth to 8-bit RGB
+    def _to_rgb(self, frame: Any, shape: tuple[int, int]) -> np.ndarray:
+        if shape == (self.info.height, self.info.width):
+            rgb = frame.to_ndarray(format="rgb24")  # swscale converts any bit depth to 8-bit RGB
+        else:  # scale before rotating: the coded frame is (width, height) swapped for 90/270
+            height, width = shape if self._rot_k % 2 == 0 else shape[::-1]
+            rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR").to_ndarray()
         if self._rot_k:
             rgb = np.ascontiguousarray(np.rot90(rgb, self._rot_k))
-        if rgb.shape[:2] != (self.info.height, self.info.width):
+        if rgb.shape[:2] != shape:
             # mid-stream size change: keep one shape per video (the first frame's) by padding/cropping
-            canvas = np.zeros((self.info.height, self.info.width, 3), np.uint8)
-            h, w = min(rgb.shape[0], self.info.height), min(rgb.shape[1], self.info.width)
+            canvas = np.zeros((*shape, 3), np.uint8)
+            h, w = min(rgb.shape[0], shape[0]), min(rgb.shape[1], shape[1])
             canvas[:h, :w] = rgb[:h, :w]
             rgb = canvas
         return rgb
