@@ -113,8 +113,9 @@ class BuildReport:
 def find_videos(videos_dir: str | os.PathLike) -> list[str]:
     """Video files under ``videos_dir`` (recursive, by suffix), as sorted absolute paths.
 
-    Anything that is not a directory is listed (a FIFO named ``x.mp4`` too: the decoder
-    refuses it and the build records why); symlinked directories are not followed.
+    Anything that is not a directory is listed (a FIFO named ``x.mp4``, a dangling link or a
+    link loop too: the decoder refuses it and the build records why); symlinked directories
+    are not followed.
     """
     root = Path(videos_dir)
     if not root.is_dir():
