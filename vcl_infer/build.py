@@ -2,7 +2,7 @@
 
 The pipeline (DESIGN.md, "The runtime pipeline"):
 
-    files ─▶ DecodePool (spawn workers, per-file timeout) ─▶ queue ─▶ encoder (this process)
+    files ─▶ DecodePool (worker processes, per-file timeout) ─▶ queue ─▶ encoder (this process)
                                                                   ─▶ VideoIndex (batched commits)
 
 A feeder thread drives the decode pool, so workers get their next file while the main
