@@ -2,7 +2,7 @@
 
 The pipeline (DESIGN.md, "The runtime pipeline"):
 
-    files ─▶ DecodePool (spawn workers, per-file timeout) ─▶ queue ─▶ encoder (this process)
+    files ─▶ DecodePool (worker processes, per-file timeout) ─▶ queue ─▶ encoder (this process)
                                                                   ─▶ VideoIndex (batched commits)
 
 A feeder thread drives the decode pool, so workers get their next file while the main
@@ -113,8 +113,9 @@ class BuildReport:
 def find_videos(videos_dir: str | os.PathLike) -> list[str]:
     """Video files under ``videos_dir`` (recursive, by suffix), as sorted absolute paths.
 
-    Anything that is not a directory is listed (a FIFO named ``x.mp4`` too: the decoder
-    refuses it and the build records why); symlinked directories are not followed.
+    Anything that is not a directory is listed (a FIFO named ``x.mp4``, a dangling link or a
+    link loop too: the decoder refuses it and the build records why); symlinked directories
+    are not followed.
     """
     root = Path(videos_dir)
     if not root.is_dir():
@@ -141,10 +142,17 @@ def file_hash(path: str, chunk: int = 1 << 20) -> str:
 
 
 def _stat(path: str) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of the file; of the link itself for a link that cannot be followed
+    (dangling, or a loop), so it goes to a decode worker and fails there with its reason."""
     try:
         st = os.stat(path)
     except OSError:
-        return None
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        if not os.path.islink(path):
+            return None
     return int(st.st_size), int(st.st_mtime_ns)
 
 
@@ -435,7 +443,9 @@ def add_files(
 def remove_files(index_dir: str | os.PathLike, files: Iterable[str | os.PathLike]) -> BuildReport:
     """Remove ``files`` (their videos, clips and failure records) from the index.
 
-    Paths are matched as given and as absolute paths.
+    Paths are matched as given and as absolute paths. Each file that is not removed is listed
+    in ``report.failed`` with why (``not_indexed``: not in the index, or in it under another
+    spelling of the path, which is named; ``not_found``: neither indexed nor on disk).
     """
     from vcl_infer.index import VideoIndex
 
@@ -446,10 +456,11 @@ def remove_files(index_dir: str | os.PathLike, files: Iterable[str | os.PathLike
         known = index.known_files()
         wanted = []
         for f in files:
-            for candidate in (os.fspath(f), os.path.abspath(os.fspath(f))):
-                if candidate in known:
-                    wanted.append(candidate)
-                    break
+            match = next((c for c in (os.fspath(f), os.path.abspath(os.fspath(f))) if c in known), None)
+            if match is not None:
+                wanted.append(match)
+            else:
+                report.failed.append(_not_indexed(os.fspath(f), known))
         if wanted:
             report.removed = int(index.remove(wanted))
             index.commit()
@@ -458,6 +469,25 @@ def remove_files(index_dir: str | os.PathLike, files: Iterable[str | os.PathLike
     report.seconds = time.monotonic() - t0
     report.completed = True
     return report
+
+
+def _not_indexed(path: str, known: dict) -> Failure:
+    """Why ``path`` is not in the index: another spelling of it is, it is a folder, or it is unknown."""
+    name = os.path.basename(path.rstrip(os.sep))
+    same_name = [k for k in known if os.path.basename(k) == name]
+    real = os.path.realpath(path)
+    for other in same_name:
+        if os.path.realpath(other) == real:
+            return Failure(path, "not_indexed", f"not in the index under this path; it is indexed as {other} "
+                                                "(pass that path)")
+    if os.path.isdir(path):
+        inside = sum(k.startswith(os.path.abspath(path).rstrip(os.sep) + os.sep) for k in known)
+        return Failure(path, "not_indexed", f"a folder, not an indexed file ({inside} indexed file(s) under it; "
+                                            "pass the files, or rebuild without them)")
+    hint = f"; a file of that name is indexed as {same_name[0]}" if same_name else ""
+    if not os.path.lexists(path):
+        return Failure(path, "not_found", f"not in the index, and no such file on disk (check the path){hint}")
+    return Failure(path, "not_indexed", f"not in the index (it was never built or added){hint}")
 
 
 def _close(index) -> None:

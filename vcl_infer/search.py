@@ -16,7 +16,6 @@ embedded with the index's own encoder (a model with another weight fingerprint i
 from __future__ import annotations
 
 import math
-import multiprocessing as mp
 import os
 import re
 from dataclasses import dataclass, field
@@ -112,18 +111,19 @@ def _child(conn, fn_name: str, args: tuple) -> None:
 
 
 def run_isolated(fn: Callable, args: tuple, path: str, timeout_s: float = 60.0) -> Any:
-    """Run module-level ``fn(*args)`` in a spawned child with a hard timeout (untrusted file).
+    """Run module-level ``fn(*args)`` in a child process with a hard timeout (untrusted file).
+
+    The child is a fresh interpreter (:mod:`vcl_infer.video._child`), so this works from a
+    plain script without ``if __name__ == "__main__":``.
 
     Raises:
         VideoError: the function's error, ``DecodeTimeout`` or ``DecoderCrashed``.
     """
     from vcl_infer.errors import DecoderCrashed, DecodeTimeout
+    from vcl_infer.video._child import ChildProcess, log_decoder_output
 
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, f"{fn.__module__}.{fn.__qualname__}", args), daemon=True)
-    proc.start()
-    child.close()
+    proc = ChildProcess(f"{__name__}:_child", (f"{fn.__module__}.{fn.__qualname__}", args))
+    parent = proc.conn
     try:
         if not parent.poll(timeout_s):
             raise DecodeTimeout(path, f"no result within {timeout_s:g} s; decoder killed")
@@ -131,12 +131,16 @@ def run_isolated(fn: Callable, args: tuple, path: str, timeout_s: float = 60.0) 
             status, value = parent.recv()
         except EOFError:
             proc.join(2)
-            raise DecoderCrashed(path, f"decoder process died (exit code {proc.exitcode})") from None
+            said = proc.last_words()
+            raise DecoderCrashed(path, f"decoder process died (exit code {proc.exitcode})"
+                                       + (f"; its last message: {said}" if said else "")) from None
+        log_decoder_output(path, proc)
     finally:
         if proc.is_alive():
             proc.kill()
         proc.join(5)
         parent.close()
+        proc.remove_log()
     if status == "error":
         raise value
     return value
@@ -156,6 +160,7 @@ def decode_range(path: str, spec, num_clips: int, start: float, end: float):
     """
     from vcl_infer.preprocess import fit_frames
     from vcl_infer.sampling import uniform_clips
+    from vcl_infer.video.clips import inside_video
     from vcl_infer.video.open import open_video
 
     reader = open_video(path)
@@ -165,7 +170,7 @@ def decode_range(path: str, spec, num_clips: int, start: float, end: float):
         if inside.size == 0:
             raise VideoError(path, f"no frame in {start:g}-{end:g} s (the video spans "
                                    f"{ts[0]:.2f}-{reader.info.duration:.2f} s)")
-        windows = uniform_clips(ts[inside], spec, num_clips)
+        windows = inside_video(uniform_clips(ts[inside], spec, num_clips), reader)
         union = np.unique(np.concatenate([inside[w.indices] for w in windows]))
         frames = reader.get_frames(union)
         where = {int(i): k for k, i in enumerate(union)}
@@ -177,8 +182,14 @@ def decode_range(path: str, spec, num_clips: int, start: float, end: float):
 
 def query_clips(query: Query, spec, num_clips: int, timeout_s: float = 60.0) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """The query's uint8 clips and their time ranges, decoded in a child process."""
-    if not os.path.isfile(query.path):
+    from vcl_infer.video._guards import regular_file
+
+    if not os.path.lexists(query.path):
         raise VclError(f"query file {query.path} not found; pass a video file or FILE@START-END")
+    try:
+        regular_file(query.path)  # the build's guard: a FIFO, device or broken link says so
+    except VideoError as exc:
+        raise VclError(f"query file {exc}; pass a video file or FILE@START-END") from None
     if query.start is None:
         from vcl_infer.video.isolated import decode_clips
 

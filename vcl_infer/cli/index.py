@@ -101,13 +101,29 @@ def add(files: tuple[str, ...], index_dir: str, model: str | None, clips: int | 
 @main.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("--index", "index_dir", default="./vcl-index", show_default=True, help=_INDEX_HELP)
-def remove(files: tuple[str, ...], index_dir: str) -> None:
-    """Remove FILES from the index."""
+@click.option("--missing-ok", is_flag=True, help="Exit 0 even when none of FILES was in the index.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (files not removed under 'failed').")
+def remove(files: tuple[str, ...], index_dir: str, missing_ok: bool, as_json: bool) -> None:
+    """Remove FILES from the index (as the build recorded them: absolute paths, or as given).
+
+    Each file that is not removed is named with the reason: not in the index, in it under
+    another spelling of the path (which is shown), or not on disk either.
+
+    Exit status: 0 when at least one of FILES was removed (or --missing-ok), 1 when none was.
+    """
     from vcl_infer.build import remove_files
 
     with _errors():
         report = remove_files(index_dir, files)
-    click.echo(f"removed {report.removed} of {len(files)} file(s)")
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        for failure in report.failed:
+            click.echo(f"not removed  {failure.path}: {failure.reason}", err=True)
+        click.echo(f"removed {report.removed} of {len(files)} file(s)")
+    if report.removed == 0 and not missing_ok:
+        raise click.ClickException("nothing was removed: none of the files is in the index "
+                                   "(see above; --missing-ok to accept that)")
 
 
 def _open(index_dir: str):

@@ -4,7 +4,7 @@
   header checks, decord first and PyAV as the fallback; returns a :class:`VideoReader`.
 * :func:`read_clips` (``vcl_infer.video.clips``): a file to fitted uint8 clips, in-process.
 * :class:`DecodePool` and :func:`decode_clips` (``vcl_infer.video.isolated``): the same in
-  spawn-ed worker processes with a hard timeout, for untrusted files.
+  worker processes (fresh interpreters, see ``_child``) with a hard timeout, for untrusted files.
 
 Importing this package loads neither decord nor PyAV; they are imported when a file is opened.
 """

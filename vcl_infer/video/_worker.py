@@ -1,7 +1,7 @@
 """The decode worker process: receives requests on a pipe, answers with clips or errors.
 
-Runs in a ``spawn``-ed child (never ``fork``: FFmpeg and decord threads are not fork-safe,
-reliability.md A15). Whatever happens in here (a native crash, an infinite loop holding the
+Runs in a fresh child interpreter started by :mod:`vcl_infer.video._child` (never ``fork``:
+FFmpeg and decord threads are not fork-safe, reliability.md A15). Whatever happens in here (a native crash, an infinite loop holding the
 GIL, an allocation that exhausts the memory limit), the parent only loses this process.
 """
 

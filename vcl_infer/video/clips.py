@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vcl_infer.errors import VideoError
-from vcl_infer.preprocess import fit_frames
+from vcl_infer.preprocess import fit_frames, resized_size
 from vcl_infer.sampling import ClipWindow, uniform_clips
 from vcl_infer.spec import ClipSpec
 from vcl_infer.video.open import DEFAULT_MAX_PIXELS, open_video
@@ -41,11 +41,44 @@ class DecodedVideo:
     damaged_frames: int = 0
 
 
-def _sample(reader: VideoReader, spec: ClipSpec, num_clips: int) -> tuple[list[ClipWindow], np.ndarray, dict[int, int]]:
+def inside_video(windows: list[ClipWindow], reader: VideoReader) -> list[ClipWindow]:
+    """``windows`` with each end cut at the end of the video (first timestamp + duration).
+
+    The sampler ends a clip whose last frame is the video's last one a median frame step
+    after it; on variable frame rate (frames at 0 s, 1 h, 10 h) that is hours past the end.
+    """
+    end = float(reader.timestamps[0]) + float(reader.info.duration)
+    return [w if w.end_sec <= end else ClipWindow(w.indices, w.start_sec, max(w.start_sec, end)) for w in windows]
+
+
+DECORD_MIN_SHRINK = 16
+"""decord scales inside the decoder only for frames at least this many times the target area."""
+
+
+def decoder_size(info: VideoInfo, spec: ClipSpec) -> tuple[int, int] | None:
+    """``(height, width)`` the decoder should scale frames to for ``spec`` (the size
+    :func:`~vcl_infer.preprocess.fit_frames` resizes to), or None to decode at full size.
+
+    Only shrinking is done in the decoder: FFmpeg's scaler then costs a fraction of the numpy
+    resize of full frames (which cost as much CPU as decoding itself), and ``fit_frames`` is
+    left with the crop. Its pixels differ from the numpy filter's by a little (see
+    ``tests/test_decoder_resize.py`` for the stated tolerance).
+    """
+    out = resized_size(info.height, info.width, spec)
+    if out == (info.height, info.width) or out[0] > info.height or out[1] > info.width:
+        return None
+    if info.backend == "decord" and out[0] * out[1] * DECORD_MIN_SHRINK > info.height * info.width:
+        return None  # decord scales in a second reader: opening it costs more than a small resize
+    return out
+
+
+def _sample(reader: VideoReader, spec: ClipSpec, num_clips: int,
+            decoder_resize: bool = True) -> tuple[list[ClipWindow], np.ndarray, dict[int, int]]:
     """Clip windows, and the frames of their union (each frame decoded once) with a lookup."""
-    windows = uniform_clips(reader.timestamps, spec, num_clips)
+    windows = inside_video(uniform_clips(reader.timestamps, spec, num_clips), reader)
     union = np.unique(np.concatenate([w.indices for w in windows]))
-    frames = reader.get_frames(union)
+    size = decoder_size(reader.info, spec) if decoder_resize else None
+    frames = reader.get_frames(union, size) if size else reader.get_frames(union)
     return windows, frames, {int(i): k for k, i in enumerate(union)}
 
 
@@ -75,8 +108,12 @@ def read_clips(
     backend: str = "auto",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     num_threads: int = 0,
+    decoder_resize: bool = True,
 ) -> DecodedVideo:
     """Decode ``num_clips`` uniformly spaced clips of ``path`` in this process.
+
+    ``decoder_resize``: shrink frames inside the decoder (see :func:`decoder_size`); False
+    resizes full-size frames with :func:`~vcl_infer.preprocess.fit_frames` only.
 
     With ``backend="auto"``, a decord read that had to patch undecodable frames, or that
     decoded nothing, is redone with PyAV, which skips bad packets and usually recovers more
@@ -92,7 +129,7 @@ def read_clips(
     shown = os.fspath(path)
     reader = open_video(shown, backend, max_pixels, num_threads=num_threads)
     try:
-        sampled = _sample(reader, spec, num_clips)
+        sampled = _sample(reader, spec, num_clips, decoder_resize)
         error: VideoError | None = None
     except VideoError as exc:
         sampled, error = None, exc
@@ -102,7 +139,8 @@ def read_clips(
     if backend == "auto" and reader.info.backend == "decord" and (error is not None or damaged):
         # fitting is the costly step on large frames: only fit the result that is kept
         try:
-            return read_clips(shown, spec, num_clips, backend="pyav", max_pixels=max_pixels, num_threads=num_threads)
+            return read_clips(shown, spec, num_clips, backend="pyav", max_pixels=max_pixels, num_threads=num_threads,
+                              decoder_resize=decoder_resize)
         except VideoError:
             pass
     if sampled is None:

@@ -2,14 +2,15 @@
 
 decord and FFmpeg can hang forever holding the GIL or abort the process on bad input
 (decord issues 373, 269, 229, 318, 113); signals and thread timeouts cannot stop native
-code, so each file is decoded in a ``spawn``-ed worker that is SIGKILLed and replaced when
-it overruns its time or dies. The caller only ever sees a :class:`DecodedVideo` or a
+code, so each file is decoded in a worker process (a fresh interpreter, see
+:mod:`vcl_infer.video._child`: it never re-runs the caller's script, so a plain script without
+``if __name__ == "__main__":`` works) that is SIGKILLed and replaced when it overruns its time
+or dies. The caller only ever sees a :class:`DecodedVideo` or a
 :class:`VideoError` (``DecodeTimeout`` / ``DecoderCrashed`` naming the file).
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import time
 from collections import deque
@@ -18,7 +19,8 @@ from typing import Any, Iterable, Iterator, Union
 
 from vcl_infer.errors import DecoderCrashed, DecodeTimeout, VideoError
 from vcl_infer.spec import ClipSpec
-from vcl_infer.video._worker import DecodeRequest, worker_main
+from vcl_infer.video._child import ChildProcess, log_decoder_output
+from vcl_infer.video._worker import DecodeRequest
 from vcl_infer.video.clips import DecodedVideo
 from vcl_infer.video.open import DEFAULT_MAX_PIXELS
 
@@ -31,11 +33,9 @@ __all__ = ["DecodePool", "DecodeRequest", "DecodedVideo", "decode_clips"]
 class _Worker:
     """One child process and the pipe to it."""
 
-    def __init__(self, ctx: Any, config: dict[str, Any]):
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=worker_main, args=(child, config), daemon=True)
-        self.proc.start()
-        child.close()  # so EOF on our end means the child is gone
+    def __init__(self, config: dict[str, Any]):
+        self.proc = ChildProcess("vcl_infer.video._worker:worker_main", (config,))
+        self.conn = self.proc.conn
         self.ready = False
         self.done = 0
         self.task: tuple[int, DecodeRequest, float] | None = None  # index, request, deadline
@@ -47,6 +47,7 @@ class _Worker:
             self.proc.kill()  # SIGKILL: native code cannot ignore it
         self.proc.join(5)
         self.conn.close()
+        self.proc.remove_log()
 
 
 class DecodePool:
@@ -83,7 +84,6 @@ class DecodePool:
             raise ValueError("need workers >= 1, timeout_s > 0 and max_tasks_per_worker >= 1")
         self.timeout_s = float(timeout_s)
         self.max_tasks = max_tasks_per_worker
-        self._ctx = mp.get_context("spawn")
         self._config = {
             "nice": int(nice),
             "backend": backend,
@@ -91,7 +91,7 @@ class DecodePool:
             "num_threads": int(threads_per_worker),
             "memory_limit_bytes": memory_limit_bytes,
         }
-        self._workers = [_Worker(self._ctx, self._config) for _ in range(workers)]
+        self._workers = [_Worker(self._config) for _ in range(workers)]
         self._failed_starts = 0
 
     def __enter__(self) -> "DecodePool":
@@ -157,21 +157,22 @@ class DecodePool:
             for i, w in enumerate(self._workers):
                 if w.task is not None:
                     w.kill()
-                    self._workers[i] = _Worker(self._ctx, self._config)
+                    self._workers[i] = _Worker(self._config)
 
     def _collect(self) -> Iterator[tuple[int, Result]]:
         """Wait for messages, deaths or the earliest deadline; yield finished results."""
         deadlines = [w.task[2] for w in self._workers if w.task is not None]
         timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-        handles: list[Any] = [w.conn for w in self._workers] + [w.proc.sentinel for w in self._workers]
+        handles: list[Any] = [h for w in self._workers for h in w.proc.handles()]
         ready = set(wait(handles, timeout))
         for i, w in enumerate(list(self._workers)):
             outcome = None
-            if w.conn in ready or w.proc.sentinel in ready:
+            if any(h in ready for h in w.proc.handles()):
                 outcome = self._receive(w)
             elif w.task is not None and time.monotonic() >= w.task[2]:
                 index, request, _ = w.task
-                outcome = (index, DecodeTimeout(request.path, f"no result within {self.timeout_s:g} s; decoder killed"))
+                reason = f"no result within {self.timeout_s:g} s; decoder killed" + _last_words(w.proc)
+                outcome = (index, DecodeTimeout(request.path, reason))
                 w.kill()
                 w.proc = None  # type: ignore[assignment]
             if w.proc is None or not w.proc.is_alive() or w.done >= self.max_tasks:
@@ -187,6 +188,8 @@ class DecodePool:
                     w.ready, self._failed_starts = True, 0
                     return None
                 _, index, result = message
+                if w.task is not None:
+                    log_decoder_output(w.task[1].path, w.proc)
                 w.task, w.done = None, w.done + 1
                 return index, result
         except (EOFError, OSError):
@@ -194,17 +197,18 @@ class DecodePool:
         # the pipe is closed or the process ended: the worker died
         w.proc.join(1)
         code = w.proc.exitcode
+        said = _last_words(w.proc)
         w.kill()
         w.proc = None  # type: ignore[assignment]
         if w.task is None:
             if not w.ready:
                 self._failed_starts += 1
                 if self._failed_starts >= 3:
-                    raise RuntimeError(f"decode workers die while starting (exit code {code})")
+                    raise RuntimeError(f"decode workers die while starting (exit code {code}){said}")
             return None
         index, request, _ = w.task
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        return index, DecoderCrashed(request.path, f"decoder process died ({how})")
+        return index, DecoderCrashed(request.path, f"decoder process died ({how}){said}")
 
     def _replace(self, i: int, w: _Worker) -> None:
         if w.proc is not None:
@@ -216,7 +220,12 @@ class DecodePool:
                 pass
             w.proc.join(2)
             w.kill()
-        self._workers[i] = _Worker(self._ctx, self._config)
+        self._workers[i] = _Worker(self._config)
+
+
+def _last_words(child: ChildProcess) -> str:
+    said = child.last_words()
+    return f"; its last message: {said}" if said else ""
 
 
 def _as_request(request: Request) -> DecodeRequest:

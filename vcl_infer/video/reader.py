@@ -59,8 +59,9 @@ class VideoReader(Protocol):
     @property
     def timestamps(self) -> np.ndarray: ...
 
-    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
-        """Frames at ``indices`` (clamped to ``[0, num_frames)``) as ``T x H x W x 3`` uint8 RGB."""
+    def get_frames(self, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
+        """Frames at ``indices`` (clamped to ``[0, num_frames)``) as ``T x H x W x 3`` uint8 RGB,
+        scaled to ``size = (H, W)`` inside the decoder when given (full size otherwise)."""
         ...
 
     def close(self) -> None: ...
