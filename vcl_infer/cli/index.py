@@ -160,9 +160,19 @@ def repair(where: str | None, index_dir: str) -> None:
     """Rebuild the FAISS files from the vectors stored in the catalog (INDEX_DIR or --index)."""
     index_dir = where or index_dir
     from vcl_infer.index import VideoIndex
+    from vcl_infer.index.catalog import printable_path
 
     with _errors():
-        index = VideoIndex.open(index_dir, writable=True, repair=True)  # rebuilds without reading them
+        index = VideoIndex.open(index_dir, writable=True, repair=True)  # checks the catalog first
         data = dict(index.info())
+        done = dict(index.repair_report)
         index.close()
+    if done.get("catalog") == "recovered":
+        click.echo(f"catalog: damaged; every row recovered into a new catalog (the damaged one kept as "
+                   f"{done.get('damaged_copy')})")
+    if done.get("restored"):
+        click.echo(f"vectors: {done['restored']} damaged stored vector(s) restored exactly from the FAISS files")
+    for path in done.get("removed", []):
+        click.echo(f"removed  {printable_path(path)}: its stored vectors were damaged; re-run the build "
+                   "to embed it again", err=True)
     click.echo(f"repaired: {data.get('videos_ok', 0)} videos, {data.get('clips', 0)} clips re-indexed from the catalog")

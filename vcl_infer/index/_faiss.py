@@ -96,7 +96,9 @@ def validate_factory(factory: str, dim: int) -> None:
         raise ValueError(f"invalid FAISS index type {factory!r} for dim {dim}: {exc}") from exc
 
 
-def set_search_params(index, factory: str, nprobe: int | None) -> None:
+def set_search_params(index, factory: str, nprobe: int | None, efsearch: int | None = None) -> None:
+    """Set an IVF index's ``nprobe`` / an HNSW index's ``efSearch`` (0 or None: leave as is; HNSW
+    without a tuned value gets at least 64)."""
     faiss = _faiss()
     if nlist_of(factory) and nprobe:
         try:
@@ -107,7 +109,7 @@ def set_search_params(index, factory: str, nprobe: int | None) -> None:
         inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
         hnsw = getattr(inner, "hnsw", None)
         if hnsw is not None:
-            hnsw.efSearch = max(hnsw.efSearch, 64)
+            hnsw.efSearch = int(efsearch) if efsearch else max(hnsw.efSearch, 64)
 
 
 def build(factory: str, dim: int, ids: np.ndarray, vectors: np.ndarray, nprobe: int | None = None):
