@@ -32,8 +32,10 @@ def _print_report(report, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
+    from vcl_infer.index.catalog import printable_path
+
     for failure in report.failed:
-        click.echo(f"failed  {failure.path}: [{failure.kind}] {failure.reason}", err=True)
+        click.echo(f"failed  {printable_path(failure.path)}: [{failure.kind}] {failure.reason}", err=True)
     click.echo(report.summary())
 
 

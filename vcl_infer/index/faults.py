@@ -27,16 +27,35 @@ _NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 Fn = TypeVar("Fn", bound=Callable[..., Any])
 
 
+WAL_LOST_MARK = CATALOG + "-wal-lost"
+
+
 def wal_was_lost(index_dir: Path) -> bool:
-    """True when ``catalog.sqlite-shm`` is there without ``catalog.sqlite-wal``.
+    """True when ``catalog.sqlite-shm`` is there without ``catalog.sqlite-wal`` (or that was seen before).
 
     SQLite deletes both on a clean close and leaves both after a crash; a shared-memory file
     alone means the log, which holds every commit not yet copied into the main file, was
-    deleted (or the folder was copied without it). Check this before connecting: opening the
-    catalog for writing starts a new log and the evidence is gone.
+    deleted (or the folder was copied without it). Check this before connecting: any
+    connection starts a new log and the evidence is gone, so it is kept in a small marker file
+    (``catalog.sqlite-wal-lost``) until a repair or a clean writable open clears it.
     """
     base = Path(index_dir) / CATALOG
-    return Path(f"{base}-shm").exists() and not Path(f"{base}-wal").exists()
+    mark = Path(index_dir) / WAL_LOST_MARK
+    if Path(f"{base}-shm").exists() and not Path(f"{base}-wal").exists():
+        try:
+            mark.write_text("catalog.sqlite-shm was found without catalog.sqlite-wal\n")
+        except OSError:  # a read-only folder: the evidence lasts as long as nobody writes
+            pass
+        return True
+    return mark.exists()
+
+
+def clear_wal_lost(index_dir: Path) -> None:
+    """Forget a lost log once the index is consistent again (repair, or FAISS files that match)."""
+    try:
+        (Path(index_dir) / WAL_LOST_MARK).unlink()
+    except FileNotFoundError:
+        pass
 
 
 def wal_lost_note(index_dir: Path) -> str:

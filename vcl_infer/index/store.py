@@ -59,7 +59,7 @@ from vcl_infer.index.errors import (
     IndexLocked,
     IndexNotFound,
 )
-from vcl_infer.index.faults import guarded, translate, wal_was_lost
+from vcl_infer.index.faults import clear_wal_lost, guarded, translate, wal_was_lost
 from vcl_infer.index.files import DerivedFiles
 from vcl_infer.index.migrate import migrate
 from vcl_infer.index.queries import Queries
@@ -192,6 +192,7 @@ class VideoIndex(DerivedFiles, Queries):
                     self._check_encoder(fingerprint)
                     migrate(self)
                     self._load_files_writable()
+                clear_wal_lost(path)  # consistent again (an error above keeps the evidence)
             else:
                 if (path / RECOVERED).exists():
                     raise IndexCorrupt(
