@@ -178,3 +178,32 @@ def repair(where: str | None, index_dir: str) -> None:
         click.echo(f"removed  {printable_path(path)}: its stored vectors were damaged; re-run the build "
                    "to embed it again", err=True)
     click.echo(f"repaired: {data.get('videos_ok', 0)} videos, {data.get('clips', 0)} clips re-indexed from the catalog")
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True, metavar="INDEX_DIR...")
+@click.option("--into", "into", required=True, type=click.Path(file_okay=False),
+              help="New (or empty) folder for the merged index.")
+@click.option("--json", "as_json", is_flag=True, help="Print the merge report as JSON.")
+def merge(sources: tuple[str, ...], into: str, as_json: bool) -> None:
+    """Merge indexes built with the same encoder into a new one (INTO).
+
+    Each source is checked (FAISS checksums, vector checksums) and its vectors copied bit for
+    bit; the encoder fingerprint and preprocessing spec must match. INTO appears only when
+    complete. A file held by several sources is taken from the first one listed.
+    """
+    from tqdm import tqdm
+
+    from vcl_infer.index.merge import merge_indexes
+
+    if len(sources) < 2:
+        raise click.ClickException("give at least two indexes to merge")
+    bar = tqdm(unit="video", desc="merging", disable=as_json, dynamic_ncols=True)
+    with _errors():
+        report = merge_indexes(sources, into, progress=bar.update)
+    bar.close()
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, default=str))
+        return
+    click.echo(f"merged {len(sources)} indexes into {into}: {report.videos} videos, {report.clips} clips, "
+               f"{report.failures} failure records; {len(report.duplicates)} file(s) held twice, taken once")
