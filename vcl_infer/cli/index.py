@@ -54,13 +54,17 @@ def main() -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Decode worker processes (default: one per core, at most 8).")
 @click.option("--index-type", default=None,
-              help="FAISS factory string (Flat, IVF1024,Flat, HNSW32, ...); chosen by size when not given.")
+              help="flat, ivf, ivf-pq, hnsw (sized automatically) or a FAISS factory string (IVF1024,Flat, "
+                   "HNSW32, ...); chosen by size and memory when not given.")
+@click.option("--recall", "target_recall", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Target recall@10 vs exact search that nprobe/efSearch are tuned to (default 0.95).")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any file failed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the build report as JSON.")
 @click.option("--commit-every", type=click.IntRange(min=1), default=None, hidden=True,
               help="Videos per commit (default 32).")
 def build(videos_dir: str, index_dir: str, model: str | None, clips: int | None, workers: int | None,
-          index_type: str | None, strict: bool, as_json: bool, commit_every: int | None) -> None:
+          index_type: str | None, target_recall: float | None, strict: bool, as_json: bool,
+          commit_every: int | None) -> None:
     """Index every video under VIDEOS_DIR (incremental on re-runs).
 
     Unchanged files are skipped, changed ones re-embedded, vanished ones removed. Files that
@@ -72,7 +76,7 @@ def build(videos_dir: str, index_dir: str, model: str | None, clips: int | None,
     with _errors(model):
         report = build_index(videos_dir, index_dir, model=model, clips=clips, workers=workers,
                              index_type=index_type, progress=not as_json,
-                             commit_every=commit_every or DEFAULT_COMMIT_EVERY)
+                             commit_every=commit_every or DEFAULT_COMMIT_EVERY, target_recall=target_recall)
     _print_report(report, as_json)
     if not as_json:
         click.echo(f"report: {index_dir.rstrip('/')}/{REPORT_NAME}")
