@@ -508,6 +508,9 @@ class VideoIndex(DerivedFiles, Queries):
         """Make the buffered writes durable and searchable (the three-step protocol)."""
         self._require_writable()
         if not self._db.in_transaction:
+            if self._retune:  # a new target recall and no rows changed: re-tune on fresh files
+                self._rebuild(LEVELS)
+                self._retune = False
             return
         # step 1: rows + generation bump, one transaction
         self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")

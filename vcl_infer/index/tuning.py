@@ -78,8 +78,8 @@ def tune(index, factory: str, ids: np.ndarray, vectors: np.ndarray, target: floa
     """The cheapest search setting of ``index`` reaching ``target`` recall@10 on a sample of ``vectors``.
 
     The sampled vectors are taken out of an IVF index while it is measured (and put back after),
-    so they are queries the index has never seen, as real queries are; an index that cannot
-    remove (HNSW) measures them in place, each query's own id dropped from both lists.
+    so they are queries the index has never seen, as real queries are; for a graph (HNSW), which
+    cannot let go of them, the queries are points one nearest-neighbour distance away from them.
     Returns ``{"nprobe", "efsearch", "recall"}`` and leaves ``index`` set to it. When no
     setting reaches the target (a PQ index's codes bound its recall) the knob stops where the
     recall stops improving, and the recall returned says what was reached.
@@ -98,13 +98,33 @@ def tune(index, factory: str, ids: np.ndarray, vectors: np.ndarray, target: floa
     if held_out:
         index.remove_ids(np.ascontiguousarray(ids[rows]))
     try:
-        truth = _held_out_truth(vectors, ids, queries, ids[rows])
-        own = ids[rows] if not held_out else np.full(len(rows), -2, np.int64)
+        if held_out:
+            truth, own = _held_out_truth(vectors, ids, queries, ids[rows]), np.full(len(rows), -2, np.int64)
+        else:  # the graph cannot let go of them: query near them instead (see _nearby)
+            queries = _nearby(vectors, ids, queries, rng)
+            truth, own = exact_neighbours(vectors, ids, queries, K), np.full(len(rows), -2, np.int64)
         params = _walk(index, factory, knob, values, queries, truth, own, target)
     finally:
         if held_out:
             index.add_with_ids(queries, np.ascontiguousarray(ids[rows]))
     return params
+
+
+def _nearby(vectors, ids, queries, rng) -> np.ndarray:
+    """Points as far from each sampled vector as its nearest neighbour is, in a random direction.
+
+    A vector that is in an HNSW graph is found at once (its own links are its neighbours), so
+    it would read a far higher recall than a real query; a point displaced by one
+    nearest-neighbour distance is off the graph and near the data, as a real query is.
+    """
+    faiss = F._faiss()
+    sims, _ = faiss.knn(np.ascontiguousarray(queries), np.ascontiguousarray(vectors), 2,
+                        metric=faiss.METRIC_INNER_PRODUCT)
+    dist = np.sqrt(np.clip(2.0 - 2.0 * sims[:, 1:2], 0.0, None))  # unit vectors: |a-b|^2 = 2 - 2 a.b
+    step = rng.standard_normal(queries.shape).astype(np.float32)
+    step *= dist / np.linalg.norm(step, axis=1, keepdims=True)
+    moved = queries + step
+    return (moved / np.linalg.norm(moved, axis=1, keepdims=True)).astype(np.float32)
 
 
 def _held_out_truth(vectors, ids, queries, query_ids) -> np.ndarray:
