@@ -148,7 +148,8 @@ def info(where: str | None, index_dir: str, as_json: bool) -> None:
 @_WHERE
 @click.option("--index", "index_dir", default="./vcl-index", show_default=True, help=_INDEX_HELP)
 def verify(where: str | None, index_dir: str) -> None:
-    """Check the FAISS files against the catalog's counts and checksums."""
+    """Check the catalog (SQLite integrity, a CRC-32 per stored vector) and the FAISS files against
+    the catalog's counts and checksums. Exits 1 with each problem and its fix."""
     index_dir = where or index_dir
     with _errors():
         problems = list(_open(index_dir).verify())
@@ -156,14 +157,22 @@ def verify(where: str | None, index_dir: str) -> None:
         for p in problems:
             click.echo(f"problem: {p}", err=True)
         raise click.ClickException(f"{len(problems)} problem(s); fix with `vcl-index repair --index {index_dir}`")
-    click.echo("ok: the FAISS files match the catalog")
+    click.echo("ok: the catalog is sound, every stored vector matches its checksum, the FAISS files match the catalog")
 
 
 @main.command()
 @_WHERE
 @click.option("--index", "index_dir", default="./vcl-index", show_default=True, help=_INDEX_HELP)
 def repair(where: str | None, index_dir: str) -> None:
-    """Rebuild the FAISS files from the vectors stored in the catalog (INDEX_DIR or --index)."""
+    """Repair the index (INDEX_DIR or --index); it never leaves it worse than it was.
+
+    First the catalog is checked (PRAGMA integrity_check): a damaged one is replaced by a
+    recovered copy only when every row could be read (the counts recorded at the last commit
+    and the FAISS files' ids prove it), else nothing is touched and the message says to
+    rebuild. Stored vectors failing their checksum are restored exactly from the FAISS files
+    where possible, else their videos are removed so the next build embeds them again. Then
+    both FAISS files are rebuilt from the catalog and their search parameters re-tuned.
+    """
     index_dir = where or index_dir
     from vcl_infer.index import VideoIndex
     from vcl_infer.index.catalog import printable_path
