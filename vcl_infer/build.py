@@ -192,14 +192,15 @@ def load_embedder(model: str | os.PathLike | None, workers: int):
     return Embedder.load(model, threads=threads), threads
 
 
-def open_index_for(index_dir: str | os.PathLike, embedder, index_type: str | None = None):
+def open_index_for(index_dir: str | os.PathLike, embedder, index_type: str | None = None,
+                   target_recall: float | None = None):
     """Open (or create) the index for writing with this encoder; refuses another encoder's."""
     from vcl_infer.index import VideoIndex
 
     spec = embedder.spec
     return VideoIndex.open_or_create(
         os.fspath(index_dir), fingerprint=spec.fingerprint, spec_json=spec.to_json(), dim=spec.embed_dim,
-        index_type=index_type,
+        index_type=index_type, target_recall=target_recall,
     )
 
 
@@ -341,6 +342,7 @@ def build_index(
     timeout_s: float = 60.0,
     commit_every: int = DEFAULT_COMMIT_EVERY,
     commit_seconds: float = DEFAULT_COMMIT_SECONDS,
+    target_recall: float | None = None,
 ) -> BuildReport:
     """Index every video under ``videos_dir`` into ``index_dir`` (incremental on re-runs).
 
@@ -354,6 +356,8 @@ def build_index(
         progress: show a progress bar (stderr).
         timeout_s: hard decode time limit per file.
         commit_every / commit_seconds: commit after this many videos or seconds.
+        target_recall: recall@10 vs exact search the index's search parameters are tuned to
+            (default 0.95, recorded in the catalog).
 
     Returns:
         The :class:`BuildReport`, also written to ``index_dir/build_report.json``.
@@ -366,7 +370,7 @@ def build_index(
     report, embedder, t0 = _start(index_dir, model, clips, workers)
     report.videos_dir = os.path.abspath(videos_dir)
     root = report.videos_dir.rstrip(os.sep) + os.sep
-    index = open_index_for(index_dir, embedder, index_type)
+    index = open_index_for(index_dir, embedder, index_type, target_recall)
     try:
         known = index.known_files()
         stats: dict[str, tuple[int, int]] = {}

@@ -124,11 +124,13 @@ def write_html(result, out_html: str | os.PathLike, *, timeout_s: float = 120.0)
         _strip_html(strips[0]), "</div>",
         f"<h2>{len(result.results)} most similar {kind}</h2>",
     ]
+    from vcl_infer.index.catalog import printable_path  # a non-UTF-8 name shows as \\xff, not a crash
+
     for hit, strip in zip(result.results, strips[1:]):
         parts += [
             '<div class="hit"><div class="meta">',
             f'#{hit.rank} <span class="score">{hit.score:.4f}</span> ',
-            f"<code>{html.escape(hit.video)}</code> {hit.start:.2f}&ndash;{hit.end:.2f} s</div>",
+            f"<code>{html.escape(printable_path(hit.video))}</code> {hit.start:.2f}&ndash;{hit.end:.2f} s</div>",
             _strip_html(strip), "</div>",
         ]
     parts.append("</body></html>\n")

@@ -358,11 +358,13 @@ def search_index(
 
 def format_table(result: SearchResult) -> str:
     """A readable table of the hits (the default ``vcl-search`` output)."""
+    from vcl_infer.index.catalog import printable_path  # names with undecodable bytes print as \\xff
+
     if not result.results:
         return f"no results for {result.query}"
     width = max(len(h.video) for h in result.results)
     width = min(max(width, 5), 80)
     lines = [f"{'rank':>4}  {'score':>7}  {'start':>8}  {'end':>8}  video"]
     for h in result.results:
-        lines.append(f"{h.rank:>4}  {h.score:7.4f}  {h.start:8.2f}  {h.end:8.2f}  {h.video}")
+        lines.append(f"{h.rank:>4}  {h.score:7.4f}  {h.start:8.2f}  {h.end:8.2f}  {printable_path(h.video)}")
     return "\n".join(lines)
