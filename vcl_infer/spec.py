@@ -124,6 +124,8 @@ class EncoderSpec:
         trained: False for an exported untrained backbone (smoke tests only).
         input_name / output_name: tensor names in the ONNX graph.
         verification: numbers achieved at export (``max_abs_error``, ``min_cosine``, ...).
+        quantization: empty for a float model; for an int8 one (``vcl-export --int8``) the scheme,
+            the calibration clips and the fidelity to the fp32 model it came from.
     """
 
     arch: str
@@ -136,6 +138,7 @@ class EncoderSpec:
     input_name: str = "clips"
     output_name: str = "embeddings"
     verification: dict[str, Any] = field(default_factory=dict)
+    quantization: dict[str, Any] = field(default_factory=dict)
     format_version: int = SPEC_FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,6 +157,8 @@ class EncoderSpec:
             output_name=self.output_name,
             verification=dict(self.verification),
         )
+        if self.quantization:  # float bundles keep the spec they always had
+            data["quantization"] = dict(self.quantization)
         return data
 
     def to_json(self) -> str:
