@@ -46,13 +46,14 @@ def test_int8_bundle_runs_in_the_runtime_and_stays_close_to_fp32(tmp_path, check
     from vcl_infer.embedder import Embedder
     from vcl_infer.video.isolated import decode_clips
 
-    fp32_out, int8_out = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    # a dotted name beside the fp32 bundle: each keeps its own sidecar and report
+    fp32_out, int8_out = tmp_path / "enc.onnx", tmp_path / "enc.int8.onnx"
     assert export(checkpoint, "--out", fp32_out).exit_code == 0
     result = export(checkpoint, "--out", int8_out, "--int8", "--calibration", CALIBRATION,
                     "--calibration-clips", "3", "--verify-video", HELD_OUT, "--json")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["fp32.onnx", "fp32.json", "fp32.verify.json", "int8.onnx", "int8.json", "int8.verify.json"])
+        ["enc.onnx", "enc.json", "enc.verify.json", "enc.int8.onnx", "enc.int8.json", "enc.int8.verify.json"])
 
     graph = onnx.load(str(int8_out)).graph
     ops = {node.op_type for node in graph.node}

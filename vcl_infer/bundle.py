@@ -36,12 +36,13 @@ class BundlePaths:
         path = Path(path)
         if path.suffix.lower() != ".onnx":
             path = path / "model.onnx"
+        # f-strings, not with_suffix: "enc.int8.onnx" must get "enc.int8.json", not "enc.json"
         stem = path.with_suffix("")
         return cls(
             onnx=path,
-            sidecar=stem.with_suffix(".json"),
+            sidecar=Path(f"{stem}.json"),
             report=Path(f"{stem}.verify.json"),
-            engine=stem.with_suffix(".engine"),
+            engine=Path(f"{stem}.engine"),
             engine_sidecar=Path(f"{stem}.engine.json"),
         )
 
