@@ -15,7 +15,7 @@ FEATURES = ("all", "stationary", "non-stationary")
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("checkpoint", required=False, type=click.Path(dir_okay=False))
-@click.option("--out", "out", required=True, type=click.Path(), help="Bundle path: NAME.onnx, or a folder (then model.onnx in it). NAME.json (spec) and NAME.verify.json (report) go beside it.")
+@click.option("--out", "out", default=None, type=click.Path(), help="Bundle path: NAME.onnx, or a folder (then model.onnx in it). NAME.json (spec) and NAME.verify.json (report) go beside it.")
 @click.option("--engine", type=click.Choice(["onnx", "trt"]), default="onnx", show_default=True, help="trt also builds a TensorRT engine NAME.engine (needs TensorRT and a CUDA GPU).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True, help="Checkpoint layout; auto detects it from the keys.")
 @click.option("--arch", default=None, help="Backbone name, where the checkpoint does not say (see --list-archs). Without CHECKPOINT: export this backbone untrained.")
@@ -83,6 +83,8 @@ def main(checkpoint, out, engine, fmt, arch, list_archs, pretrained, list_pretra
     from vcl_infer.errors import VclError
     from vcl_infer.spec import EncoderSpec
 
+    if out is None:
+        raise click.UsageError("Missing option '--out' (the bundle's path: NAME.onnx or a folder)")
     if checkpoint is None and arch is None and pretrained is None:
         raise click.UsageError("give a CHECKPOINT, --pretrained NAME, or --arch NAME to export an untrained backbone")
     if pretrained is not None and checkpoint is not None:

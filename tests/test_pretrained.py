@@ -268,3 +268,35 @@ def test_vcl_index_build_with_a_wrong_hash_or_no_server_fails_cleanly(server, ca
         assert result.exit_code == 1 and message in result.output, result.output
         assert "Traceback" not in result.output
     assert files_under(cache) == []  # nothing half-written anywhere in the cache
+
+
+def test_the_pretrained_runtime_imports_nothing_heavy(tmp_path):
+    code = ("import json, sys\n"
+            "import vcl_infer.pretrained as p\n"
+            "p.load_registry(); p.resolve_model('some/bundle.onnx')\n"
+            "print(json.dumps([m for m in ('torch', 'onnx', 'onnxruntime', 'export', 'training') if m in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.slow
+def test_vcl_export_pretrained_downloads_verifies_and_exports(server, cache, tmp_path, monkeypatch, tiny_checkpoint):
+    from export.cli import main as vcl_export
+
+    server.state.files["/tiny.pt"] = tiny_checkpoint
+    write_registry(tmp_path, monkeypatch, {"test-entry": {
+        "url": server.url("/tiny.pt"), "sha256": sha(tiny_checkpoint), "format": "vcl", "arch": "r3d_small",
+        "licence": "test-only", "description": "a generated test checkpoint"}})
+    runner = CliRunner()
+    listed = runner.invoke(vcl_export, ["--list-pretrained"])
+    assert listed.exit_code == 0 and "test-entry" in listed.output and "r2plus1d_18-k400" in listed.output
+    out = tmp_path / "exported" / "enc.onnx"
+    result = runner.invoke(vcl_export, ["--pretrained", "test-entry", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    spec = json.loads(out.with_suffix(".json").read_text())
+    assert spec["arch"] == "r3d_small" and spec["method"] == "simclr" and spec["trained"] is True
+    assert files_under(cache / "checkpoints") == [f"{sha(tiny_checkpoint)}/tiny.pt"]
+    clash = runner.invoke(vcl_export, ["--pretrained", "test-entry", "--arch", "r3d_18", "--out", str(out)])
+    assert clash.exit_code == 2 and "is a r3d_small" in clash.output
