@@ -93,6 +93,8 @@ def main(checkpoint, out, engine, fmt, arch, list_archs, pretrained, list_pretra
         raise click.UsageError("--int8 (ONNX Runtime) needs --calibration DIR, a folder of real videos")
     if calibration is not None and not int8:
         raise click.UsageError("--calibration is for --int8; add --int8")
+    if labelled is not None and not (int8 and engine == "onnx"):
+        raise click.UsageError("--labelled measures the R@1 of an --int8 (ONNX Runtime) export against fp32")
     try:
         if pretrained is not None:
             from vcl_infer.pretrained import fetch_checkpoint, get_entry
