@@ -94,6 +94,7 @@ def quantize_onnx(fp32_path: Path, int8_path: Path, calibration: CalibrationSet,
     Pre-processing (shape inference and graph fusion, which ORT recommends before
     quantization) is tried first; a model it cannot handle is quantized as exported.
     """
+    require("onnx")  # onnxruntime.quantization needs it; this names the extra that installs it
     quantization = require("onnxruntime.quantization")
     source, preprocessed = fp32_path, False
     with tempfile.TemporaryDirectory(prefix=".vcl-int8-pre-", dir=int8_path.parent) as tmp:
