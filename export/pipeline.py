@@ -180,6 +180,7 @@ def export_bundle(
     max_abs_error: float = DEFAULT_MAX_ABS_ERROR,
     engine: str = "onnx",
     trt_options=None,
+    calibration_inputs: np.ndarray | None = None,
 ) -> ExportResult:
     """Export, verify and write a bundle; on any failure nothing is left at ``out``.
 
@@ -190,6 +191,8 @@ def export_bundle(
         out: the bundle's ``.onnx`` path, or a folder for ``model.onnx``.
         verify_videos: real videos whose clips the check runs on (synthetic when empty).
         engine: ``onnx``, or ``trt`` to also build and verify a TensorRT engine.
+        calibration_inputs: clips (``N x 3 x T x S x S``) that calibrate a TensorRT int8 engine
+            (``export.calibration``); the verification clips when None.
     """
     paths = BundlePaths.for_model(out)
     if engine not in ("onnx", "trt"):
@@ -222,7 +225,9 @@ def export_bundle(
         })
         _write_spec_files(staged.onnx, staged, spec)
         if engine == "trt":
-            checks.append(_build_and_verify_engine(staged, spec, inputs, sources, trt_options, min_cosine, max_abs_error))
+            calibration = inputs if calibration_inputs is None else calibration_inputs
+            checks.append(_build_and_verify_engine(staged, spec, inputs, sources, trt_options, min_cosine,
+                                                   max_abs_error, calibration=calibration))
         write_report(staged.report, checks, {"spec": spec.to_dict()})
         moved = [staged.onnx, staged.sidecar, staged.report]
         if engine == "trt":
@@ -232,12 +237,14 @@ def export_bundle(
     return ExportResult(paths=paths, spec=spec, checks=checks, engine_written=engine == "trt")
 
 
-def _build_and_verify_engine(staged: BundlePaths, spec, inputs, sources, options, min_cosine, max_abs_error) -> Agreement:
+def _build_and_verify_engine(staged: BundlePaths, spec, inputs, sources, options, min_cosine, max_abs_error,
+                             calibration=None) -> Agreement:
     from export.tensorrt import TrtOptions, build_engine, engine_record, make_calibrator
     from vcl_infer.backends.tensorrt_backend import TensorRTBackend
 
     options = options or TrtOptions()
-    calibrator = make_calibrator(inputs, spec, options.max_batch) if options.int8 else None
+    calibration = inputs if calibration is None else calibration
+    calibrator = make_calibrator(calibration, spec, options.max_batch) if options.int8 else None
     engine = build_engine(staged.onnx, spec, options, calibrator=calibrator)
     staged.engine.write_bytes(engine)
     record = engine_record(engine, staged.onnx, spec, options)

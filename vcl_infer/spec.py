@@ -129,6 +129,8 @@ class EncoderSpec:
             ``channels x feature_steps`` flattened channel-major, as TCLR's retrieval uses it;
             ``vcl-export --features temporal``).
         feature_steps: time steps kept per channel (1 for ``pooled``).
+        quantization: empty for a float model; for an int8 one (``vcl-export --int8``) the scheme,
+            the calibration clips and the fidelity to the fp32 model it came from.
     """
 
     arch: str
@@ -141,6 +143,7 @@ class EncoderSpec:
     input_name: str = "clips"
     output_name: str = "embeddings"
     verification: dict[str, Any] = field(default_factory=dict)
+    quantization: dict[str, Any] = field(default_factory=dict)
     format_version: int = SPEC_FORMAT_VERSION
     feature_layer: str = "pooled"
     feature_steps: int = 1
@@ -163,6 +166,8 @@ class EncoderSpec:
             output_name=self.output_name,
             verification=dict(self.verification),
         )
+        if self.quantization:  # float bundles keep the spec they always had
+            data["quantization"] = dict(self.quantization)
         return data
 
     def to_json(self) -> str:

@@ -11,7 +11,9 @@ import click
 from vcl_infer import __version__
 
 _INDEX_HELP = "Index folder."
-_MODEL_HELP = "Encoder bundle (.onnx); default: the bundled default encoder."
+_MODEL_HELP = ("Encoder bundle (.onnx or its folder), or a published encoder's name (e.g. r2plus1d_18-k400; "
+               "`vcl-export --list-pretrained`), downloaded, verified and converted once into ~/.cache/vcl; "
+               "default: the bundled default encoder.")
 
 
 @contextmanager

@@ -1,0 +1,302 @@
+"""Published encoders by name: registry, verified resumable download, cache, one-time conversion.
+
+Everything runs against a loopback HTTP server (tests/loopback_http.py) serving generated
+checkpoints; a test registry entry is injected with VCL_REGISTRY. Nothing touches the internet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from loopback_http import LoopbackServer, closed_port_url
+
+from vcl_infer.errors import MissingDependency
+from vcl_infer.pretrained import (
+    DownloadError,
+    HashMismatch,
+    RegistryError,
+    get_entry,
+    load_registry,
+    resolve_model,
+)
+from vcl_infer.pretrained.download import download_verified
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def server():
+    with LoopbackServer() as running:
+        yield running
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "cache"
+    monkeypatch.setenv("VCL_CACHE", str(root))
+    return root
+
+
+def write_registry(tmp_path, monkeypatch, entries: dict) -> Path:
+    path = tmp_path / "registry.json"
+    path.write_text(json.dumps(entries))
+    monkeypatch.setenv("VCL_REGISTRY", str(path))
+    return path
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != ".lock"
+                  and not p.name.endswith(".lock")) if root.exists() else []
+
+
+# ---------------------------------------------------------------- download
+
+
+def test_an_interrupted_download_is_kept_as_a_part_and_resumed_with_a_range_request(server, tmp_path):
+    data = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
+    server.state.files["/w.pt"] = data
+    server.state.cut_after = 100_000  # every response drops after 100 kB
+    dest = tmp_path / "dl" / "w.pt"
+    with pytest.raises(DownloadError, match=r"200000 bytes are kept in .*w\.pt\.part.*resumes") as info:
+        download_verified(server.url("/w.pt"), sha(data), dest, attempts=2, retry_wait_s=0)
+    assert "ended after 200000 of 300000 bytes" in str(info.value)
+    assert not dest.exists() and dest.with_name("w.pt.part").stat().st_size == 200_000
+    assert [r["range"] for r in server.state.requests] == [None, "bytes=100000-"]
+
+    server.state.cut_after = None  # the network is back: the next run asks only for the rest
+    assert download_verified(server.url("/w.pt"), sha(data), dest, retry_wait_s=0) == dest
+    assert dest.read_bytes() == data and not dest.with_name("w.pt.part").exists()
+    assert server.state.requests[-1]["range"] == "bytes=200000-" and server.state.requests[-1]["sent"] == 100_000
+
+
+def test_a_server_that_ignores_range_restarts_the_file_instead_of_appending(server, tmp_path):
+    data = bytes(range(256)) * 1000
+    server.state.files["/w.pt"] = data
+    server.state.honour_range = False
+    dest = tmp_path / "w.pt"
+    dest.with_name("w.pt.part").write_bytes(data[:5000])
+    download_verified(server.url("/w.pt"), sha(data), dest, retry_wait_s=0)
+    assert dest.read_bytes() == data
+
+
+def test_a_wrong_hash_keeps_nothing(server, tmp_path):
+    server.state.files["/w.pt"] = b"not the weights you are looking for" * 100
+    dest = tmp_path / "dl" / "w.pt"
+    with pytest.raises(HashMismatch, match="not the expected"):
+        download_verified(server.url("/w.pt"), "ab" * 32, dest, retry_wait_s=0)
+    assert files_under(tmp_path / "dl") == []
+
+
+def test_no_server_is_a_clear_error_and_writes_nothing(tmp_path):
+    dest = tmp_path / "dl" / "w.pt"
+    with pytest.raises(DownloadError, match="could not download .* Check the network"):
+        download_verified(closed_port_url(), "ab" * 32, dest, attempts=2, retry_wait_s=0)
+    assert files_under(tmp_path / "dl") == []
+
+
+def test_a_web_page_instead_of_the_file_is_refused(server, tmp_path):
+    server.state.files["/w.pt"] = b"<html>Google Drive can't scan this file for viruses</html>"
+    server.state.content_type = "text/html"
+    with pytest.raises(DownloadError, match="web page"):
+        download_verified(server.url("/w.pt"), "ab" * 32, tmp_path / "w.pt", retry_wait_s=0)
+    assert files_under(tmp_path) == []
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_builtin_entries_name_real_published_files_and_refuse_to_download_unpinned(cache, monkeypatch):
+    monkeypatch.delenv("VCL_REGISTRY", raising=False)
+    entries = load_registry()
+    r3d = entries["r3d_18-k400"]
+    assert r3d.url == "https://download.pytorch.org/models/r3d_18-b3b3357e.pth" and r3d.sha256_prefix == "b3b3357e"
+    assert entries["r2plus1d_18-k400"].url.endswith("/r2plus1d_18-91a641e6.pth")
+    assert all(e.licence and e.format in ("torchvision", "tclr") for e in entries.values())
+    # no full hash was knowable offline: vcl refuses rather than trusting an 8-digit prefix
+    with pytest.raises(RegistryError, match=r"no pinned sha256.*starts with b3b3357e.*VCL_REGISTRY"):
+        resolve_model("r3d_18-k400")
+    assert not cache.exists()
+
+
+def test_a_registry_file_pins_a_builtin_hash_and_a_wrong_prefix_is_caught(tmp_path, monkeypatch):
+    good = "b3b3357e" + "0" * 56
+    write_registry(tmp_path, monkeypatch, {"r3d_18-k400": {"sha256": good}})
+    entry = get_entry("r3d_18-k400")
+    assert entry.pinned_sha256() == good and entry.arch == "r3d_18"  # other fields kept
+    write_registry(tmp_path, monkeypatch, {"r3d_18-k400": {"sha256": "f" * 64}})
+    with pytest.raises(RegistryError, match="does not start with the published prefix b3b3357e"):
+        get_entry("r3d_18-k400")
+
+
+def test_unknown_names_list_the_known_ones_and_paths_stay_paths(cache):
+    with pytest.raises(RegistryError, match=r"neither a bundle on disk nor a published encoder name.*r2plus1d_18-k400"):
+        resolve_model("no-such-encoder")
+    assert resolve_model("models/x.onnx") == Path("models/x.onnx")  # path-like: never looked up
+    assert resolve_model(None) is None
+
+
+def test_conversion_without_the_export_extra_names_it_and_leaves_no_bundle(server, cache, tmp_path, monkeypatch):
+    data = b"weights" * 1000
+    server.state.files["/w.pt"] = data
+    write_registry(tmp_path, monkeypatch, {"tiny": {"url": server.url("/w.pt"), "sha256": sha(data),
+                                                    "format": "vcl", "arch": "r3d_small", "licence": "test"}})
+    monkeypatch.setattr("vcl_infer.pretrained.convert.missing_export_modules", lambda: ["torch", "onnx"])
+    with pytest.raises(MissingDependency, match=r"pip install 'vcl\[export\]'.*later runs need no torch"):
+        resolve_model("tiny")
+    assert not (cache / "bundles").exists() or files_under(cache / "bundles") == []
+    # the verified download is kept: installing the extra later does not download again
+    assert files_under(cache / "checkpoints") == [f"{sha(data)}/w.pt"]
+
+
+# ---------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> bytes:
+    import torch
+
+    from training.checkpoint import save_checkpoint
+    from training.models import create_backbone
+
+    torch.manual_seed(7)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, model=create_backbone("r3d_small"), arch="r3d_small", method="simclr")
+    return path.read_bytes()
+
+
+def small_videos(folder: Path) -> Path:
+    from video_fixtures import make_video
+
+    folder.mkdir()
+    for i, (w, h) in enumerate([(64, 48), (80, 64)]):
+        make_video(folder / f"v{i}.mp4", num_frames=24, width=w, height=h)
+    return folder
+
+
+@pytest.mark.slow
+def test_vcl_index_build_with_a_published_name_end_to_end(server, cache, tmp_path, monkeypatch, tiny_checkpoint):
+    from vcl_infer.cli.index import main as vcl_index
+    from vcl_infer.cli.search import main as vcl_search
+
+    server.state.files["/tiny.pt"] = tiny_checkpoint
+    write_registry(tmp_path, monkeypatch, {"test-entry": {
+        "url": server.url("/tiny.pt"), "sha256": sha(tiny_checkpoint), "size": len(tiny_checkpoint),
+        "format": "vcl", "arch": "r3d_small", "licence": "test-only"}})
+    videos = small_videos(tmp_path / "videos")
+    index = tmp_path / "index"
+    runner = CliRunner()
+
+    # 1. the connection drops mid-file: a clear error, no bundle, a resumable part
+    server.state.cut_after = len(tiny_checkpoint) // 10  # 3 attempts fetch 30%
+    failed = runner.invoke(vcl_index, ["build", str(videos), "--index", str(index), "--model", "test-entry"])
+    assert failed.exit_code == 1 and "could not download" in failed.output and "resumes" in failed.output
+    assert not (cache / "bundles").exists() or files_under(cache / "bundles") == []
+    (part,) = (cache / "checkpoints").rglob("*.part")
+    part_size = part.stat().st_size
+    assert 0 < part_size < len(tiny_checkpoint)
+
+    # 2. the network is back: the download resumes, is verified, converted once, and indexes
+    server.state.cut_after = None
+    built = runner.invoke(vcl_index, ["build", str(videos), "--index", str(index), "--model", "test-entry", "--json"])
+    assert built.exit_code == 0, built.output
+    kept = part_size
+    assert server.state.requests[-1]["range"] == f"bytes={kept}-" and not part.exists()
+    assert server.state.requests[-1]["sent"] == len(tiny_checkpoint) - kept  # only the rest was sent
+    report = json.loads(built.output[built.output.index("{"):])
+    bundle = Path(report["model"])
+    assert bundle.is_relative_to(cache / "bundles") and bundle.name == "model.onnx"
+    source = json.loads((bundle.parent / "source.json").read_text())
+    assert source["entry"]["sha256"] == sha(tiny_checkpoint)
+
+    # the bundle holds the published weights, not the packaged default encoder
+    import torch
+
+    from training.checkpoint import load_checkpoint
+    from training.fingerprint import weights_fingerprint
+    from vcl_infer.bundle import load_bundle_spec
+    from vcl_infer.embedder import DEFAULT_BUNDLE
+
+    ckpt_path = tmp_path / "again.pt"
+    ckpt_path.write_bytes(tiny_checkpoint)
+    expected = weights_fingerprint({k: torch.as_tensor(v) for k, v in load_checkpoint(ckpt_path)["model"].items()})
+    assert load_bundle_spec(bundle).fingerprint == expected != load_bundle_spec(DEFAULT_BUNDLE).fingerprint
+
+    # 3. search by name finds the same cached bundle (no new download)
+    requests_before = len(server.state.requests)
+    found = runner.invoke(vcl_search, [str(videos / "v0.mp4"), "--index", str(index), "--model", "test-entry", "--json"])
+    assert found.exit_code == 0, found.output
+    assert json.loads(found.output)["results"][0]["video"].endswith("v0.mp4")
+    assert len(server.state.requests) == requests_before
+
+    # 4. later runs need neither the server nor torch
+    server.stop()
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from vcl_infer.embedder import Embedder\n"
+            "e = Embedder.load('test-entry'); print(e.path); print('torch' in sys.modules and sys.modules['torch'] is not None)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(bundle), "False"]
+
+
+def test_vcl_index_build_with_a_wrong_hash_or_no_server_fails_cleanly(server, cache, tmp_path, monkeypatch):
+    from vcl_infer.cli.index import main as vcl_index
+
+    server.state.files["/tiny.pt"] = b"tampered" * 500
+    write_registry(tmp_path, monkeypatch, {
+        "bad-hash": {"url": server.url("/tiny.pt"), "sha256": "cd" * 32, "format": "vcl", "arch": "r3d_small",
+                     "licence": "test"},
+        "no-server": {"url": closed_port_url(), "sha256": "cd" * 32, "format": "vcl", "arch": "r3d_small",
+                      "licence": "test"},
+    })
+    videos = small_videos(tmp_path / "videos")
+    runner = CliRunner()
+    for name, message in (("bad-hash", "sha256"), ("no-server", "could not download")):
+        result = runner.invoke(vcl_index, ["build", str(videos), "--index", str(tmp_path / name), "--model", name])
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert "Traceback" not in result.output
+    assert files_under(cache) == []  # nothing half-written anywhere in the cache
+
+
+def test_the_pretrained_runtime_imports_nothing_heavy(tmp_path):
+    code = ("import json, sys\n"
+            "import vcl_infer.pretrained as p\n"
+            "p.load_registry(); p.resolve_model('some/bundle.onnx')\n"
+            "print(json.dumps([m for m in ('torch', 'onnx', 'onnxruntime', 'export', 'training') if m in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.slow
+def test_vcl_export_pretrained_downloads_verifies_and_exports(server, cache, tmp_path, monkeypatch, tiny_checkpoint):
+    from export.cli import main as vcl_export
+
+    server.state.files["/tiny.pt"] = tiny_checkpoint
+    write_registry(tmp_path, monkeypatch, {"test-entry": {
+        "url": server.url("/tiny.pt"), "sha256": sha(tiny_checkpoint), "format": "vcl", "arch": "r3d_small",
+        "licence": "test-only", "description": "a generated test checkpoint"}})
+    runner = CliRunner()
+    listed = runner.invoke(vcl_export, ["--list-pretrained"])
+    assert listed.exit_code == 0 and "test-entry" in listed.output and "r2plus1d_18-k400" in listed.output
+    out = tmp_path / "exported" / "enc.onnx"
+    result = runner.invoke(vcl_export, ["--pretrained", "test-entry", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    spec = json.loads(out.with_suffix(".json").read_text())
+    assert spec["arch"] == "r3d_small" and spec["method"] == "simclr" and spec["trained"] is True
+    assert files_under(cache / "checkpoints") == [f"{sha(tiny_checkpoint)}/tiny.pt"]
+    clash = runner.invoke(vcl_export, ["--pretrained", "test-entry", "--arch", "r3d_18", "--out", str(out)])
+    assert clash.exit_code == 2 and "is a r3d_small" in clash.output
