@@ -165,7 +165,7 @@ def _open(path: Path, columns: list[str] | None = None):
 
     try:
         return pq.read_table(path, columns=columns, page_checksum_verification=True)
-    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid / ArrowIOError derive from these
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ... for damaged files
         raise ShardError(f"{path}: cannot read the shard ({exc}); delete it and re-run the build to redo its files") from exc
 
 
@@ -175,7 +175,7 @@ def read_meta(path: str | os.PathLike) -> ShardMeta:
 
     try:
         schema = pq.read_schema(path)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - as in _open
         raise ShardError(f"{path}: cannot read the shard ({exc}); delete it and re-run the build to redo its files") from exc
     return ShardMeta.from_metadata(schema.metadata, str(path))
 
@@ -188,14 +188,25 @@ def read_keys(path: str | os.PathLike) -> dict[str, tuple[int, int]]:
                                                                   table.column("mtime_ns").to_pylist())}
 
 
-def read_rows(path: str | os.PathLike) -> Iterator[ShardRow]:
+def read_rows(path: str | os.PathLike) -> list[ShardRow]:
     """The rows of a shard, each checked against its checksum.
 
     Raises:
-        ShardError: the file cannot be parsed, or a row's vectors do not match its checksum.
+        ShardError: the file cannot be parsed, or a row's values do not match its checksum
+            (a damaged byte either stops the read here or left the values intact).
     """
     path = Path(path)
     table = _open(path)
+    try:
+        return list(_rows_of(table, path))
+    except ShardError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - damaged bytes surface as any decoding error
+        raise ShardError(f"{path}: cannot decode the shard ({type(exc).__name__}: {exc}); delete it and re-run "
+                         "the build to redo its files") from exc
+
+
+def _rows_of(table, path: Path) -> Iterator[ShardRow]:
     meta = ShardMeta.from_metadata(table.schema.metadata, str(path))
     data = table.to_pydict()
     video = table.column("video_vector").combine_chunks()
