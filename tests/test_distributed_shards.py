@@ -144,10 +144,3 @@ def test_the_ingest_command_exits_non_zero_on_a_bad_shard(tmp_path):
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert "no readable vector shards" in out.stderr
-
-
-def test_importing_the_distributed_package_and_the_cli_loads_no_ray_or_pyarrow():
-    code = ("import sys, vcl_infer.distributed, vcl_infer.cli.index\n"
-            "print([m for m in ('ray', 'pyarrow', 'fastapi') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.strip() == "[]"

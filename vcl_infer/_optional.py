@@ -19,6 +19,10 @@ _WHERE = {
     "tqdm": ("tqdm", None),
     "safetensors": ("safetensors", "export"),
     "scipy": ("scipy", "train"),
+    "ray": ("ray[data]", "distributed"),
+    "pyarrow": ("pyarrow", "distributed"),
+    "fastapi": ("fastapi", "serve"),
+    "uvicorn": ("uvicorn", "serve"),
 }
 
 

@@ -18,13 +18,14 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from vcl_infer.build import BuildReport, DEFAULT_CLIPS, DECODE_NICE, find_videos, write_report
+from vcl_infer.build import DECODE_NICE, DEFAULT_CLIPS, BuildReport, find_videos, write_report
 from vcl_infer.distributed.ingest import IngestReport, ingest_into, open_index_for_shards, shard_keys
 from vcl_infer.distributed.shards import ShardMeta, list_shards
 from vcl_infer.errors import VclError
@@ -63,13 +64,14 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[ob
     process, or start a local instance on loopback); shut down only what we started."""
     from vcl_infer._optional import require
 
+    if address is None and "ray" not in sys.modules:
+        # a local instance: its node address is loopback, not the machine's public address
+        # (Ray reads this when it is imported)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray = require("ray")
     if ray.is_initialized():
         yield ray
         return
-    if address is None:
-        # a local instance: bind to the loopback interface, not the machine's public address
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
              logging_level=logging.WARNING, configure_logging=True)
     try:
