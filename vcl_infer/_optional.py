@@ -23,6 +23,7 @@ _WHERE = {
     "pyarrow": ("pyarrow", "distributed"),
     "fastapi": ("fastapi", "serve"),
     "uvicorn": ("uvicorn", "serve"),
+    "multipart": ("python-multipart", "serve"),
 }
 
 
