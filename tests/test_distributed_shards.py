@@ -102,8 +102,8 @@ def test_a_damaged_shard_is_refused_whole_and_writes_nothing(tmp_path):
     shard = write_shard(tmp_path / "bad", _rows(), META)
     original = shard.read_bytes()
     want = [(r.path, r.status, r.windows, r.checksum()) for r in _rows()]
-    refused = 0
-    for pos in range(4, len(original), 11):  # every 11th byte flipped in turn: refused, or the values intact
+    refused, positions = 0, range(4, len(original), 11)
+    for pos in positions:  # every 11th byte flipped in turn: refused, or the values intact
         data = bytearray(original)
         data[pos] ^= 0xFF
         shard.write_bytes(bytes(data))
@@ -113,7 +113,7 @@ def test_a_damaged_shard_is_refused_whole_and_writes_nothing(tmp_path):
             refused += 1
             continue
         assert got == want, f"a flipped byte at {pos} was read as different values"
-    assert refused > len(original) // 10
+    assert refused > len(positions) // 2  # most bytes are checked data; the rest (statistics, padding) change nothing
     vector_byte = original.index(_rows()[0].clip_vectors.tobytes()[:8])  # stored plain: compression cannot shrink noise
     data = bytearray(original)
     data[vector_byte + 2] ^= 0x01

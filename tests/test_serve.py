@@ -11,8 +11,8 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 import numpy as np
+import pytest
 from test_build_corpus import moving_frames, write_video
 from video_fixtures import VIDEOS
 

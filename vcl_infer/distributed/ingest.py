@@ -2,8 +2,9 @@
 
 Every row goes through the index's public write API (``add_video`` / ``add_failure`` /
 ``commit``), so ingest has the guarantees of a local build: one writer (the index lock),
-atomic and checksummed commits, a crash loses at most the shard in flight. One commit per
-shard.
+atomic and checksummed commits. Commits are batched (every ``DEFAULT_COMMIT_ROWS`` rows or
+``DEFAULT_COMMIT_SECONDS``): a crash loses only uncommitted rows, which are still in their
+shards and are read again on the next run.
 
 Idempotent: a row whose file is already in the catalog with the same (size, mtime_ns) is
 skipped, so re-ingesting a shard adds nothing twice. A row for an older version of a file
@@ -30,6 +31,9 @@ from vcl_infer.distributed.shards import (
     read_rows,
 )
 from vcl_infer.errors import VclError
+
+DEFAULT_COMMIT_ROWS = 256
+DEFAULT_COMMIT_SECONDS = 10.0
 
 
 @dataclass
@@ -104,39 +108,66 @@ def _write_row(index, row: ShardRow, report: IngestReport) -> None:
     report.vectors += len(row.clip_vectors) + 1
 
 
-def ingest_into(index, shard: str | os.PathLike, report: IngestReport, *,
-                current: dict[str, tuple[int, int]] | None = None) -> None:
-    """Put one shard into an open, writable index and commit; a bad shard is recorded, not raised.
+class ShardIngester:
+    """Puts shards into one open, writable index, committing every ``commit_rows`` rows or
+    ``commit_seconds`` (and on :meth:`flush`).
 
-    Its rows are read and checked in full before the first write, so a damaged shard
-    writes nothing.
+    Coarse commits cost nothing in safety: a shard stays on disk until it is ingested again,
+    so what a crash discards before its commit is re-read from the shard, never re-embedded.
+    The catalog's file list is read once, not per shard.
     """
-    report.shards += 1
-    try:
-        meta = read_meta(shard)
-        if meta.fingerprint != index.fingerprint:
-            raise ShardError(f"{shard}: made with encoder {meta.fingerprint[:19]}..., the index holds "
-                             f"{index.fingerprint[:19]}...; ingest it into an index of that encoder")
-        rows = list(read_rows(shard))
-    except ShardError as exc:
-        report.bad_shards.append(str(exc))
-        return
-    known = index.known_files()
-    for row in rows:
-        action = _take(row, known, current)
-        if action == "skip":
-            report.skipped += 1
-            continue
-        if action == "stale":
-            report.stale += 1
-            continue
-        _write_row(index, row, report)
-        known[row.path] = (row.size, row.mtime_ns, row.status)
-        if action == "update":
-            report.updated += 1
-        elif row.status == "ok":
-            report.added += 1
-    index.commit()
+
+    def __init__(self, index, report: IngestReport, *, current: dict[str, tuple[int, int]] | None = None,
+                 commit_rows: int = DEFAULT_COMMIT_ROWS, commit_seconds: float = DEFAULT_COMMIT_SECONDS):
+        self.index, self.report, self.current = index, report, current
+        self.commit_rows, self.commit_seconds = commit_rows, commit_seconds
+        self.known = index.known_files()
+        self.pending = 0
+        self.last_commit = time.monotonic()
+
+    def ingest(self, shard: str | os.PathLike) -> None:
+        """Add one shard's rows (a bad shard is recorded in the report and writes nothing).
+
+        Its rows are read and checked in full before the first write.
+        """
+        t0 = time.monotonic()
+        report = self.report
+        report.shards += 1
+        try:
+            meta = read_meta(shard)
+            if meta.fingerprint != self.index.fingerprint:
+                raise ShardError(f"{shard}: made with encoder {meta.fingerprint[:19]}..., the index holds "
+                                 f"{self.index.fingerprint[:19]}...; ingest it into an index of that encoder")
+            rows = read_rows(shard)
+        except ShardError as exc:
+            report.bad_shards.append(str(exc))
+            return
+        for row in rows:
+            action = _take(row, self.known, self.current)
+            if action == "skip":
+                report.skipped += 1
+                continue
+            if action == "stale":
+                report.stale += 1
+                continue
+            _write_row(self.index, row, report)
+            self.known[row.path] = (row.size, row.mtime_ns, row.status)
+            self.pending += 1
+            if action == "update":
+                report.updated += 1
+            elif row.status == "ok":
+                report.added += 1
+        report.seconds += time.monotonic() - t0
+        if self.pending >= self.commit_rows or time.monotonic() - self.last_commit >= self.commit_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit what is pending."""
+        t0 = time.monotonic()
+        if self.pending:
+            self.index.commit()
+        self.pending, self.last_commit = 0, time.monotonic()
+        self.report.seconds += self.last_commit - t0
 
 
 def ingest_shards(shards: str | os.PathLike | Iterable[str | os.PathLike], index_dir: str | os.PathLike, *,
@@ -170,8 +201,10 @@ def ingest_shards(shards: str | os.PathLike | Iterable[str | os.PathLike], index
         raise VclError(f"no readable vector shards in {shards}; pass the folder a `--engine ray` build wrote")
     index = open_index_for_shards(index_dir, metas[0], index_type)
     try:
+        ingester = ShardIngester(index, report)
         for shard in tqdm(files, unit="shard", desc="ingesting", disable=not progress, dynamic_ncols=True):
-            ingest_into(index, shard, report)
+            ingester.ingest(shard)
+        ingester.flush()
     finally:
         index.close()
     report.seconds = time.monotonic() - t0

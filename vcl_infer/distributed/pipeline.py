@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterator
 
 from vcl_infer.build import DECODE_NICE, DEFAULT_CLIPS, BuildReport, find_videos, write_report
-from vcl_infer.distributed.ingest import IngestReport, ingest_into, open_index_for_shards, shard_keys
+from vcl_infer.distributed.ingest import IngestReport, ShardIngester, open_index_for_shards, shard_keys
 from vcl_infer.distributed.shards import ShardMeta, list_shards
 from vcl_infer.errors import VclError
 
@@ -194,8 +194,10 @@ def build_with_ray(
     index = open_index_for_shards(index_dir, meta, index_type) if ingest else None
     try:
         if index is not None:
+            writer = ShardIngester(index, ingested, current=stats)
             for shard in list_shards(shards) if shards.is_dir() else []:  # resume: what a killed run wrote
-                ingest_into(index, shard, ingested, current=stats)
+                writer.ingest(shard)
+            writer.flush()
             report.from_shards = ingested.added + ingested.updated + len(ingested.failed)
             known = {p: (int(s), int(m)) for p, (s, m, _) in index.known_files().items()}
             root = report.videos_dir.rstrip(os.sep) + os.sep
@@ -203,6 +205,7 @@ def build_with_ray(
             if vanished:
                 report.removed = int(index.remove(vanished))
                 index.commit()
+                writer.known = index.known_files()
         else:
             known = shard_keys(shards)
         todo = [p for p in files if p in stats and known.get(p) != stats[p]]
@@ -211,10 +214,7 @@ def build_with_ray(
 
         def on_shard(shard: str) -> None:
             if index is not None:
-                before = ingested.seconds
-                t = time.monotonic()
-                ingest_into(index, shard, ingested, current=stats)
-                ingested.seconds = before + time.monotonic() - t
+                writer.ingest(shard)
             bar.update(_rows_in(shard))
 
         if todo:
@@ -223,6 +223,8 @@ def build_with_ray(
                 report.encoders = _extract(ray, todo, stats, meta, spec, str(model_path), shards,
                                            batch_size=batch_size, encoders=encoders, timeout_s=timeout_s,
                                            on_shard=on_shard)
+        if index is not None:
+            writer.flush()
         bar.close()
         report.embedded_now = len(todo)
     finally:

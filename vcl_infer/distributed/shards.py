@@ -206,11 +206,23 @@ def read_rows(path: str | os.PathLike) -> list[ShardRow]:
                          "the build to redo its files") from exc
 
 
+def _vectors(table, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(video vectors N x D, their validity, clip vectors M x D, per-row clip offsets N+1) as numpy."""
+    video = table.column("video_vector").combine_chunks()
+    valid = np.asarray(video.is_valid().to_numpy(zero_copy_only=False), bool)
+    video_values = np.asarray(video.flatten().to_numpy(zero_copy_only=False), np.float32)
+    video_vecs = np.zeros((len(video), dim), np.float32)
+    video_vecs[valid] = video_values.reshape(-1, dim)  # flatten() skips null entries
+    clips = table.column("clip_vectors").combine_chunks()
+    offsets = np.asarray(clips.offsets.to_numpy(), np.int64)
+    clip_values = np.asarray(clips.values.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(-1, dim)
+    return video_vecs, valid, clip_values[offsets[0]:], offsets - offsets[0]
+
+
 def _rows_of(table, path: Path) -> Iterator[ShardRow]:
     meta = ShardMeta.from_metadata(table.schema.metadata, str(path))
-    data = table.to_pydict()
-    video = table.column("video_vector").combine_chunks()
-    clip_lists = table.column("clip_vectors").combine_chunks()
+    video_vecs, valid, clip_vecs, offsets = _vectors(table, meta.dim)
+    data = table.drop_columns(["video_vector", "clip_vectors"]).to_pydict()
     for i in range(table.num_rows):
         row = ShardRow(
             path=os.fsdecode(data["path_bytes"][i]), size=int(data["size"][i]), mtime_ns=int(data["mtime_ns"][i]),
@@ -218,10 +230,9 @@ def _rows_of(table, path: Path) -> Iterator[ShardRow]:
             content_hash=data["content_hash"][i] or "", info=json.loads(data["info"][i] or "{}"),
             windows=list(zip(data["starts"][i], data["ends"][i])),
         )
-        if video[i].is_valid:
-            row.video_vector = np.asarray(video[i].values.to_numpy(zero_copy_only=False), np.float32)
-            clips = clip_lists[i].values.flatten().to_numpy(zero_copy_only=False)
-            row.clip_vectors = np.asarray(clips, np.float32).reshape(-1, meta.dim)
+        if valid[i]:
+            row.video_vector = video_vecs[i].copy()
+            row.clip_vectors = clip_vecs[offsets[i]:offsets[i + 1]].copy()
         if row.checksum() != data["checksum"][i]:
             raise ShardError(f"{path}: row {i} ({row.path}) does not match its checksum (a damaged shard); "
                              "delete the shard and re-run the build to redo its files")
