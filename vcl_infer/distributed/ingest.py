@@ -188,6 +188,9 @@ def ingest_shards(shards: str | os.PathLike | Iterable[str | os.PathLike], index
     """
     from tqdm import tqdm
 
+    from vcl_infer._optional import require
+
+    require("pyarrow")
     t0 = time.monotonic()
     files = list_shards(shards)
     report = IngestReport(index=os.path.abspath(index_dir))

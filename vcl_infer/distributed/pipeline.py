@@ -173,9 +173,12 @@ def build_with_ray(
     """
     from tqdm import tqdm
 
+    from vcl_infer._optional import require
     from vcl_infer.bundle import load_bundle_spec
     from vcl_infer.embedder import default_bundle
 
+    require("ray")  # fail now, naming the extra, not after the resume step
+    require("pyarrow")
     if clips is not None and clips < 1:
         raise VclError("--clips must be at least 1")
     if batch_size < 1:
