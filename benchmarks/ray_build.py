@@ -70,6 +70,10 @@ def _synthetic_shards(folder: Path, videos: int, clips: int, dim: int, per_shard
     return videos * (clips + 1)
 
 
+def _rate(vectors_per_shard: int, seconds: list[float]) -> float | None:
+    return round(vectors_per_shard * len(seconds) / sum(seconds), 1) if seconds and sum(seconds) > 0 else None
+
+
 def _ingest_rate(work: Path, videos: int, clips: int, dim: int, per_shard: int, index_type: str = "Flat") -> dict:
     from vcl_infer.distributed.ingest import IngestReport, ShardIngester, open_index_for_shards
     from vcl_infer.distributed.shards import list_shards, read_meta, read_rows
@@ -99,8 +103,8 @@ def _ingest_rate(work: Path, videos: int, clips: int, dim: int, per_shard: int, 
     vectors_per_shard = per_shard * (clips + 1)
     return {"vectors": total, "shards": len(shards), "dim": dim, "index_type": index_type, "seconds": round(seconds, 2),
             "vectors_per_s": round(total / seconds, 1), "read_only_vectors_per_s": round(total / read_s, 1),
-            "first_half_vectors_per_s": round(vectors_per_shard * half / sum(per_shard_s[:half]), 1),
-            "second_half_vectors_per_s": round(vectors_per_shard * (len(per_shard_s) - half) / sum(per_shard_s[half:]), 1),
+            "first_half_vectors_per_s": _rate(vectors_per_shard, per_shard_s[:half]),
+            "second_half_vectors_per_s": _rate(vectors_per_shard, per_shard_s[half:]),
             "commits": -(-videos // 256)}
 
 
@@ -124,7 +128,7 @@ def main() -> None:
     from vcl_infer.distributed.pipeline import ray_session
 
     work = Path(tempfile.mkdtemp(prefix="vcl-ray-bench-"))
-    folder = Path(tempfile.gettempdir()) / "vcl-bench-videos-ray"
+    folder = Path(tempfile.gettempdir()) / f"vcl-bench-ray-{args.videos}x{args.seconds:g}s-{args.height}p"
     make_videos(folder, args.videos, args.seconds, args.height)
     load_before = os.getloadavg()
     t0 = time.monotonic()

@@ -32,6 +32,10 @@ from vcl_infer.errors import VclError
 
 DEFAULT_BATCH = 8
 DECODE_TASK_MEMORY = 256 * 2**20
+ENCODER_CPUS = 0.01
+"""Logical CPUs an encoder actor reserves. As in a local build, the encoder is not given cores of
+its own: decode tasks (one per CPU, run niced) fill every core and the encoder's threads take
+what they need first; reserving a whole CPU per actor left a 2-core node one decode task."""
 SHARDS_SUBDIR = "shards"
 
 
@@ -118,6 +122,9 @@ def _extract(ray, todo: list[str], stats: dict, meta: ShardMeta, spec, model: st
 
     items = [{"path_bytes": os.fsencode(p), "size": stats[p][0], "mtime_ns": stats[p][1]} for p in todo]
     actors, gpus = _encoder_pool(ray, encoders)
+    # at least two decode tasks per CPU, so a small folder still keeps every core decoding
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    batch_size = max(1, min(batch_size, math.ceil(len(items) / (2 * cpus))))
     ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / batch_size)))
     # a memory reservation (the decode child's frames) also keeps Ray from fusing decoding into
     # the encoder actors: decode tasks must spread over every CPU while a few actors encode
@@ -126,7 +133,7 @@ def _extract(ray, todo: list[str], stats: dict, meta: ShardMeta, spec, model: st
                         fn_kwargs={"spec": spec.clip, "clips": meta.clips_per_video, "timeout_s": timeout_s,
                                    "nice": DECODE_NICE})
     ds = ds.map_batches(EncodeToShard, batch_size=batch_size, batch_format="pyarrow",
-                        compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus, num_cpus=0 if gpus else 1,
+                        compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus, num_cpus=ENCODER_CPUS,
                         fn_constructor_kwargs={"model": model, "shards_dir": str(shards_dir), "meta": meta})
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         for shard in batch.column("shard").to_pylist():
@@ -161,7 +168,8 @@ def build_with_ray(
         clips: clips per video (default 8).
         shards_dir: where shards go (default ``INDEX/shards``; shared storage on a cluster).
         ingest: put shards into the index as they land; False only writes shards.
-        batch_size: files per Ray batch, and so per shard.
+        batch_size: files per Ray batch, and so per shard (at most; smaller when there are
+            fewer than two batches per CPU).
         encoders: encoder actors (default: one per GPU, else one per node).
         index_type: FAISS factory string for a new index.
         timeout_s: hard decode time limit per file.
