@@ -135,3 +135,25 @@ def test_a_killed_ray_build_resumes_without_re_embedding_its_shards(ray_address,
     assert report.embedded_now == total - len(done)  # what is in a shard is not embedded again
     build_index(folder, tmp_path / "local", workers=2, progress=False)
     _assert_same(_catalog(tmp_path / "local"), _catalog(index_dir))
+
+
+def test_the_cli_builds_with_ray_on_a_given_address_and_ingests_alone(ray_address, tmp_path):
+    import json
+
+    folder = _folder(tmp_path, generated=2)
+    cli = [sys.executable, "-c", "from vcl_infer.cli.index import main; main()"]
+    out = subprocess.run(cli + ["build", str(folder), "--index", str(tmp_path / "idx"), "--engine", "ray",
+                                "--address", ray_address, "--no-ingest", "--shards", str(tmp_path / "shards"),
+                                "--json"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout)["embedded_now"] == len(list(folder.rglob("*.*")))
+    assert not (tmp_path / "idx").exists()  # --no-ingest: shards only
+    ingest = subprocess.run(cli + ["ingest", str(tmp_path / "shards"), "--index", str(tmp_path / "idx"), "--json"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert ingest.returncode == 0, ingest.stderr[-3000:]
+    ingested = json.loads(ingest.stdout)
+    assert ingested["added"] >= 2 and ingested["added"] + len(ingested["failed"]) == len(list(folder.rglob("*.*")))
+    assert {"notes.mp4", "empty.mkv"} <= {Path(f["path"]).name for f in ingested["failed"] if f["reason"]}
+    refused = subprocess.run(cli + ["build", str(folder), "--index", str(tmp_path / "idx2"), "--address", ray_address],
+                             capture_output=True, text=True, cwd=ROOT)
+    assert refused.returncode != 0 and "need --engine ray" in refused.stderr and "Traceback" not in refused.stderr

@@ -204,27 +204,12 @@ def build_with_ray(
     ingested = IngestReport(index=report.index)
     index = open_index_for_shards(index_dir, meta, index_type) if ingest else None
     try:
-        if index is not None:
-            writer = ShardIngester(index, ingested, current=stats)
-            for shard in list_shards(shards) if shards.is_dir() else []:  # resume: what a killed run wrote
-                writer.ingest(shard)
-            writer.flush()
-            report.from_shards = ingested.added + ingested.updated + len(ingested.failed)
-            known = {p: (int(s), int(m)) for p, (s, m, _) in index.known_files().items()}
-            root = report.videos_dir.rstrip(os.sep) + os.sep
-            vanished = [p for p in known if p.startswith(root) and p not in stats]
-            if vanished:
-                report.removed = int(index.remove(vanished))
-                index.commit()
-                writer.known = index.known_files()
-        else:
-            known = shard_keys(shards)
-        todo = [p for p in files if p in stats and known.get(p) != stats[p]]
-        report.skipped = len(stats) - len(todo) - report.from_shards
+        writer = ShardIngester(index, ingested, current=stats) if index is not None else None
+        todo = _resume_and_plan(writer, shards, files, stats, report)
         bar = tqdm(total=len(todo), unit="video", desc="indexing (ray)", disable=not progress, dynamic_ncols=True)
 
         def on_shard(shard: str) -> None:
-            if index is not None:
+            if writer is not None:
                 writer.ingest(shard)
             bar.update(_rows_in(shard))
 
@@ -234,7 +219,7 @@ def build_with_ray(
                 report.encoders = _extract(ray, todo, stats, meta, spec, str(model_path), shards,
                                            batch_size=batch_size, encoders=encoders, timeout_s=timeout_s,
                                            on_shard=on_shard)
-        if index is not None:
+        if writer is not None:
             writer.flush()
         bar.close()
         report.embedded_now = len(todo)
@@ -250,6 +235,31 @@ def build_with_ray(
     if index is not None:
         write_report(index_dir, report)
     return report
+
+
+def _resume_and_plan(writer: ShardIngester | None, shards: Path, files: list[str], stats: dict,
+                     report: RayBuildReport) -> list[str]:
+    """Ingest what an earlier (killed) run left in ``shards``, drop vanished files, and return
+    the files still to embed (new, or changed since the catalog, or the shards, recorded them)."""
+    if writer is None:  # shards only: they are the record of what is done
+        known = shard_keys(shards)
+    else:
+        index = writer.index
+        for shard in list_shards(shards) if shards.is_dir() else []:
+            writer.ingest(shard)
+        writer.flush()
+        done = writer.report
+        report.from_shards = done.added + done.updated + len(done.failed)
+        known = {p: (int(s), int(m)) for p, (s, m, _) in index.known_files().items()}
+        root = (report.videos_dir or "").rstrip(os.sep) + os.sep
+        vanished = [p for p in known if p.startswith(root) and p not in stats]
+        if vanished:
+            report.removed = int(index.remove(vanished))
+            index.commit()
+            writer.known = index.known_files()
+    todo = [p for p in files if p in stats and known.get(p) != stats[p]]
+    report.skipped = len(stats) - len(todo) - report.from_shards
+    return todo
 
 
 def _rows_in(shard: str) -> int:
