@@ -76,8 +76,14 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[ob
     if ray.is_initialized():
         yield ray
         return
-    ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
-             logging_level=logging.WARNING, configure_logging=True)
+    try:
+        ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
+                 logging_level=logging.WARNING, configure_logging=True)
+    except Exception as exc:  # noqa: BLE001 - Ray raises plain Exception / ConnectionError here
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        fix = ("check the address and that `ray status` works there" if address else
+               "the machine may be overloaded: retry, or start Ray once with `ray start --head` and pass --address")
+        raise VclError(f"cannot connect to {where} ({type(exc).__name__}: {exc}); {fix}") from exc
     try:
         yield ray
     finally:

@@ -25,7 +25,9 @@ from vcl_infer.distributed.shards import ShardMeta, ShardRow, write_shard
 from vcl_infer.errors import VideoError
 
 
-def _decoded_row(path: str, size: int, mtime_ns: int, result: Any) -> dict[str, Any]:
+def _decoded_row(path: str, size: int, mtime_ns: int, result: Any, parts: list) -> dict[str, Any]:
+    """One file's decoded clips (``parts``: earlier batches of clips of a long video, if the
+    decoder streams them) as a row of Arrow-friendly values."""
     from vcl_infer.build import file_hash
 
     row: dict[str, Any] = {"path_bytes": os.fsencode(path), "size": size, "mtime_ns": mtime_ns, "status": "ok",
@@ -36,10 +38,12 @@ def _decoded_row(path: str, size: int, mtime_ns: int, result: Any) -> dict[str, 
         return row
     info = result.info.to_dict()
     info.update(frames=int(result.info.num_frames), damaged_frames=int(result.damaged_frames))
-    clips = np.ascontiguousarray(result.clips, dtype=np.uint8)
+    pieces = [*parts, result]
+    clips = np.ascontiguousarray(np.concatenate([p.clips for p in pieces]), dtype=np.uint8)
+    windows = [w for p in pieces for w in p.windows]
     row.update(content_hash=file_hash(path), info=json.dumps(info), clips=clips.tobytes(),
-               clip_shape=list(clips.shape), starts=[float(w.start_sec) for w in result.windows],
-               ends=[float(w.end_sec) for w in result.windows])
+               clip_shape=list(clips.shape), starts=[float(w.start_sec) for w in windows],
+               ends=[float(w.end_sec) for w in windows])
     return row
 
 
@@ -52,10 +56,17 @@ def decode_batch(batch, *, spec, clips: int, timeout_s: float, nice: int = 10):
     paths = [os.fsdecode(p) for p in batch.column("path_bytes").to_pylist()]
     sizes = batch.column("size").to_pylist()
     mtimes = batch.column("mtime_ns").to_pylist()
-    rows = []
+    from vcl_infer.video.clips import DecodedVideo
+
+    done: dict[int, Any] = {}
+    parts: dict[int, list] = {}
     with DecodePool(workers=1, timeout_s=timeout_s, nice=nice) as pool:
-        for path, size, mtime_ns, result in zip(paths, sizes, mtimes, pool.imap([(p, spec, clips) for p in paths])):
-            rows.append(_decoded_row(path, int(size), int(mtime_ns), result))
+        for pos, result in pool.imap_unordered([(p, spec, clips) for p in paths]):
+            if isinstance(result, (DecodedVideo, VideoError)):
+                done[pos] = result
+            else:  # a batch of clips of a long video; its DecodedVideo comes last
+                parts.setdefault(pos, []).append(result)
+    rows = [_decoded_row(paths[i], int(sizes[i]), int(mtimes[i]), done[i], parts.get(i, [])) for i in range(len(paths))]
     return pa.Table.from_pylist(rows, schema=pa.schema([
         ("path_bytes", pa.binary()), ("size", pa.int64()), ("mtime_ns", pa.int64()), ("status", pa.string()),
         ("error_kind", pa.string()), ("error", pa.string()), ("content_hash", pa.string()), ("info", pa.string()),
