@@ -21,6 +21,11 @@ _WHERE = {
     "scipy": ("scipy", "train"),
     "sklearn": ("scikit-learn", "classify"),
     "matplotlib": ("matplotlib", "classify"),
+    "ray": ("ray[data]", "distributed"),
+    "pyarrow": ("pyarrow", "distributed"),
+    "fastapi": ("fastapi", "serve"),
+    "uvicorn": ("uvicorn", "serve"),
+    "multipart": ("python-multipart", "serve"),
 }
 
 

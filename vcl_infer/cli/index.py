@@ -64,9 +64,18 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the build report as JSON.")
 @click.option("--commit-every", type=click.IntRange(min=1), default=None, hidden=True,
               help="Videos per commit (default 32).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: decode workers on this machine. ray: Ray Data decode tasks and encoder actors "
+                   "(one per GPU) writing Parquet shards, ingested here (needs vcl[distributed]).")
+@click.option("--address", default=None, help="--engine ray: the Ray cluster (HOST:PORT or ray://...); "
+                                              "default: a local Ray instance on loopback.")
+@click.option("--shards", "shards_dir", default=None, help="--engine ray: shard folder (default INDEX/shards).")
+@click.option("--no-ingest", is_flag=True, help="--engine ray: only write shards (ingest later with `vcl-index ingest`).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="--engine ray: files per batch and shard (default 8).")
 def build(videos_dir: str, index_dir: str, model: str | None, clips: int | None, workers: int | None,
           index_type: str | None, target_recall: float | None, strict: bool, as_json: bool,
-          commit_every: int | None) -> None:
+          commit_every: int | None, engine: str, address: str | None, shards_dir: str | None,
+          no_ingest: bool, batch_size: int | None) -> None:
     """Index every video under VIDEOS_DIR (incremental on re-runs).
 
     Unchanged files are skipped, changed ones re-embedded, vanished ones removed. Files that
@@ -75,10 +84,20 @@ def build(videos_dir: str, index_dir: str, model: str | None, clips: int | None,
     """
     from vcl_infer.build import DEFAULT_COMMIT_EVERY, REPORT_NAME, build_index
 
+    if engine == "local" and (address or shards_dir or no_ingest or batch_size):
+        raise click.ClickException("--address, --shards, --no-ingest and --batch-size need --engine ray")
     with _errors(model):
-        report = build_index(videos_dir, index_dir, model=model, clips=clips, workers=workers,
-                             index_type=index_type, progress=not as_json,
-                             commit_every=commit_every or DEFAULT_COMMIT_EVERY, target_recall=target_recall)
+        if engine == "ray":
+            from vcl_infer.distributed.pipeline import DEFAULT_BATCH, build_with_ray
+
+            report = build_with_ray(videos_dir, index_dir, address=address, model=model, clips=clips,
+                                    shards_dir=shards_dir, ingest=not no_ingest, index_type=index_type,
+                                    batch_size=batch_size or DEFAULT_BATCH, progress=not as_json)
+        else:
+            report = build_index(videos_dir, index_dir, model=model, clips=clips, workers=workers,
+                                 index_type=index_type, progress=not as_json,
+                                 commit_every=commit_every or DEFAULT_COMMIT_EVERY,
+                                 target_recall=target_recall)
     _print_report(report, as_json)
     if not as_json:
         click.echo(f"report: {index_dir.rstrip('/')}/{REPORT_NAME}")
@@ -104,6 +123,32 @@ def add(files: tuple[str, ...], index_dir: str, model: str | None, clips: int | 
     _print_report(report, as_json)
     if strict and report.failed:
         raise click.ClickException(f"{len(report.failed)} file(s) could not be indexed (--strict)")
+
+
+@main.command()
+@click.argument("shards", nargs=-1, required=True)
+@click.option("--index", "index_dir", default="./vcl-index", show_default=True, help=_INDEX_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the ingest report as JSON.")
+def ingest(shards: tuple[str, ...], index_dir: str, as_json: bool) -> None:
+    """Put vector shards (files or folders written by `build --engine ray`) into the index.
+
+    The single writer: atomic commits (one per shard), idempotent (files already indexed with
+    the same size and mtime are skipped), a damaged shard is reported and writes nothing.
+    """
+    from vcl_infer.distributed.ingest import ingest_shards
+
+    with _errors():
+        report = ingest_shards(list(shards), index_dir, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        for failure in report.failed:
+            click.echo(f"failed  {failure.path}: [{failure.kind}] {failure.reason}", err=True)
+        click.echo(report.summary())
+    if report.bad_shards:
+        for problem in report.bad_shards:
+            click.echo(f"bad shard: {problem}", err=True)
+        raise click.ClickException(f"{len(report.bad_shards)} shard(s) could not be ingested (see above)")
 
 
 @main.command()
