@@ -5,8 +5,8 @@ import csv
 import numpy as np
 import pytest
 import torch
+from train_fixtures import synth_data  # noqa: F401 - pytest fixture
 
-from tests.train_fixtures import synth_data  # noqa: F401 - pytest fixture
 from training.config import TrainConfig
 from training.data.dataset import ClipDataset
 from training.data.layouts import load_layout
