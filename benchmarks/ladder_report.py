@@ -107,8 +107,8 @@ def render(args: Any, rows: list[dict[str, Any]], planned: int, seconds: float, 
               f"{args.parallel} runs at once. Linear probe: frozen backbone, features of {args.clips} uniform clips "
               f"per video, Adam 1e-2, 100 epochs, test clips' probabilities averaged. Retrieval: test videos query "
               f"the train split (hit: same class in the top k), mean of {args.clips} clip features, L2. Numbers in %, "
-              f"mean +- std over seeds (sample std).\n\n")
-    done = f"{len(rows)} of {planned} runs done; driver wall time {seconds / 60:.1f} min " \
+              f"mean +- std over seeds (sample std).\n\n" + getattr(args, "settings", "") + "\n\n")
+    done = f"{len(rows)} of {planned} runs done; wall time {seconds / 60:.1f} min (first start to last end) " \
            f"(sum of the runs' own times {sum(r['train_s'] + r['eval_s'] for r in rows) / 60:.1f} min).\n\n"
     md = ("# Learnability ladder\n\n" + header + done + f"Command: `{command}`\n\n## Motion set (unbiased)\n\n"
           + table(rows, "motion") + f"\n## Background-bias {args.bias} set\n\n" + table(rows, "biased")
