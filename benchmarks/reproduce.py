@@ -120,12 +120,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ------------------------------------------------------------------------------- the plan
 def plan(args: argparse.Namespace, *, full: bool = False) -> list[dict[str, Any]]:
     """The runs of the ladder (``--only`` applied unless ``full``): name, method, seed, data set."""
-    runs = []  # seed-major, so a stopped ladder has every main method and claim at its first seeds
-    for s in args.seed_list:
-        runs += [{"name": f"{m}-s{s}", "method": m, "seed": s, "data": "motion"} for m in ("supervised", "untrained", *MAIN)]
-        runs += [{"name": f"{m}-bias-s{s}", "method": m, "seed": s, "data": "biased"} for m in ("simclr", "fame")]
-    runs += [{"name": f"{m}-s{args.seed_list[0]}", "method": m, "seed": args.seed_list[0], "data": "motion"}
-             for m in OTHERS]
+    def motion(m: str, s: int) -> dict[str, Any]:
+        return {"name": f"{m}-s{s}", "method": m, "seed": s, "data": "motion"}
+
+    def biased(m: str, s: int) -> dict[str, Any]:
+        return {"name": f"{m}-bias-s{s}", "method": m, "seed": s, "data": "biased"}
+
+    # the order a stopped ladder is most useful in: every main method and claim at the first
+    # seed; the cheap ceiling and floor at every seed; then the other seeds, cheapest first
+    first, rest = args.seed_list[0], args.seed_list[1:]
+    runs = [motion(m, first) for m in ("supervised", "untrained", *MAIN)]
+    runs += [biased(m, first) for m in ("simclr", "fame")]
+    runs += [motion(m, s) for s in rest for m in ("untrained", "supervised")]
+    for s in rest:
+        runs += [motion("simclr", s), biased("simclr", s), biased("fame", s), motion("fame", s), motion("moco", s),
+                 motion("tclr", s)]
+    runs += [motion(m, first) for m in OTHERS]
     if args.only and not full:
         wanted = {w.strip() for w in args.only.split(",") if w.strip()}
         runs = [r for r in runs if r["name"] in wanted or r["method"] in wanted]
@@ -269,6 +279,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     while todo or running:
         while todo and len(running) < args.parallel:
             run = todo.pop(0)
+            if _done_or_running_elsewhere(args.out / "runs" / run["name"]):
+                continue
             (args.out / "runs").mkdir(parents=True, exist_ok=True)
             log = (args.out / "runs" / f"{run['name']}.log").open("w")
             env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
@@ -285,6 +297,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"{run['name']}: {status} in {time.time() - t_start:.0f}s", flush=True)
             write_report(args, runs, time.time() - started)
     return write_report(args, runs, time.time() - started)
+
+
+def _done_or_running_elsewhere(folder: Path) -> bool:
+    """A result exists, or another driver's run is writing metrics there (within 5 minutes)."""
+    if (folder / "result.json").is_file():
+        return True
+    metrics = folder / "metrics.csv"
+    return metrics.is_file() and time.time() - metrics.stat().st_mtime < 300
 
 
 def _passthrough(argv: list[str]) -> list[str]:
