@@ -36,18 +36,28 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def verdict(a: Sequence[float], b: Sequence[float]) -> tuple[str, float, float]:
-    """Is mean(a) > mean(b)? HOLDS when the gap exceeds both stds, DOES NOT HOLD when <= 0."""
+    """Is mean(a) > mean(b)? Returns (verdict, gap, the spread that decided it).
+
+    Both sides with >= 2 seeds: HOLDS when the gap exceeds both stds, DOES NOT HOLD when it is
+    <= 0, INCONCLUSIVE in between. One side with
+    a single seed: its spread is unknown, so HOLDS needs the gap to exceed 3x the other side's std
+    and 5 points; a single seed on both sides is always INCONCLUSIVE.
+    """
     (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
     gap = ma - mb
-    if gap > max(sa, sb) and gap > 0:
-        word = "HOLDS"
-    elif gap <= 0:
-        word = "DOES NOT HOLD"
-    else:
-        word = "INCONCLUSIVE"
-    if word == "HOLDS" and (len(a) < 2 or len(b) < 2) and gap <= 0.05:
-        word = "INCONCLUSIVE"  # one seed cannot tell a small gap from noise
-    return word, gap, max(sa, sb)
+    if len(a) < 2 and len(b) < 2:
+        return "INCONCLUSIVE", gap, 0.0
+    if len(a) < 2 or len(b) < 2:
+        spread = 3 * max(sa, sb)
+        if gap > max(spread, 0.05):
+            return "HOLDS", gap, spread
+        return ("DOES NOT HOLD" if gap <= 0 else "INCONCLUSIVE"), gap, spread
+    spread = max(sa, sb)
+    if gap > spread and gap > 0:
+        return "HOLDS", gap, spread
+    if gap <= 0:
+        return "DOES NOT HOLD", gap, spread
+    return "INCONCLUSIVE", gap, spread
 
 
 def claims(rows: Sequence[dict[str, Any]], clips: int, bias: float) -> list[dict[str, Any]]:
@@ -79,7 +89,7 @@ def claims(rows: Sequence[dict[str, Any]], clips: int, bias: float) -> list[dict
 def _detail(a: Sequence[float], b: Sequence[float], gap: float, spread: float, na: str, nb: str) -> str:
     (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
     return (f"{na} {100 * ma:.1f} +- {100 * sa:.1f} (n={len(a)}) vs {nb} {100 * mb:.1f} +- {100 * sb:.1f} "
-            f"(n={len(b)}): gap {100 * gap:+.1f}, larger std {100 * spread:.1f} points")
+            f"(n={len(b)}): gap {100 * gap:+.1f}, deciding spread {100 * spread:.1f} points")
 
 
 def table(rows: Sequence[dict[str, Any]], data: str) -> str:
@@ -113,6 +123,9 @@ def render(args: Any, rows: list[dict[str, Any]], planned: int, seconds: float, 
     md = ("# Learnability ladder\n\n" + header + done + f"Command: `{command}`\n\n## Motion set (unbiased)\n\n"
           + table(rows, "motion") + f"\n## Background-bias {args.bias} set\n\n" + table(rows, "biased")
           + "\n## Claims\n\n" + "\n".join(f"- **{c['verdict']}**: {c['claim']} ({c['detail']})" for c in found) + "\n")
+    pending = getattr(args, "pending", [])
+    if pending:
+        md += f"\nNot run yet ({len(pending)}): {', '.join(pending)}. Resume with the command above.\n"
     result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "rows": rows, "claims": found, "planned_runs": planned, "wall_s": round(seconds, 1),
               "command": command, "written": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -335,6 +335,8 @@ def write_report(args: argparse.Namespace, runs: list[dict], seconds: float) -> 
             rows.append(json.loads(path.read_text()))
             end = path.stat().st_mtime
             spans.append((end - rows[-1]["train_s"] - rows[-1]["eval_s"], end))
+    done_names = {r["name"] for r in rows}
+    args.pending = [r["name"] for r in plan(args, full=True) if r["name"] not in done_names]
     if spans:  # the ladder's wall time: first run's start to last run's end, across restarts
         seconds = max(e for _, e in spans) - min(s for s, _ in spans)
     command = "python benchmarks/reproduce.py " + " ".join(a for a in _passthrough(sys.argv[1:]) if a != "--smoke"
