@@ -390,6 +390,7 @@ def test_vcl_export_pretrained_downloads_verifies_and_exports(server, cache, tmp
     runner = CliRunner()
     listed = runner.invoke(vcl_export, ["--list-pretrained"])
     assert listed.exit_code == 0 and "test-entry" in listed.output and "r2plus1d_18-k400" in listed.output
+    assert "prefix 91a641e6" in listed.output and "trust on first use" in listed.output
     out = tmp_path / "exported" / "enc.onnx"
     result = runner.invoke(vcl_export, ["--pretrained", "test-entry", "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
