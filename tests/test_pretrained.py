@@ -22,7 +22,10 @@ from vcl_infer.errors import MissingDependency
 from vcl_infer.pretrained import (
     DownloadError,
     HashMismatch,
+    PinError,
     RegistryError,
+    describe_published,
+    fetch_checkpoint,
     get_entry,
     load_registry,
     resolve_model,
@@ -94,7 +97,7 @@ def test_a_server_that_ignores_range_restarts_the_file_instead_of_appending(serv
 def test_a_wrong_hash_keeps_nothing(server, tmp_path):
     server.state.files["/w.pt"] = b"not the weights you are looking for" * 100
     dest = tmp_path / "dl" / "w.pt"
-    with pytest.raises(HashMismatch, match="not the expected"):
+    with pytest.raises(HashMismatch, match="does not match the expected sha256"):
         download_verified(server.url("/w.pt"), "ab" * 32, dest, retry_wait_s=0)
     assert files_under(tmp_path / "dl") == []
 
@@ -117,24 +120,119 @@ def test_a_web_page_instead_of_the_file_is_refused(server, tmp_path):
 # ---------------------------------------------------------------- registry
 
 
-def test_builtin_entries_name_real_published_files_and_refuse_to_download_unpinned(cache, monkeypatch):
+def test_builtin_entries_name_real_published_files_and_how_each_is_verified(cache, monkeypatch):
     monkeypatch.delenv("VCL_REGISTRY", raising=False)
     entries = load_registry()
-    r3d = entries["r3d_18-k400"]
+    r3d, r2p1d = entries["r3d_18-k400"], entries["r2plus1d_18-k400"]
     assert r3d.url == "https://download.pytorch.org/models/r3d_18-b3b3357e.pth" and r3d.sha256_prefix == "b3b3357e"
-    assert entries["r2plus1d_18-k400"].url.endswith("/r2plus1d_18-91a641e6.pth")
+    assert r2p1d.url == "https://download.pytorch.org/models/r2plus1d_18-91a641e6.pth"
+    assert r2p1d.sha256_prefix == "91a641e6" and "torchvision" in r2p1d.sha256_source
     assert all(e.licence and e.format in ("torchvision", "tclr") for e in entries.values())
-    # no full hash was knowable offline: vcl refuses rather than trusting an 8-digit prefix
-    with pytest.raises(RegistryError, match=r"no pinned sha256.*starts with b3b3357e.*VCL_REGISTRY"):
-        resolve_model("r3d_18-k400")
+    listing = describe_published()
+    assert "prefix 91a641e6" in listing["r2plus1d_18-k400"] and "trust on first use" in listing["r2plus1d_18-k400"]
+    # TCLR publishes no checksum at all: refused before any request, and the error says how to pin one
+    assert "refused" in listing["tclr-r3d_18-k400"]
+    with pytest.raises(RegistryError, match=r"no sha256 to verify.*publish no checksum.*VCL_REGISTRY"):
+        resolve_model("tclr-r3d_18-k400")
     assert not cache.exists()
+
+
+def test_a_prefix_entry_must_state_its_source_and_have_at_least_8_hex(tmp_path, monkeypatch):
+    base = {"url": "https://example.org/w.pth", "format": "vcl", "arch": "r3d_small", "licence": "test"}
+    write_registry(tmp_path, monkeypatch, {"x": {**base, "sha256_prefix": "abcdef12"}})
+    with pytest.raises(RegistryError, match="sha256_source"):
+        load_registry()
+    write_registry(tmp_path, monkeypatch, {"x": {**base, "sha256_prefix": "abcdef1", "sha256_source": "file name"}})
+    with pytest.raises(RegistryError, match="8 to 64"):
+        load_registry()
+
+
+def prefix_entry(server, tmp_path, monkeypatch, data: bytes, prefix: str | None = None):
+    server.state.files["/w-pfx.pth"] = data
+    write_registry(tmp_path, monkeypatch, {"pfx": {
+        "url": server.url("/w-pfx.pth"), "sha256_prefix": prefix or sha(data)[:8],
+        "sha256_source": "the test server's file name", "format": "vcl", "arch": "r3d_small", "licence": "test"}})
+    return get_entry("pfx")
+
+
+def test_a_prefix_entry_downloads_checks_the_prefix_and_pins_the_full_sha256(server, cache, tmp_path, monkeypatch):
+    data = b"published weights" * 5000
+    entry = prefix_entry(server, tmp_path, monkeypatch, data)
+    assert "trust on first use" in describe_published()["pfx"]
+    path = fetch_checkpoint(entry)
+    assert path.read_bytes() == data
+    pin = json.loads(path.with_name(path.name + ".sha256.json").read_text())
+    assert pin["sha256"] == hashlib.sha256(data).hexdigest() and pin["url"] == entry.url
+    assert f"{sha(data)[:12]}... pinned on first download" in describe_published()["pfx"]
+    requests = len(server.state.requests)
+    assert fetch_checkpoint(entry) == path and len(server.state.requests) == requests  # cached, no request
+
+
+def test_a_file_whose_sha256_does_not_start_with_the_prefix_is_refused_and_nothing_is_left(
+        server, cache, tmp_path, monkeypatch):
+    data = b"something else" * 5000
+    wrong = format(int(sha(data)[:8], 16) ^ 1, "08x")
+    entry = prefix_entry(server, tmp_path, monkeypatch, data, prefix=wrong)
+    with pytest.raises(HashMismatch, match=f"does not match the publisher's sha256 prefix {wrong}"):
+        fetch_checkpoint(entry)
+    assert files_under(cache) == []
+
+
+def test_after_the_first_download_a_tampered_file_is_refused_by_the_full_pin(server, cache, tmp_path, monkeypatch):
+    data = b"published weights" * 5000
+    entry = prefix_entry(server, tmp_path, monkeypatch, data)
+    path = fetch_checkpoint(entry)
+    # simulate a forged file that shares the 8-digit prefix (2**32 work for an attacker, too slow for a test)
+    monkeypatch.setattr("vcl_infer.pretrained.download.matches_published_prefix", lambda digest, prefix: True)
+    forged = b"forged weights!!!" * 5000
+    path.write_bytes(forged)
+    server.state.files["/w-pfx.pth"] = forged  # the re-download is forged too
+    with pytest.raises(HashMismatch, match="pinned on first download"):
+        fetch_checkpoint(entry)
+    assert files_under(cache) == [f"checkpoints/prefix-{sha(data)[:8]}/w-pfx.pth.sha256.json"]  # the pin stays
+    server.state.files["/w-pfx.pth"] = data  # the genuine file is accepted again
+    assert fetch_checkpoint(entry).read_bytes() == data
+
+
+def test_the_pin_file_is_written_atomically(server, cache, tmp_path, monkeypatch):
+    data = b"published weights" * 5000
+    entry = prefix_entry(server, tmp_path, monkeypatch, data)
+    real_replace = os.replace
+    seen = []
+
+    def crash_when_pinning(src, dst):
+        if str(dst).endswith(".sha256.json"):
+            seen.append(json.loads(Path(src).read_text())["sha256"])  # the temp file is already whole
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_when_pinning)
+    with pytest.raises(PinError, match="could not write the sha256 pin.*not used"):
+        fetch_checkpoint(entry)
+    assert seen == [sha(data)]
+    folder = cache / "checkpoints" / f"prefix-{sha(data)[:8]}"
+    assert sorted(p.name for p in folder.iterdir() if not p.name.endswith("lock")) == ["w-pfx.pth.part"]
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert fetch_checkpoint(entry).read_bytes() == data  # the next run pins and keeps it
+    assert (folder / "w-pfx.pth.sha256.json").is_file()
+
+
+def test_a_damaged_pin_is_refused_not_silently_replaced(server, cache, tmp_path, monkeypatch):
+    data = b"published weights" * 5000
+    entry = prefix_entry(server, tmp_path, monkeypatch, data)
+    path = fetch_checkpoint(entry)
+    pin = path.with_name(path.name + ".sha256.json")
+    pin.write_text('{"format": "vcl-sha256-pin/1", "sha2')
+    with pytest.raises(PinError, match="delete it to download and pin again"):
+        fetch_checkpoint(entry)
 
 
 def test_a_registry_file_pins_a_builtin_hash_and_a_wrong_prefix_is_caught(tmp_path, monkeypatch):
     good = "b3b3357e" + "0" * 56
     write_registry(tmp_path, monkeypatch, {"r3d_18-k400": {"sha256": good}})
     entry = get_entry("r3d_18-k400")
-    assert entry.pinned_sha256() == good and entry.arch == "r3d_18"  # other fields kept
+    assert entry.sha256 == good and entry.arch == "r3d_18"  # other fields kept
+    assert entry.verification().startswith(f"sha256 {good[:12]}... (full, from pinned in {tmp_path}")
     write_registry(tmp_path, monkeypatch, {"r3d_18-k400": {"sha256": "f" * 64}})
     with pytest.raises(RegistryError, match="does not start with the published prefix b3b3357e"):
         get_entry("r3d_18-k400")
@@ -292,6 +390,7 @@ def test_vcl_export_pretrained_downloads_verifies_and_exports(server, cache, tmp
     runner = CliRunner()
     listed = runner.invoke(vcl_export, ["--list-pretrained"])
     assert listed.exit_code == 0 and "test-entry" in listed.output and "r2plus1d_18-k400" in listed.output
+    assert "prefix 91a641e6" in listed.output and "trust on first use" in listed.output
     out = tmp_path / "exported" / "enc.onnx"
     result = runner.invoke(vcl_export, ["--pretrained", "test-entry", "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from vcl_infer._optional import require
+from vcl_infer.probe_paths import probe_files, probe_stem
 
 require("sklearn")
 
@@ -113,25 +114,27 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
                 pooling, label source); read back as ``probe.info``.
         """
         check_is_fitted(self)
-        path = Path(path).with_suffix("")
+        path = probe_stem(path)
+        meta_file, arrays_file = probe_files(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         scaler, logreg = self.pipeline_["scale"], self.pipeline_["logreg"]
-        np.savez(path.with_suffix(".npz"), coef=logreg.coef_, intercept=logreg.intercept_,
+        np.savez(arrays_file, coef=logreg.coef_, intercept=logreg.intercept_,
                  mean=scaler.mean_, scale=scaler.scale_)
         meta = {"format": FORMAT, "version": VERSION, "params": self.get_params(),
                 "classes": [_plain(c) for c in self.classes_],
                 "info": dict(info if info is not None else getattr(self, "info", {}))}
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+        meta_file.write_text(json.dumps(meta, indent=2) + "\n")
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LinearProbe":
         """Read a probe written by :meth:`save` (this version or version 1)."""
-        path = Path(path).with_suffix("")
-        meta = json.loads(path.with_suffix(".json").read_text())
+        path = probe_stem(path)
+        meta_file, arrays_file = probe_files(path)
+        meta = json.loads(meta_file.read_text())
         if meta.get("format") != FORMAT or meta.get("version") not in (1, VERSION):
             raise ValueError(f"{path}.json is not a vcl linear probe of version 1 or {VERSION}")
-        with np.load(path.with_suffix(".npz"), allow_pickle=False) as arrays:
+        with np.load(arrays_file, allow_pickle=False) as arrays:
             coef, intercept = arrays["coef"], arrays["intercept"]
             mean, scale = arrays["mean"], arrays["scale"]
         classes = np.asarray(meta["classes"])

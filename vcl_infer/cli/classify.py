@@ -30,10 +30,10 @@ def _errors() -> Iterator[None]:
 
 
 def _load_probe(path: str):
-    from pathlib import Path
+    from vcl_infer.probe_paths import probe_files, probe_stem
 
-    stem = Path(path).with_suffix("")
-    if not stem.with_suffix(".json").is_file() or not stem.with_suffix(".npz").is_file():
+    stem = probe_stem(path)
+    if not all(file.is_file() for file in probe_files(stem)):
         raise click.ClickException(f"no probe at {stem}.json/.npz; fit one with `vcl-classify fit`")
     with _errors():
         from vcl_infer.probe import LinearProbe  # scikit-learn: vcl[classify]

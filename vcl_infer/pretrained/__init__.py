@@ -15,6 +15,7 @@ from vcl_infer.pretrained.entries import (
     get_entry,
     load_registry,
 )
+from vcl_infer.pretrained.pins import PinError
 from vcl_infer.pretrained.resolve import (
     describe_published,
     fetch_checkpoint,
@@ -23,7 +24,7 @@ from vcl_infer.pretrained.resolve import (
 )
 
 __all__ = [
-    "CACHE_ENV", "REGISTRY_ENV", "ConversionFailed", "DownloadError", "HashMismatch", "PretrainedEntry",
-    "RegistryError", "cache_root", "describe_published", "fetch_checkpoint", "get_entry", "load_registry",
+    "CACHE_ENV", "REGISTRY_ENV", "ConversionFailed", "DownloadError", "HashMismatch", "PinError",
+    "PretrainedEntry", "RegistryError", "cache_root", "describe_published", "fetch_checkpoint", "get_entry", "load_registry",
     "pretrained_bundle", "resolve_model",
 ]

@@ -5,6 +5,8 @@ Layout under :func:`cache_root` (``$VCL_CACHE``, else ``$XDG_CACHE_HOME/vcl``, e
 
     checkpoints/<sha256>/<file name>        verified downloads, named by their content hash
     checkpoints/<sha256>/<file name>.part   an interrupted download, resumed on the next run
+    checkpoints/prefix-<prefix>/<file name> a download whose publisher gives only a hash prefix,
+        + <file name>.sha256.json            with its full sha256 pinned on first use (pins.py)
     bundles/<name>-<sha256[:12]>/model.onnx the converted bundle (+ model.json, source.json)
 
 Everything is written to a temporary name and renamed into place, so a path that exists is
@@ -32,6 +34,11 @@ def cache_root() -> Path:
 def checkpoint_path(sha256: str, filename: str) -> Path:
     """Where the verified checkpoint with this hash is kept."""
     return cache_root() / "checkpoints" / sha256 / filename
+
+
+def prefix_checkpoint_path(prefix: str, filename: str) -> Path:
+    """Where the checkpoint known by the publisher's hash ``prefix`` (and its full-hash pin) is kept."""
+    return cache_root() / "checkpoints" / f"prefix-{prefix}" / filename
 
 
 def bundle_dir(name: str, sha256: str) -> Path:

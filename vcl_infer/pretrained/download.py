@@ -4,6 +4,10 @@ Bytes go to ``<dest>.part`` (its folder is named by the expected hash, see ``cac
 connection that drops keeps the part; the next attempt (or the next run) asks for the rest with
 an HTTP ``Range`` request. When the byte count is complete the whole part is hashed: a match is
 renamed to ``dest``, a mismatch is deleted (those bytes can never become the right file).
+
+The expected hash is either the full sha256 or, where the publisher gives only that, a prefix
+of it (torchvision's file names; torch.hub checks the same prefix). ``on_verified`` receives the
+full digest of a file that passed, before it is renamed into place (``pins.py`` records it).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from vcl_infer.errors import VclError
 from vcl_infer.pretrained.cache import fsync_dir
@@ -51,6 +56,35 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def matches_published_prefix(digest: str, prefix: str) -> bool:
+    """Whether ``digest`` starts with the publisher's ``prefix`` (the check torch.hub makes)."""
+    return digest.startswith(prefix)
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a download must hash to: a full sha256, or the publisher's prefix of it."""
+
+    sha256: str | None = None
+    prefix: str | None = None
+    origin: str = ""  # where the hash comes from, for the error message
+
+    def __post_init__(self) -> None:
+        if not (self.sha256 or self.prefix):
+            raise ValueError("a download needs a sha256 or a sha256 prefix to verify against")
+
+    def accepts(self, digest: str) -> bool:
+        if self.sha256:
+            return digest == self.sha256
+        return matches_published_prefix(digest, self.prefix or "")
+
+    def describe(self) -> str:
+        origin = f" ({self.origin})" if self.origin else ""
+        if self.sha256:
+            return f"the expected sha256 {self.sha256[:16]}...{origin}"
+        return f"the publisher's sha256 prefix {self.prefix}{origin}"
 
 
 def _request(url: str, offset: int) -> urllib.request.Request:
@@ -121,14 +155,21 @@ def _progress_bar(enabled: bool, label: str):
     return tqdm.tqdm(desc=label, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=False)
 
 
-def download_verified(url: str, sha256: str, dest: Path, *, size: int | None = None, progress: bool = False,
-                      attempts: int = 3, timeout: float = 30.0, retry_wait_s: float = 1.0) -> Path:
-    """Fetch ``url`` to ``dest`` unless ``dest`` already holds the file with hash ``sha256``.
+def download_verified(url: str, sha256: str | None, dest: Path, *, sha256_prefix: str | None = None,
+                      on_verified: Callable[[str], None] | None = None, hash_origin: str = "",
+                      size: int | None = None,
+                      progress: bool = False, attempts: int = 3, timeout: float = 30.0,
+                      retry_wait_s: float = 1.0) -> Path:
+    """Fetch ``url`` to ``dest`` unless ``dest`` already holds a file that verifies.
 
     Args:
         url: http(s) address.
-        sha256: expected hex digest of the whole file.
+        sha256: expected hex digest of the whole file, or ``None`` to check ``sha256_prefix`` only.
         dest: final path; its ``.part`` sibling holds an unfinished download.
+        sha256_prefix: the publisher's prefix of the digest (used when ``sha256`` is ``None``).
+        on_verified: called with the full digest of a file that passed, before it is used or renamed
+            into place; if it raises, the file is not used.
+        hash_origin: where the expected hash comes from (said in errors).
         size: expected byte count when known (refuses a server that disagrees).
         progress: show a byte progress bar on stderr.
         attempts: requests tried (each resumes where the last stopped) before giving up.
@@ -140,10 +181,14 @@ def download_verified(url: str, sha256: str, dest: Path, *, size: int | None = N
         HashMismatch: the complete file has another hash (the part is deleted).
         DownloadError: the network or server failed on every attempt; the part is kept.
     """
+    expected = Expected(sha256, sha256_prefix, hash_origin)
     if dest.is_file():
-        if sha256_of(dest) == sha256:
+        digest = sha256_of(dest)
+        if expected.accepts(digest):
+            if on_verified is not None:
+                on_verified(digest)
             return dest
-        dest.unlink()  # a damaged cache entry: fetch it again
+        dest.unlink()  # a damaged or tampered cache entry: fetch it again
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     bar = _progress_bar(progress, dest.name)
@@ -161,7 +206,7 @@ def download_verified(url: str, sha256: str, dest: Path, *, size: int | None = N
             if result.total is not None and have < result.total:
                 problem = f"the connection ended after {have} of {result.total} bytes"
                 continue
-            return _keep_if_verified(part, dest, sha256, url)
+            return _keep_if_verified(part, dest, expected, url, on_verified)
     finally:
         if bar is not None:
             bar.close()
@@ -169,20 +214,23 @@ def download_verified(url: str, sha256: str, dest: Path, *, size: int | None = N
     kept = f"; {have} bytes are kept in {part} and the next run resumes from there" if have else ""
     raise DownloadError(
         f"could not download {url} after {attempts} attempt(s): {problem}{kept}. Check the network (or proxy "
-        f"settings), or put a copy of the file at {dest} (it is checked against sha256 {sha256[:12]}...)"
+        f"settings), or put a copy of the file at {dest} (it is checked against {expected.describe()})"
     )
 
 
-def _keep_if_verified(part: Path, dest: Path, sha256: str, url: str) -> Path:
+def _keep_if_verified(part: Path, dest: Path, expected: Expected, url: str,
+                      on_verified: Callable[[str], None] | None) -> Path:
     got = sha256_of(part)
-    if got != sha256:
+    if not expected.accepts(got):
         size = part.stat().st_size
         part.unlink()
         raise HashMismatch(
-            f"{url} gave {size} bytes with sha256 {got[:16]}..., not the expected {sha256[:16]}...; the file was "
-            "deleted. The server may be serving something else (a changed release, a proxy page): check the url, "
-            "or the registry entry's sha256"
+            f"{url} gave {size} bytes with sha256 {got[:16]}..., which does not match {expected.describe()}; "
+            "the file was deleted. The server may be serving something else (a changed release, a proxy page): "
+            "check the url, or the registry entry's sha256"
         )
+    if on_verified is not None:
+        on_verified(got)  # e.g. the trust-on-first-use pin, written before the file becomes visible
     os.replace(part, dest)
     fsync_dir(dest.parent)
     return dest

@@ -7,9 +7,12 @@ by the ``VCL_REGISTRY`` environment variable (several joined with ``os.pathsep``
     {"my-encoder": {"url": "https://host/file.pth", "sha256": "<64 hex>", "format": "vcl",
                     "arch": "r3d_small", "licence": "MIT"}}
 
-A file's entry with the name of a built-in one updates only the fields it gives, which is how a
-user pins the full sha256 of a built-in entry whose hash vcl could not record (see
-:attr:`PretrainedEntry.sha256_note`).
+An entry is verified by a full ``sha256`` or, where the publisher only gives a prefix of it
+(torchvision's file names), by ``sha256_prefix`` plus ``sha256_source`` saying where the prefix
+is published. A prefix-only entry is pinned to the file's full sha256 on its first verified
+download (``pins.py``, trust on first use). An entry with neither is refused. A file's entry with
+the name of a built-in one updates only the fields it gives, which is how a user pins a full
+sha256 of their own.
 """
 
 from __future__ import annotations
@@ -27,14 +30,12 @@ from vcl_infer.errors import VclError
 REGISTRY_ENV = "VCL_REGISTRY"
 FORMATS = ("vcl", "torchvision", "tclr", "fame")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_PREFIX = re.compile(r"^[0-9a-f]{8,64}$")
 
-_NO_FULL_HASH = (
-    "the publisher gives only the first 8 hex digits of the sha256 (in the file name); the full hash "
-    "could not be computed where this registry was written (no network), so it must be pinned once"
+_TORCHVISION_PREFIX = (
+    "torchvision's file name (the first 8 hex digits of the file's sha256; torch.hub checks the same prefix)"
 )
-_TCLR_NO_HASH = (
-    "the authors publish no checksum; pin the sha256 of the file you downloaded and checked once"
-)
+_TCLR_NO_HASH = "the authors publish no checksum"
 
 
 class RegistryError(VclError):
@@ -48,15 +49,16 @@ class PretrainedEntry:
     Attributes:
         name: the registry name (``--model NAME``).
         url: ``https://`` (or ``http://``) address of the checkpoint file.
-        sha256: full hex sha256 of the file; required before anything is downloaded.
+        sha256: full hex sha256 of the file, or ``None`` when only ``sha256_prefix`` is published.
         format: checkpoint layout for ``vcl-export --format`` (``torchvision``, ``tclr``, ``fame``, ``vcl``).
         arch: vcl backbone the weights load into.
         licence: licence of the weights as their publisher states it.
         description: one line for listings.
         source: page the URL and licence were taken from.
         size: bytes of the file, when known (a longer download is refused early).
-        sha256_prefix: the hash prefix the publisher embeds in the file name, checked against ``sha256``.
-        sha256_note: why ``sha256`` is missing from a built-in entry (shown in the error).
+        sha256_prefix: the publisher's prefix of the sha256 (at least 8 hex digits); checked on the first
+            download, after which the full hash is pinned in the cache. ``sha256`` must start with it.
+        sha256_source: where ``sha256`` / ``sha256_prefix`` is published, or why there is none.
     """
 
     name: str
@@ -69,7 +71,7 @@ class PretrainedEntry:
     source: str = ""
     size: int | None = None
     sha256_prefix: str | None = None
-    sha256_note: str = ""
+    sha256_source: str = ""
 
     def __post_init__(self) -> None:
         problems = []
@@ -77,6 +79,10 @@ class PretrainedEntry:
             problems.append(f"url must be http(s), got {self.url!r}")
         if self.sha256 is not None and not _SHA256.match(self.sha256):
             problems.append("sha256 must be 64 lowercase hex digits")
+        if self.sha256_prefix is not None and not _PREFIX.match(self.sha256_prefix):
+            problems.append("sha256_prefix must be 8 to 64 lowercase hex digits")
+        if self.sha256_prefix and not self.sha256 and not self.sha256_source:
+            problems.append("a prefix-only entry must say where the prefix is published (sha256_source)")
         if self.sha256 and self.sha256_prefix and not self.sha256.startswith(self.sha256_prefix):
             problems.append(f"sha256 {self.sha256[:12]}... does not start with the published prefix {self.sha256_prefix}")
         if self.format not in FORMATS:
@@ -91,18 +97,25 @@ class PretrainedEntry:
         """The checkpoint's file name (the URL's last path part; it keeps the suffix the importer reads)."""
         return Path(urlparse(self.url).path).name or "checkpoint.pth"
 
-    def pinned_sha256(self) -> str:
-        """The full sha256, or a :class:`RegistryError` saying how to pin it."""
-        if self.sha256:
-            return self.sha256
-        prefix = f" starts with {self.sha256_prefix}" if self.sha256_prefix else " is what you expect"
+    def require_verifiable(self) -> None:
+        """Refuse (before any download) an entry with neither a full sha256 nor a published prefix."""
+        if self.sha256 or self.sha256_prefix:
+            return
         raise RegistryError(
-            f"published encoder {self.name!r} has no pinned sha256, so vcl will not download it: "
-            f"{self.sha256_note or 'the entry gives none'}. Pin it once: download {self.url}, check that "
-            f"`sha256sum {self.filename}`{prefix}, then write "
-            f'{{"{self.name}": {{"sha256": "<the 64 hex digits>"}}}} to a JSON file and set '
-            f"{REGISTRY_ENV}=/path/to/that.json"
+            f"published encoder {self.name!r} has no sha256 to verify it against, so vcl will not download it: "
+            f"{self.sha256_source or 'the entry gives none'}. Pin it once: download {self.url}, check the file, "
+            f'then write {{"{self.name}": {{"sha256": "<the 64 hex digits of sha256sum {self.filename}>"}}}} '
+            f"to a JSON file and set {REGISTRY_ENV}=/path/to/that.json"
         )
+
+    def verification(self) -> str:
+        """One line: how a download of this entry is verified."""
+        if self.sha256:
+            return f"sha256 {self.sha256[:12]}... (full, from {self.sha256_source or 'the registry'})"
+        if self.sha256_prefix:
+            return (f"sha256 prefix {self.sha256_prefix} from {self.sha256_source}; the full sha256 is pinned on "
+                    "the first download (trust on first use)")
+        return "no sha256: refused until you pin one with VCL_REGISTRY"
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -123,31 +136,31 @@ def _drive(file_id: str) -> str:
 BUILTIN: tuple[PretrainedEntry, ...] = (
     PretrainedEntry(
         name="r3d_18-k400", url="https://download.pytorch.org/models/r3d_18-b3b3357e.pth",
-        sha256=None, sha256_prefix="b3b3357e", sha256_note=_NO_FULL_HASH,
+        sha256=None, sha256_prefix="b3b3357e", sha256_source=_TORCHVISION_PREFIX,
         format="torchvision", arch="r3d_18", licence=_TORCHVISION_LICENCE, source=_TORCHVISION_PAGE,
         description="torchvision R3D-18, supervised on Kinetics-400",
     ),
     PretrainedEntry(
         name="r2plus1d_18-k400", url="https://download.pytorch.org/models/r2plus1d_18-91a641e6.pth",
-        sha256=None, sha256_prefix="91a641e6", sha256_note=_NO_FULL_HASH,
+        sha256=None, sha256_prefix="91a641e6", sha256_source=_TORCHVISION_PREFIX,
         format="torchvision", arch="r2plus1d_18", licence=_TORCHVISION_LICENCE, source=_TORCHVISION_PAGE,
         description="torchvision R(2+1)D-18, supervised on Kinetics-400",
     ),
     PretrainedEntry(
         name="tclr-r3d_18-ucf101", url=_drive("1wGr6KsC4TcRweAGOFwmOYBPeZe0oGV7r"),
-        sha256=None, sha256_note=_TCLR_NO_HASH, format="tclr", arch="r3d_18_tclr",
+        sha256=None, sha256_source=_TCLR_NO_HASH, format="tclr", arch="r3d_18_tclr",
         licence="MIT (DAVEISHAN/TCLR)", source=_TCLR_PAGE,
         description="TCLR R3D-18, self-supervised on UCF101 (BGR input)",
     ),
     PretrainedEntry(
         name="tclr-r3d_18-k400", url=_drive("1m-u8N18dYFqP9B2JF3dEYOowKg3xDrds"),
-        sha256=None, sha256_note=_TCLR_NO_HASH, format="tclr", arch="r3d_18_tclr",
+        sha256=None, sha256_source=_TCLR_NO_HASH, format="tclr", arch="r3d_18_tclr",
         licence="MIT (DAVEISHAN/TCLR)", source=_TCLR_PAGE,
         description="TCLR R3D-18, self-supervised on Kinetics-400 (BGR input)",
     ),
     PretrainedEntry(
         name="tclr-r2plus1d_18-k400", url=_drive("1cuM4vFJA8wDDYmkQeAhwBUDQD0aDGmqD"),
-        sha256=None, sha256_note=_TCLR_NO_HASH, format="tclr", arch="r2plus1d_18",
+        sha256=None, sha256_source=_TCLR_NO_HASH, format="tclr", arch="r2plus1d_18",
         licence="MIT (DAVEISHAN/TCLR)", source=_TCLR_PAGE,
         description="TCLR R(2+1)D-18, self-supervised on Kinetics-400 (BGR input)",
     ),
@@ -163,11 +176,14 @@ def _entry_from(name: str, data: Any, base: PretrainedEntry | None, origin: str)
         raise RegistryError(f"{origin}: entry {name!r} has unknown fields {unknown}; known: {sorted(known)}")
     try:
         if base is not None:
+            if "sha256" in data and "sha256_source" not in data:
+                data = {**data, "sha256_source": f"pinned in {origin}"}
             return replace(base, **data)
-        return PretrainedEntry(name=name, **data)
+        return PretrainedEntry(name=name, **{"sha256": None, **data})
     except TypeError as exc:  # a required field is missing
         raise RegistryError(
-            f"{origin}: entry {name!r} needs url, sha256, format, arch and licence ({exc})"
+            f"{origin}: entry {name!r} needs url, format, arch, licence and sha256 (or sha256_prefix and "
+            f"sha256_source) ({exc})"
         ) from None
 
 
