@@ -133,7 +133,11 @@ def main() -> None:
             writer.start()
             t0 = time.monotonic()
             with ThreadPoolExecutor(args.concurrency) as pool:
-                results = list(pool.map(lambda item: _send(client, item), _requests(videos, args.requests)))
+                results = []
+                for result in pool.map(lambda item: _send(client, item), _requests(videos, args.requests)):
+                    results.append(result)
+                    if len(results) % 50 == 0:  # progress on stderr: a loaded machine makes this slow
+                        print(f"{len(results)}/{args.requests} in {time.monotonic() - t0:.0f} s", file=sys.stderr)
             wall = time.monotonic() - t0
             stop.set()
             generation1 = client.get("/healthz").json()["generation"]

@@ -28,7 +28,9 @@ SHARED = ["mmaction2/test.avi", "nwb-video-widgets/stub_h264.mp4", "small/Mpeg4.
 
 @pytest.fixture(scope="module")
 def ray_address():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    from vcl_infer.distributed.pipeline import _init
+
+    _init(ray, None, 2)  # retried: a loaded machine can miss Ray's fixed 30 s raylet start-up
     try:
         address = ray.get_runtime_context().gcs_address
         assert address.startswith("127.0.0.1:"), address

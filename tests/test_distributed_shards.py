@@ -144,3 +144,34 @@ def test_the_ingest_command_exits_non_zero_on_a_bad_shard(tmp_path):
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert "no readable vector shards" in out.stderr
+
+
+@pytest.mark.slow
+def test_the_ray_stages_called_directly_give_the_local_builds_rows(tmp_path):
+    """decode_batch + EncodeToShard without Ray (what each Ray task and actor runs): the same
+    windows, failures and bit-identical vectors as a local build of the same files."""
+    import pyarrow as pa
+    from video_fixtures import make_video
+
+    from vcl_infer.build import build_index
+    from vcl_infer.bundle import load_bundle_spec
+    from vcl_infer.distributed.stages import EncodeToShard, decode_batch
+    from vcl_infer.embedder import default_bundle
+
+    folder = tmp_path / "v"
+    folder.mkdir()
+    make_video(folder / "a.mp4", num_frames=30)
+    (folder / "b.mp4").write_text("not a video")
+    build_index(folder, tmp_path / "local", clips=3, workers=1, progress=False)
+    files = sorted(str(p) for p in folder.iterdir())
+    batch = pa.table({"path_bytes": [f.encode() for f in files],
+                      "size": [Path(f).stat().st_size for f in files],
+                      "mtime_ns": [Path(f).stat().st_mtime_ns for f in files]})
+    spec = load_bundle_spec(default_bundle())
+    decoded = decode_batch(batch, spec=spec.clip, clips=3, timeout_s=60)
+    meta = ShardMeta(spec.fingerprint, spec.to_json(), spec.embed_dim, 3)
+    out = EncodeToShard(str(default_bundle()), str(tmp_path / "shards"), meta)(decoded)
+    ingest_shards(out.column("shard")[0].as_py(), tmp_path / "ray")
+    local, distributed = _catalog(tmp_path / "local"), _catalog(tmp_path / "ray")
+    assert local == distributed  # status, size, mtime, error kind and reason, windows, vector bytes
+    assert local[files[0]][0] == "ok" and local[files[1]][0] == "failed"

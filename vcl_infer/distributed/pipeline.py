@@ -77,8 +77,7 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[ob
         yield ray
         return
     try:
-        ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
-                 logging_level=logging.WARNING, configure_logging=True)
+        _init(ray, address, num_cpus)
     except Exception as exc:  # noqa: BLE001 - Ray raises plain Exception / ConnectionError here
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         fix = ("check the address and that `ray status` works there" if address else
@@ -88,6 +87,20 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[ob
         yield ray
     finally:
         ray.shutdown()
+
+
+def _init(ray, address: str | None, num_cpus: int | None, attempts: int = 3) -> None:
+    """``ray.init``; a local instance is retried: its raylet must register within a fixed 30 s,
+    which a heavily loaded machine can miss."""
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
+                     logging_level=logging.WARNING, configure_logging=True)
+            return
+        except Exception:
+            if address is not None or attempt == attempts:
+                raise
+            ray.shutdown()
 
 
 def _quiet_ray_data(progress: bool) -> None:
