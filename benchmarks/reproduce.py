@@ -227,6 +227,8 @@ def run_one(args: argparse.Namespace, run: dict[str, Any]) -> dict[str, Any]:
             log_every=max(1, args.steps // 15), method_args=margs, warmup_epochs=1.0, cache_frames=True,
             eval_data=str(data), eval_every=max(1, args.steps // 5), **OPTIM.get(run["method"], {}))
         result = train(config, progress=False)
+        if result.stopped_by not in (None, "max_steps"):  # stopped early: no result, the run reruns on resume
+            raise SystemExit(f"{run['name']}: stopped by {result.stopped_by} at step {result.global_step}")
         backbone, spec, _ = load_backbone(result.checkpoint)
         loss = _last_loss(folder / "metrics.csv")
     train_s = time.perf_counter() - t0

@@ -259,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         synthetic = synthetic_scores(bundles, args, Path(tmp))
         real = real_video_scores(bundles, args, Path(tmp))
-    cost = cpu_cost({"new default": bundle, "previous default": previous} if previous.is_file() else {"new default": bundle})
+    cost = cpu_cost({"new default": bundle, "previous default": previous} if previous.is_file() else {"new default": bundle},
+                    args)
     if "previous default" in cost:
         cost["ratio_new_over_previous"] = cost["new default"]["median_s_per_clip"] / cost["previous default"]["median_s_per_clip"]
     first = next(iter(synthetic["trained"]))
