@@ -34,6 +34,41 @@ class DecodeRequest:
     test_fault: str | None = field(default=None, repr=False)
 
 
+@dataclass(frozen=True)
+class CallRequest:
+    """Run ``target(*args)`` in a worker instead of :func:`read_clips` (e.g. a range query).
+
+    Attributes:
+        path: the untrusted file the call reads; it names the file in timeouts and crashes.
+        target: a module-level function as ``"module:function"``.
+        args: its arguments (sent to the worker like any message).
+    """
+
+    path: str
+    target: str
+    args: tuple = ()
+    test_fault: str | None = field(default=None, repr=False)
+
+
+def _run(request: DecodeRequest | CallRequest, config: dict[str, Any]) -> Any:
+    """The request's result: clips of the file, or the called function's value."""
+    if isinstance(request, CallRequest):
+        import importlib
+
+        module, _, name = request.target.partition(":")
+        return getattr(importlib.import_module(module), name)(*request.args)
+    from vcl_infer.video.clips import read_clips
+
+    return read_clips(
+        request.path,
+        request.spec,
+        request.num_clips,
+        backend=config["backend"],
+        max_pixels=config["max_pixels"],
+        num_threads=config["num_threads"],
+    )
+
+
 def _misbehave(fault: str) -> None:
     if fault == "hang":
         while True:  # a native decoder stuck in a loop looks like this from outside
@@ -50,7 +85,9 @@ def worker_main(conn: Any, config: dict[str, Any]) -> None:
     """Serve requests until told to stop (``None``) or the parent goes away.
 
     Messages to the parent: ``("ready", pid)`` once imports are done (so import time never
-    counts against a file's timeout), then ``("done", index, DecodedVideo | VideoError)``.
+    counts against a file's timeout), then ``("done", index, result | VideoError)``: the
+    result is a ``DecodedVideo`` for a :class:`DecodeRequest`, the function's value for a
+    :class:`CallRequest`.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     if config.get("nice"):  # lower priority: the encoder comes first, decoding fills idle cores
@@ -60,10 +97,10 @@ def worker_main(conn: Any, config: dict[str, Any]) -> None:
         import resource
 
         resource.setrlimit(resource.RLIMIT_AS, (int(limit), int(limit)))
+    import vcl_infer.video.clips  # noqa: F401 - imported now, not inside the first timed task
     from vcl_infer.errors import DecoderCrashed, VideoError
-    from vcl_infer.video.clips import read_clips
 
-    for module in ("decord", "av"):  # import decoders now, not inside the first timed task
+    for module in ("decord", "av"):  # likewise the decoders, where installed
         try:
             __import__(module)
         except ImportError:
@@ -80,14 +117,7 @@ def worker_main(conn: Any, config: dict[str, Any]) -> None:
         if request.test_fault:
             _misbehave(request.test_fault)
         try:
-            result: Any = read_clips(
-                request.path,
-                request.spec,
-                request.num_clips,
-                backend=config["backend"],
-                max_pixels=config["max_pixels"],
-                num_threads=config["num_threads"],
-            )
+            result: Any = _run(request, config)
         except VideoError as exc:
             result = exc
         except MemoryError:
