@@ -81,6 +81,24 @@ def _misbehave(fault: str) -> None:
         os.abort()
 
 
+def _lower_priority(nice: int, batch: bool) -> None:
+    """Nice this worker by ``nice`` and, with ``batch``, put it in ``SCHED_BATCH``.
+
+    ``SCHED_BATCH`` keeps the worker's CPU share (its weight is its nice value's) but its
+    wake-ups never preempt a running thread, so the encoder's threads run their parallel
+    operators without being cut by a decoder. A large nice would instead make the workers
+    nearly idle-class: beside any other job (weight 1024 against 110 at nice 10) decoding
+    starves. Decoder threads started later inherit both settings.
+    """
+    if nice:
+        os.nice(nice)
+    if batch and hasattr(os, "SCHED_BATCH"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        except OSError:
+            pass  # not permitted here (or not Linux): the worker runs as a normal process
+
+
 def worker_main(conn: Any, config: dict[str, Any]) -> None:
     """Serve requests until told to stop (``None``) or the parent goes away.
 
@@ -90,8 +108,7 @@ def worker_main(conn: Any, config: dict[str, Any]) -> None:
     :class:`CallRequest`.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    if config.get("nice"):  # lower priority: the encoder comes first, decoding fills idle cores
-        os.nice(int(config["nice"]))
+    _lower_priority(int(config.get("nice") or 0), bool(config.get("batch")))
     limit = config.get("memory_limit_bytes")
     if limit:
         import resource

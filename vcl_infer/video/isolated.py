@@ -67,6 +67,9 @@ class DecodePool:
             decord issues 1, 157, 208).
         memory_limit_bytes: optional ``RLIMIT_AS`` for each worker, so a decompression
             bomb fails in the worker instead of exhausting the machine.
+        nice: niceness added to the workers' (0: the caller's priority).
+        batch: run the workers under ``SCHED_BATCH`` (Linux): the same CPU share, but they
+            never preempt the caller's threads on wake-up.
 
     Use as a context manager; :meth:`imap` yields one result per request.
     """
@@ -82,6 +85,7 @@ class DecodePool:
         max_tasks_per_worker: int = 200,
         memory_limit_bytes: int | None = None,
         nice: int = 0,
+        batch: bool = False,
     ):
         if workers < 1 or timeout_s <= 0 or max_tasks_per_worker < 1:
             raise ValueError("need workers >= 1, timeout_s > 0 and max_tasks_per_worker >= 1")
@@ -89,6 +93,7 @@ class DecodePool:
         self.max_tasks = max_tasks_per_worker
         self._config = {
             "nice": int(nice),
+            "batch": bool(batch),
             "backend": backend,
             "max_pixels": int(max_pixels),
             "num_threads": int(threads_per_worker),
