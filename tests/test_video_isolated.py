@@ -172,3 +172,15 @@ def test_run_isolated_returns_the_value_or_raises_the_files_error(small_mp4, tmp
     with pytest.raises(VideoError) as raised:
         run_isolated(decode_range, (missing, SPEC, 1, 0.0, 1.0), missing, timeout_s=20)
     assert raised.value.path == missing
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux only")
+def test_build_workers_keep_the_callers_priority_under_sched_batch():
+    """Nice 10 starved the workers beside any other job (benchmarks/decode_priority.py)."""
+    from vcl_infer.build import DECODE_PRIORITY
+    from vcl_infer.video.isolated import CallRequest
+
+    with DecodePool(workers=1, timeout_s=20, **DECODE_PRIORITY) as build_pool:
+        (pid,) = list(build_pool.imap([CallRequest("-", "os:getpid")]))
+        assert os.sched_getscheduler(pid) == os.SCHED_BATCH
+        assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0)
