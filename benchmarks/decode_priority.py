@@ -52,7 +52,8 @@ policy = json.loads(sys.argv[1])
 if policy is not None:
     build.DECODE_PRIORITY = policy
 t0 = time.monotonic()
-report = build.build_index(sys.argv[2], sys.argv[3], clips=int(sys.argv[4]), progress=False)
+report = build.build_index(sys.argv[2], sys.argv[3], clips=int(sys.argv[4]), progress=False,
+                           timeout_s=float(sys.argv[5]))
 print(json.dumps({"wall_s": time.monotonic() - t0, "added": report.added, "policy": build.DECODE_PRIORITY,
                   "failed": [str(getattr(f, "reason", f))[:200] for f in report.failed]}))
 """
@@ -60,7 +61,8 @@ print(json.dumps({"wall_s": time.monotonic() - t0, "added": report.added, "polic
 _BUSY = "import time\nend = time.monotonic() + float(__import__('sys').argv[1])\nwhile time.monotonic() < end:\n    pass\n"
 
 
-def one_build(policy: dict | None, videos: Path, clips: int, busy: int, limit_s: float) -> dict:
+def one_build(policy: dict | None, videos: Path, clips: int, busy: int, limit_s: float,
+              decode_timeout_s: float = 60.0) -> dict:
     """Wall seconds of one build, with ``busy`` busy-loop processes beside it."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     loops = [subprocess.Popen([sys.executable, "-c", _BUSY, str(limit_s)]) for _ in range(busy)]
@@ -68,7 +70,8 @@ def one_build(policy: dict | None, videos: Path, clips: int, busy: int, limit_s:
     try:
         with tempfile.TemporaryDirectory(prefix="vcl-prio-") as index_dir:
             done = subprocess.run(
-                [sys.executable, "-c", _BUILD, json.dumps(policy), str(videos), index_dir, str(clips)],
+                [sys.executable, "-c", _BUILD, json.dumps(policy), str(videos), index_dir, str(clips),
+                 str(decode_timeout_s)],
                 env=env, capture_output=True, text=True, timeout=limit_s,
             )
     finally:
@@ -99,6 +102,9 @@ def main() -> None:
     parser.add_argument("--busy", type=int, default=2, help="busy-loop processes beside the loaded builds")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the four builds")
     parser.add_argument("--limit", type=float, default=600.0, help="seconds one build may take")
+    parser.add_argument("--decode-timeout", type=float, default=60.0,
+                        help="the build's per-file decode limit (its default, 60 s; a starved file fails "
+                             "at it, so a build with failures is faster than its real slowdown)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
 
@@ -113,7 +119,8 @@ def main() -> None:
     for round_no in range(args.rounds):
         order = conditions if round_no % 2 == 0 else conditions[::-1]  # no condition always first
         for name, busy in order:
-            runs[(name, busy)].append(one_build(POLICIES[name], videos, args.clips, busy, args.limit))
+            runs[(name, busy)].append(one_build(POLICIES[name], videos, args.clips, busy, args.limit,
+                                                  args.decode_timeout))
             if not args.json:
                 r = runs[(name, busy)][-1]
                 print(f"round {round_no + 1}: {name:>3} policy, {busy} busy: {r['wall_s']:6.2f} s "
