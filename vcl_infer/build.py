@@ -181,8 +181,9 @@ DECODE_PRIORITY: dict[str, Any] = {"nice": 0, "batch": True}
 
 The build's own priority under ``SCHED_BATCH``: they do not preempt the encoder's threads,
 and beside another job they keep a normal share. Nice 10 (before) gave them a weight of 110
-against 1024 for any other process: a build next to two busy processes ran several times
-slower than its fair half of the machine (``benchmarks/decode_priority.py``).
+against 1024 for any other process: beside two busy processes on 2 cores every file of a
+small build hit the decode timeout, where now the build takes its fair 2x
+(``benchmarks/decode_priority.py``).
 """
 
 
