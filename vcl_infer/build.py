@@ -168,24 +168,30 @@ def default_workers() -> int:
     """Decode workers: one per core, at most 8.
 
     Cores are not split statically between decoding and encoding: the encoder gets every core
-    (``load_embedder``) and the decode workers run at a lower priority (``DECODE_NICE``), so
-    whichever side is the bottleneck gets the CPU. With a cheap encoder the decoders fill the
-    cores; with an expensive one the encoder does, and decoding uses the gaps. (A static split,
-    cores - workers encoder threads, left a 2-core build of r3d_18 with one encoder thread:
-    b/a 0.56, slower than the naive loop.)
+    (``load_embedder``) and the decode workers share them (``DECODE_PRIORITY``), so whichever
+    side is the bottleneck gets the CPU: the bounded queue between them stops the decoders
+    when the encoder lags. (A static split, cores - workers encoder threads, left a 2-core
+    build of r3d_18 with one encoder thread: b/a 0.56, slower than the naive loop.)
     """
     return max(1, min(MAX_DEFAULT_WORKERS, available_cores()))
 
 
-DECODE_NICE = 10
-"""Niceness of the build's decode workers, below the encoder (see ``default_workers``)."""
+DECODE_PRIORITY: dict[str, Any] = {"nice": 0, "batch": True}
+"""How the build's decode workers share the CPU (``DecodePool``'s ``nice`` and ``batch``).
+
+The build's own priority under ``SCHED_BATCH``: they do not preempt the encoder's threads,
+and beside another job they keep a normal share. Nice 10 (before) gave them a weight of 110
+against 1024 for any other process: beside two busy processes on 2 cores every file of a
+small build hit the decode timeout, where now the build takes its fair 2x
+(``benchmarks/decode_priority.py``).
+"""
 
 
 # ---------------------------------------------------------------- encoder and index
 
 
 def load_embedder(model: str | os.PathLike | None, workers: int):
-    """The encoder with a CPU thread per core (the decode workers run niced below it)."""
+    """The encoder with a CPU thread per core (the decode workers share them, see ``DECODE_PRIORITY``)."""
     from vcl_infer.embedder import Embedder
 
     threads = available_cores()
@@ -264,7 +270,7 @@ def _index_files(index, embedder, files: Sequence[str], stats: dict[str, tuple[i
     pending = 0
     last_commit = time.monotonic()
     bar = tqdm(total=len(files), unit="video", desc="indexing", disable=not progress, dynamic_ncols=True)
-    with DecodePool(workers=workers, timeout_s=timeout_s, nice=DECODE_NICE) as pool:
+    with DecodePool(workers=workers, timeout_s=timeout_s, **DECODE_PRIORITY) as pool:
         requests = [(path, spec, clips) for path in files]
         for index_pos, result in _decoded_in_background(pool, requests, depth=2 * workers + 2):
             path = files[index_pos]

@@ -28,7 +28,7 @@ def strip_frames(jobs: Sequence[tuple[str, float, float]], count: int = FRAMES_P
     """In this process: per ``(path, start, end)``, ``count`` frames evenly spread over the
     range, each ``height`` pixels high (``h x w x 3`` uint8); an error string for a file
     that cannot be read."""
-    from vcl_infer.preprocess import _resample_matrix
+    from vcl_infer.preprocess import resize_frames
     from vcl_infer.video.open import open_video
 
     out: list[list[np.ndarray] | str] = []
@@ -43,11 +43,7 @@ def strip_frames(jobs: Sequence[tuple[str, float, float]], count: int = FRAMES_P
             finally:
                 reader.close()
             h, w = frames.shape[1:3]
-            new_w = max(1, round(w * height / h))
-            rows, cols = _resample_matrix(h, height), _resample_matrix(w, new_w)
-            planes = frames.astype(np.float32).transpose(0, 3, 1, 2)  # n x c x h x w
-            small = (rows @ planes @ cols.T).transpose(0, 2, 3, 1)
-            out.append([np.clip(np.rint(f), 0, 255).astype(np.uint8) for f in small])
+            out.append(list(resize_frames(frames, height, max(1, round(w * height / h)))))
         except VideoError as exc:
             out.append(exc.reason)
         except Exception as exc:  # noqa: BLE001 - one unreadable hit must not lose the page
@@ -101,7 +97,8 @@ def write_html(result, out_html: str | os.PathLike, *, timeout_s: float = 120.0)
     The query strip spans the query's range (or its clips' span); each hit's strip spans
     its matched time range.
     """
-    from vcl_infer.search import parse_query, run_isolated
+    from vcl_infer.search import parse_query
+    from vcl_infer.video.isolated import run_isolated
 
     query = parse_query(result.query)
     if query.start is not None:

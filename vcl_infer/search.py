@@ -20,7 +20,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -94,56 +94,7 @@ def parse_query(text: str) -> Query:
     return Query(path, start, end)
 
 
-# ---------------------------------------------------------------- isolated decoding
-
-
-def _child(conn, fn_name: str, args: tuple) -> None:
-    import importlib
-
-    module, _, name = fn_name.rpartition(".")
-    try:
-        result: Any = ("ok", getattr(importlib.import_module(module), name)(*args))
-    except VideoError as exc:
-        result = ("error", exc)
-    except Exception as exc:  # noqa: BLE001 - reported to the parent as the file's error
-        result = ("error", VideoError(str(args[0]), f"{type(exc).__name__}: {exc}"))
-    conn.send(result)
-
-
-def run_isolated(fn: Callable, args: tuple, path: str, timeout_s: float = 60.0) -> Any:
-    """Run module-level ``fn(*args)`` in a child process with a hard timeout (untrusted file).
-
-    The child is a fresh interpreter (:mod:`vcl_infer.video._child`), so this works from a
-    plain script without ``if __name__ == "__main__":``.
-
-    Raises:
-        VideoError: the function's error, ``DecodeTimeout`` or ``DecoderCrashed``.
-    """
-    from vcl_infer.errors import DecoderCrashed, DecodeTimeout
-    from vcl_infer.video._child import ChildProcess, log_decoder_output
-
-    proc = ChildProcess(f"{__name__}:_child", (f"{fn.__module__}.{fn.__qualname__}", args))
-    parent = proc.conn
-    try:
-        if not parent.poll(timeout_s):
-            raise DecodeTimeout(path, f"no result within {timeout_s:g} s; decoder killed")
-        try:
-            status, value = parent.recv()
-        except EOFError:
-            proc.join(2)
-            said = proc.last_words()
-            raise DecoderCrashed(path, f"decoder process died (exit code {proc.exitcode})"
-                                       + (f"; its last message: {said}" if said else "")) from None
-        log_decoder_output(path, proc)
-    finally:
-        if proc.is_alive():
-            proc.kill()
-        proc.join(5)
-        parent.close()
-        proc.remove_log()
-    if status == "error":
-        raise value
-    return value
+# ---------------------------------------------------------------- query decoding
 
 
 def range_indices(timestamps: np.ndarray, start: float, end: float) -> np.ndarray:
@@ -195,6 +146,8 @@ def query_clips(query: Query, spec, num_clips: int, timeout_s: float = 60.0) -> 
 
         decoded = decode_clips(query.path, spec, num_clips, timeout_s=timeout_s)
         return decoded.clips, [(w.start_sec, w.end_sec) for w in decoded.windows]
+    from vcl_infer.video.isolated import run_isolated  # the build's decode workers
+
     clips, windows, _ = run_isolated(decode_range, (query.path, spec, num_clips, query.start, query.end),
                                      query.path, timeout_s)
     return clips, windows

@@ -14,13 +14,11 @@ decord's weak spots, and what this wrapper does about them (reliability.md 1.1, 
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 
 from vcl_infer._optional import require
 from vcl_infer.errors import CorruptVideo, FrameTooLarge, UnsupportedFormat
-from vcl_infer.video.reader import VideoInfo
+from vcl_infer.video.reader import FrameIndices, VideoInfo
 from vcl_infer.video.timeline import collapsed
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
@@ -104,7 +102,7 @@ class DecordReader:
         """``(num_frames,)`` float64 seconds, presentation order, non-decreasing."""
         return self._timestamps
 
-    def get_frames(self, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
+    def get_frames(self, indices: FrameIndices, size: tuple[int, int] | None = None) -> np.ndarray:
         """Frames at ``indices`` (clamped to ``[0, num_frames)``).
 
         Args:
@@ -120,7 +118,7 @@ class DecordReader:
         """
         vr, shape = self._vr, self._shape
         if size is not None and tuple(size) != self._shape:
-            vr, shape = self._scaled(tuple(size))
+            vr, shape = self._scaled((int(size[0]), int(size[1])))
         idx = np.clip(np.asarray(indices, dtype=np.int64).reshape(-1), 0, self.info.num_frames - 1)
         if idx.size == 0:
             return np.zeros((0, *shape, 3), np.uint8)

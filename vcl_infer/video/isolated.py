@@ -7,6 +7,9 @@ code, so each file is decoded in a worker process (a fresh interpreter, see
 ``if __name__ == "__main__":`` works) that is SIGKILLed and replaced when it overruns its time
 or dies. The caller only ever sees a :class:`DecodedVideo` or a
 :class:`VideoError` (``DecodeTimeout`` / ``DecoderCrashed`` naming the file).
+
+The same workers run other reads of untrusted files (a query's time range, the HTML
+report's thumbnails) through :func:`run_isolated`: one isolation mechanism for every decode.
 """
 
 from __future__ import annotations
@@ -15,19 +18,19 @@ import os
 import time
 from collections import deque
 from multiprocessing.connection import wait
-from typing import Any, Iterable, Iterator, Union
+from typing import Any, Callable, Iterable, Iterator, Union
 
 from vcl_infer.errors import DecoderCrashed, DecodeTimeout, VideoError
 from vcl_infer.spec import ClipSpec
 from vcl_infer.video._child import ChildProcess, log_decoder_output
-from vcl_infer.video._worker import DecodeRequest
+from vcl_infer.video._worker import CallRequest, DecodeRequest
 from vcl_infer.video.clips import DecodedVideo
 from vcl_infer.video.open import DEFAULT_MAX_PIXELS
 
-Request = Union[DecodeRequest, tuple]  # (path, ClipSpec, num_clips)
-Result = Union[DecodedVideo, VideoError]
+Request = Union[DecodeRequest, CallRequest, tuple]  # tuple: (path, ClipSpec, num_clips)
+Result = Union[DecodedVideo, VideoError, Any]  # Any: a CallRequest's value
 
-__all__ = ["DecodePool", "DecodeRequest", "DecodedVideo", "decode_clips"]
+__all__ = ["CallRequest", "DecodePool", "DecodeRequest", "DecodedVideo", "decode_clips", "run_isolated"]
 
 
 class _Worker:
@@ -38,7 +41,7 @@ class _Worker:
         self.conn = self.proc.conn
         self.ready = False
         self.done = 0
-        self.task: tuple[int, DecodeRequest, float] | None = None  # index, request, deadline
+        self.task: tuple[int, DecodeRequest | CallRequest, float] | None = None  # index, request, deadline
 
     def kill(self) -> None:
         if self.proc is None:
@@ -51,7 +54,7 @@ class _Worker:
 
 
 class DecodePool:
-    """Persistent spawn workers that turn video files into clips.
+    """Persistent worker processes that turn video files into clips.
 
     Args:
         workers: number of child processes.
@@ -64,6 +67,9 @@ class DecodePool:
             decord issues 1, 157, 208).
         memory_limit_bytes: optional ``RLIMIT_AS`` for each worker, so a decompression
             bomb fails in the worker instead of exhausting the machine.
+        nice: niceness added to the workers' (0: the caller's priority).
+        batch: run the workers under ``SCHED_BATCH`` (Linux): the same CPU share, but they
+            never preempt the caller's threads on wake-up.
 
     Use as a context manager; :meth:`imap` yields one result per request.
     """
@@ -79,6 +85,7 @@ class DecodePool:
         max_tasks_per_worker: int = 200,
         memory_limit_bytes: int | None = None,
         nice: int = 0,
+        batch: bool = False,
     ):
         if workers < 1 or timeout_s <= 0 or max_tasks_per_worker < 1:
             raise ValueError("need workers >= 1, timeout_s > 0 and max_tasks_per_worker >= 1")
@@ -86,6 +93,7 @@ class DecodePool:
         self.max_tasks = max_tasks_per_worker
         self._config = {
             "nice": int(nice),
+            "batch": bool(batch),
             "backend": backend,
             "max_pixels": int(max_pixels),
             "num_threads": int(threads_per_worker),
@@ -116,8 +124,9 @@ class DecodePool:
     def imap(self, requests: Iterable[Request]) -> Iterator[Result]:
         """Decode ``requests`` and yield their results in submission order.
 
-        Each request is a :class:`DecodeRequest` or a ``(path, ClipSpec, num_clips)`` tuple;
-        each result is a :class:`DecodedVideo` or the :class:`VideoError` for that file.
+        Each request is a :class:`DecodeRequest`, a ``(path, ClipSpec, num_clips)`` tuple or
+        a :class:`CallRequest`; each result is a :class:`DecodedVideo` (the function's value
+        for a call) or the :class:`VideoError` for that file.
         Requests are pulled from the iterable only as workers free up.
         """
         buffered: dict[int, Result] = {}
@@ -133,7 +142,7 @@ class DecodePool:
         if not self._workers:
             raise RuntimeError("the DecodePool is closed")
         source = iter(enumerate(_as_request(r) for r in requests))
-        queue: deque[tuple[int, DecodeRequest]] = deque()
+        queue: deque[tuple[int, DecodeRequest | CallRequest]] = deque()
         exhausted = False
         try:
             while True:
@@ -228,11 +237,20 @@ def _last_words(child: ChildProcess) -> str:
     return f"; its last message: {said}" if said else ""
 
 
-def _as_request(request: Request) -> DecodeRequest:
-    if isinstance(request, DecodeRequest):
+def _as_request(request: Request) -> DecodeRequest | CallRequest:
+    if isinstance(request, (DecodeRequest, CallRequest)):
         return request
     path, spec, num_clips = request
     return DecodeRequest(os.fspath(path), spec, int(num_clips))
+
+
+def _one_off(request: Request, timeout_s: float, **pool_options: Any) -> Any:
+    """``request``'s result from a one-off worker (about 1 s of start-up); its error raised."""
+    with DecodePool(1, timeout_s, **pool_options) as pool:
+        (result,) = list(pool.imap([request]))
+    if isinstance(result, VideoError):
+        raise result
+    return result
 
 
 def decode_clips(
@@ -252,8 +270,28 @@ def decode_clips(
     Raises:
         VideoError: the file's error, ``DecodeTimeout`` or ``DecoderCrashed``.
     """
-    with DecodePool(1, timeout_s, max_pixels, backend) as pool:
-        (result,) = list(pool.imap([(path, spec, num_clips)]))
-    if isinstance(result, VideoError):
-        raise result
-    return result
+    return _one_off((path, spec, num_clips), timeout_s, backend=backend, max_pixels=max_pixels)
+
+
+def run_isolated(fn: Callable[..., Any], args: tuple, path: str | os.PathLike, timeout_s: float = 60.0) -> Any:
+    """``fn(*args)`` in a one-off decode worker, with the pool's timeout and crash handling.
+
+    For reads of an untrusted file other than :func:`decode_clips` (a query's time range,
+    thumbnails). ``fn`` must be a module-level function; its arguments and value travel
+    between the processes like the pool's messages.
+
+    Args:
+        fn: the function, importable as ``fn.__module__`` + ``fn.__qualname__``.
+        args: its positional arguments.
+        path: the file it reads, named in the errors.
+        timeout_s: hard wall-clock limit, from the moment the worker is ready.
+
+    Returns:
+        What ``fn`` returned.
+
+    Raises:
+        VideoError: the function's own, ``DecodeTimeout``, or ``DecoderCrashed`` (also for an
+            exception other than a :class:`VideoError` inside ``fn``).
+    """
+    target = f"{fn.__module__}:{fn.__qualname__}"
+    return _one_off(CallRequest(os.fspath(path), target, tuple(args)), timeout_s)

@@ -10,14 +10,14 @@ request, not the video.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 
 from vcl_infer._optional import require
 from vcl_infer.errors import CorruptVideo, FrameTooLarge, NoVideoStream, UnsupportedFormat
 from vcl_infer.video._guards import FORMAT_WHITELIST
-from vcl_infer.video.reader import VideoInfo
+from vcl_infer.video.reader import FrameIndices, VideoInfo
 from vcl_infer.video.timeline import by_index, collapsed, last_frame_duration, nominal_rate
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
@@ -162,7 +162,7 @@ class PyAvReader:
         """``(num_frames,)`` float64 seconds, presentation order, non-decreasing."""
         return self._timestamps
 
-    def get_frames(self, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
+    def get_frames(self, indices: FrameIndices, size: tuple[int, int] | None = None) -> np.ndarray:
         """Frames at ``indices`` (clamped to ``[0, num_frames)``).
 
         Args:
