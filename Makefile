@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[train,export,classify,dev]'
+	$(BIN)/python -m pip install -q -e '.[train,export,classify,distributed,serve,dev]'
 	touch $@
 
 setup: $(VENV)/.installed
