@@ -186,8 +186,6 @@ def _walk(folder: Path) -> list[str]:
     return find_videos(folder)
 
 
-@pytest.mark.xfail(strict=False, reason="the store side of non-UTF-8 names (UnicodeEncodeError in "
-                                        "index/store.py) is fixed on idx's branch, not this one")
 def test_a_non_utf8_name(tmp_path):
     folder = tmp_path / "videos"
     folder.mkdir()
