@@ -92,7 +92,7 @@ def test_sigkill_during_commits_leaves_a_consistent_index(tmp_path):
             assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
             db.close()
             assert (info["videos_ok"], info["clips"]) == (n_ok, n_clips)
-            assert ix._index["clip"].ntotal == n_clips and ix._index["video"].ntotal == n_ok
+            assert ix.files.loaded["clip"].ntotal == n_clips and ix.files.loaded["video"].ntotal == n_ok
             if acked:  # an acknowledged commit is never lost
                 assert n_ok >= acked[-1]
             s, ids = ix.search(rng.standard_normal((3, DIM)).astype(np.float32), 5, level="clip")
