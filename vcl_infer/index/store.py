@@ -42,6 +42,7 @@ from vcl_infer.index.catalog import (
     CATALOG,
     FORMAT_VERSION,
     LEVELS,
+    LOCK,
     READER_RETRY_S,
     SCHEMA,
     ClipRecord,
@@ -52,7 +53,7 @@ from vcl_infer.index.catalog import (
     video_checksum,
 )
 from vcl_infer.index.connection import Catalog
-from vcl_infer.index.errors import EncoderMismatch, IndexCorrupt, IndexExists, IndexNotFound
+from vcl_infer.index.errors import EncoderMismatch, IndexCorrupt, IndexExists, IndexLocked, IndexNotFound
 from vcl_infer.index.faults import clear_wal_lost, guarded, translate, wal_was_lost
 from vcl_infer.index.files import Built, FaissFiles
 from vcl_infer.index.migrate import migrate
@@ -72,6 +73,36 @@ def _row_id(cursor: sqlite3.Cursor) -> int:
     """The id SQLite gave the row an INSERT just added."""
     assert cursor.lastrowid is not None
     return int(cursor.lastrowid)
+
+
+def _clear_interrupted_create(path: Path) -> bool:
+    """Remove what a create killed before its first commit left (a catalog without metadata and no
+    FAISS file), so that the create can start again; False (nothing touched) for anything else."""
+    if any(path.glob("*.faiss")) or wal_was_lost(path):
+        return False
+    try:
+        fd = writer_lock.acquire(path)
+    except IndexLocked:
+        return False  # open() says who holds it
+    try:
+        db = sqlite3.connect(path / CATALOG)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                return False
+            row = None
+        finally:
+            db.close()
+        if row is not None:
+            return False
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path / CATALOG}{suffix}").unlink(missing_ok=True)
+        return True
+    except sqlite3.Error:
+        return False  # damaged: open() explains it
+    finally:
+        writer_lock.release(fd)
 
 
 class VideoIndex:
@@ -139,7 +170,7 @@ class VideoIndex:
         recall@10 against exact search that the search parameters are tuned to.
         """
         path = Path(path)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if path.exists() and (not path.is_dir() or any(p.name != LOCK for p in path.iterdir())):
             raise IndexExists(
                 f"{path}: cannot create an index here, the folder is not empty "
                 "(open the existing index, or choose a new folder)"
@@ -269,7 +300,7 @@ class VideoIndex:
         parameters are tuned to it at the next commit.
         """
         path = Path(path)
-        if (path / CATALOG).is_file():
+        if (path / CATALOG).is_file() and not _clear_interrupted_create(path):
             self = cls.open(path, writable=True, fingerprint=fingerprint)
             if int(dim) != self.dim:
                 self.close()
