@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from vcl_infer.index import _faiss as F
+from vcl_infer.index import faiss_ops as F
 from vcl_infer.index import tuning as T
 
 
@@ -63,7 +63,7 @@ def fmt(rates: list[float]) -> str:
 
 def run(n: int, dim: int, nq: int, single: int, target: float, factory_request: str, repeats: int,
         seed: int, exact_batch: int) -> dict:
-    faiss = F._faiss()
+    faiss = F.faiss_module()
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((max(100, n // 100), dim), dtype=np.float32) / np.sqrt(dim)
     t0 = time.perf_counter()
@@ -129,7 +129,7 @@ def main() -> None:
                     help="queries in the exact batched timing (default: all, as the tuned one)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    faiss = F._faiss()
+    faiss = F.faiss_module()
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, load average "
           f"{os.getloadavg()[0]:.1f} at start; memory budget {F.memory_budget() / 2**30:.1f} GiB")
     for n in (int(s) for s in args.sizes.split(",")):

@@ -36,7 +36,7 @@ def _catalog(index_dir: Path) -> dict:
 
 
 def _video_id(index, path: str) -> int:
-    return index._db.execute("SELECT id FROM videos WHERE path = ?", (path,)).fetchone()[0]
+    return index.catalog.db.execute("SELECT id FROM videos WHERE path = ?", (path,)).fetchone()[0]
 
 
 def _small_dir(name: str, count: int) -> Path:
@@ -155,7 +155,7 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_build(tmp_path):
 
     idx = VideoIndex.open(killed)
     assert idx.info()["clips"] == 2 * 16
-    rows = idx._db.execute("SELECT path, COUNT(*) FROM videos GROUP BY path HAVING COUNT(*) > 1").fetchall()
+    rows = idx.catalog.db.execute("SELECT path, COUNT(*) FROM videos GROUP BY path HAVING COUNT(*) > 1").fetchall()
     assert rows == []
     assert "ok:" in run_cli("vcl-index", "verify", "--index", str(killed)).stdout
 

@@ -117,7 +117,7 @@ def _catalog(index: Path) -> dict[str, tuple[str, list[tuple[float, float]], flo
     out = {}
     with VideoIndex.open(index) as idx:
         for path, (_, _, status) in idx.known_files().items():
-            vid = idx._db.execute("SELECT id FROM videos WHERE path = ?", (path,)).fetchone()[0]
+            vid = idx.catalog.db.execute("SELECT id FROM videos WHERE path = ?", (path,)).fetchone()[0]
             record = idx.video(vid)
             windows = [(c.start_sec, c.end_sec) for c in idx.clips_of(vid)] if status == "ok" else []
             out[path] = (status, windows, float(record.duration or 0.0))

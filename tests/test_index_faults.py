@@ -51,7 +51,7 @@ def _snapshot(path):
     """Every stored clip (path, window, vector) and the search answer to fixed queries."""
     with VideoIndex.open(path) as ix:
         rows = {}
-        for vid in [r[0] for r in ix._db.execute("SELECT id FROM videos WHERE status='ok'")]:
+        for vid in [r[0] for r in ix.catalog.db.execute("SELECT id FROM videos WHERE status='ok'")]:
             rec = ix.video(vid)
             rows[rec.path] = ([(c.start_sec, c.end_sec) for c in ix.clips_of(vid)], ix.clip_vectors(vid))
         q = _unit(np.random.default_rng(9), 8)
@@ -232,8 +232,8 @@ def test_disk_full_in_the_catalog_says_so_and_keeps_the_last_commit(index_dir):
     before = _snapshot(index_dir)
     rng = np.random.default_rng(2)
     ix = VideoIndex.open(index_dir, writable=True)
-    pages = ix._db.execute("PRAGMA page_count").fetchone()[0]
-    ix._db.execute(f"PRAGMA max_page_count = {pages + 2}")  # the disk fills after two more pages
+    pages = ix.catalog.db.execute("PRAGMA page_count").fetchone()[0]
+    ix.catalog.db.execute(f"PRAGMA max_page_count = {pages + 2}")  # the disk fills after two more pages
     with pytest.raises(IndexDiskFull, match=r"disk is full.*as of its last commit.*re-run"):
         for i in range(200):
             _add(ix, rng, f"/more/{i}.mp4", n_clips=20)

@@ -42,7 +42,7 @@ def contents(path) -> dict:
             if rec.status != "ok":
                 out[name] = (rec.status, rec.error_kind, rec.error)
                 continue
-            vector = ix._db.execute("SELECT vector FROM videos WHERE id = ?", (rec.id,)).fetchone()[0]
+            vector = ix.catalog.db.execute("SELECT vector FROM videos WHERE id = ?", (rec.id,)).fetchone()[0]
             out[name] = (rec.status, rec.size, rec.mtime_ns, rec.content_hash, rec.fps,
                          [(c.start_sec, c.end_sec) for c in ix.clips_of(rec.id)],
                          ix.clip_vectors(rec.id).tobytes(), vector)

@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from vcl_infer.index import _faiss as F
 from vcl_infer.index import choose_factory
+from vcl_infer.index import faiss_ops as F
 
 N, D, NQ, K = 200_000, 64, 200, 10
 

@@ -180,7 +180,7 @@ def test_stale_file_after_crash_between_steps(built, monkeypatch):
         raise Crash
 
     new = _fill(ix, rng, ["/v/new.mp4"])
-    monkeypatch.setattr(ix, "_publish", crash)  # dies after the catalog commit, before the files
+    monkeypatch.setattr(ix.files, "publish", crash)  # dies after the catalog commit, before the files
     with pytest.raises(Crash):
         ix.commit()
     ix.close()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vcl_infer.index import VideoIndex
-from vcl_infer.index import _faiss as F
+from vcl_infer.index import faiss_ops as F
 from vcl_infer.index import tuning as T
 
 DIM = 32

@@ -3,7 +3,6 @@
 Importing this package does not import faiss; it is loaded on first use.
 """
 
-from vcl_infer.index._faiss import choose_factory
 from vcl_infer.index.errors import (
     EncoderMismatch,
     IndexCorrupt,
@@ -12,6 +11,7 @@ from vcl_infer.index.errors import (
     IndexLocked,
     IndexNotFound,
 )
+from vcl_infer.index.faiss_ops import choose_factory
 from vcl_infer.index.merge import MergeReport, merge_indexes
 from vcl_infer.index.store import ClipRecord, VideoIndex, VideoRecord
 

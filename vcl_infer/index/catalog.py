@@ -19,7 +19,7 @@ LEVELS = ("clip", "video")
 FILES = {"clip": "clips.faiss", "video": "videos.faiss"}
 READER_RETRY_S = 10.0  # how long a reader waits for a writer that is mid-commit
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS videos(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS clips(
 CREATE INDEX IF NOT EXISTS clips_video ON clips(video_id);
 """
 
-_VIDEO_COLS = (
+VIDEO_COLS = (
     "id, path, size, mtime_ns, content_hash, duration, fps, frames, width, height, backend, "
     "status, error_kind, error"
 )
@@ -76,7 +76,13 @@ class ClipRecord:
     end_sec: float
 
 
-def _fsync_dir(path: Path) -> None:
+def video_record(row: tuple, num_clips: int) -> VideoRecord:
+    """A :class:`VideoRecord` from a row of :data:`VIDEO_COLS`."""
+    return VideoRecord(row[0], path_from_db(row[1]), row[2], row[3], row[4], row[5], row[6], row[7], row[8],
+                       row[9], row[10], row[11], row[12], row[13], num_clips=num_clips)
+
+
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -84,7 +90,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
@@ -96,14 +102,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
+def normalise(x: np.ndarray) -> np.ndarray:
     x = np.array(x, dtype=np.float32, copy=True)
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
     np.divide(x, norms, out=x, where=norms > 0)
     return x
 
 
-def _fix(name: str, path: Path) -> str:
+def faiss_file_fix(name: str, path: Path) -> str:
     return f"run `vcl-index repair {path}` to rebuild {name} from the catalog"
 
 

@@ -150,7 +150,7 @@ def guarded(method: Fn) -> Fn:
             err = translate(exc, self.path, wal_lost=getattr(self, "wal_lost", False))
             if err is None:
                 raise
-            self._abandon_batch()
+            self.abandon_batch()
             raise err from exc
 
     return wrapper  # type: ignore[return-value]

@@ -5,36 +5,50 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
-import time
+from typing import Any
 
-from vcl_infer.index import _faiss as F
+from vcl_infer.index import faiss_ops as F
 from vcl_infer.index import tuning as T
-from vcl_infer.index.catalog import (
-    FILES,
-    LEVELS,
-    READER_RETRY_S,
-    _fix,
-    _fsync_dir,
-)
-from vcl_infer.index.errors import (
-    IndexCorrupt,
-)
+from vcl_infer.index.catalog import FILES, LEVELS, faiss_file_fix, fsync_dir
+from vcl_infer.index.connection import Catalog
+from vcl_infer.index.errors import IndexCorrupt
 from vcl_infer.index.faults import disk_full, wal_lost_note
 
+Problem = tuple[str, str]  # ("stale" | "corrupt", message)
+Built = tuple[Any, str, dict]  # (faiss index, factory, search params as tuning.tune returns them)
 
-class DerivedFiles:
-    """Mixin of :class:`~vcl_infer.index.store.VideoIndex`: everything about ``clips.faiss`` /
-    ``videos.faiss`` (the catalog is the source of truth; these files are rebuilt from it)."""
 
-    def _cleanup_temp(self) -> None:
+class FaissFiles:
+    """``clips.faiss`` / ``videos.faiss`` of one index and their loaded copies (the catalog is the
+    source of truth; these files are rebuilt from it)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.path = catalog.path
+        self.loaded: dict[str, Any] = {}  # level -> the faiss index searched
+        self._gpu: dict[str, Any] = {}  # level -> its GPU copy, or None where there is none
+
+    def clear(self) -> None:
+        """Forget the loaded indexes (on close)."""
+        self.loaded.clear()
+        self._gpu.clear()
+
+    def gpu_copy(self, level: str) -> Any:
+        """The GPU copy of ``level``'s index (made on first use), or None without GPU FAISS."""
+        if level not in self._gpu:
+            self._gpu[level] = F.to_gpu(self.loaded[level])
+        return self._gpu[level]
+
+    def cleanup_temp(self) -> None:
         for p in self.path.glob(".*.faiss.tmp-*"):
             try:
                 p.unlink()
             except OSError:
                 pass
 
-    # ------------------------------------------------------------------ internals: FAISS files
-    def _read_checked(self, level: str, meta: dict[str, str], db: sqlite3.Connection | None = None):
+    # ------------------------------------------------------------------ reading
+    def read_checked(self, level: str, meta: dict[str, str],
+                     db: sqlite3.Connection | None = None) -> tuple[Any, Problem | None]:
         """Load one FAISS file and check it against ``meta``; returns (index, problem or None)."""
         name = FILES[level]
         fpath = self.path / name
@@ -62,76 +76,62 @@ class DerivedFiles:
         except Exception as exc:
             return None, ("corrupt", f"{fpath}: FAISS cannot read the file ({exc})")
         expect = int(meta[f"{level}.count"])
-        actual = self._catalog_count(level, db)
-        if index.ntotal != expect or expect != actual or index.d != self.dim:
+        actual = self.catalog.count(level, db)
+        if index.ntotal != expect or expect != actual or index.d != self.catalog.dim:
             return None, (
                 "corrupt",
                 f"{fpath}: holds {index.ntotal} vectors of dim {index.d}, the catalog "
-                f"records {expect} and has {actual} rows of dim {self.dim}",
+                f"records {expect} and has {actual} rows of dim {self.catalog.dim}",
             )
         params = T.recorded_params(meta, level)
-        F.set_search_params(index, meta[f"{level}.factory"], params["nprobe"], params["efsearch"])
+        F.set_search_params(index, meta[f"{level}.factory"], int(params["nprobe"]), int(params["efsearch"]))
         return index, None
 
-    def _explained(self, problem: str, fix: str) -> str:
+    def explained(self, problem: str, fix: str) -> str:
         """A FAISS-file problem and its fix; after a lost write-ahead log, that cause first."""
-        if self.wal_lost:
+        if self.catalog.wal_lost:
             return f"{wal_lost_note(self.path)}. Now {problem}. Otherwise {fix}; re-running the build re-adds the lost videos"
         return f"{problem}; {fix}"
 
-    def _load_files_writable(self) -> None:
-        meta = self._meta()
+    def load_writable(self) -> None:
+        """Load both files for a writer, rebuilding one left stale by a crash; ``IndexCorrupt`` for a damaged one."""
+        meta = self.catalog.read_meta()
         stale = []
         for level in LEVELS:
-            index, problem = self._read_checked(level, meta)
+            index, problem = self.read_checked(level, meta)
             if problem is None:
-                self._index[level] = index
+                self.loaded[level] = index
             elif problem[0] == "stale":
                 stale.append(level)
             else:
-                raise IndexCorrupt(self._explained(problem[1], _fix(FILES[level], self.path)))
+                raise IndexCorrupt(self.explained(problem[1], faiss_file_fix(FILES[level], self.path)))
         if stale:
-            self._rebuild(tuple(stale))
+            self.rebuild(tuple(stale))
 
-    def _open_reader(self, fingerprint: str | None) -> None:
-        deadline = time.monotonic() + READER_RETRY_S
-        attempt = 0
-        while True:
-            attempt += 1
-            self._connect()
-            # one read transaction for the reader's lifetime: a consistent snapshot that
-            # matches the FAISS files loaded below, whatever a writer commits meanwhile
-            self._db.execute("BEGIN")
-            self._load_meta()
-            self._check_encoder(fingerprint)
-            meta = self._meta_cache
-            problems = []
-            for level in LEVELS:
-                index, problem = self._read_checked(level, meta)
-                if problem is None:
-                    self._index[level] = index
-                else:
-                    problems.append((level, problem))
-            if not problems:
-                return
-            self._index.clear()
-            self._db.close()
-            self._db = None
-            # a writer may be between its steps (or replaced a file after our snapshot): retry
-            if attempt == 1 or (self._writer_active() and time.monotonic() < deadline):
-                time.sleep(0.0 if attempt == 1 else 0.05)
-                continue
-            level, (kind, msg) = problems[0]
-            if kind == "stale":
-                fix = (
-                    f"open the index for writing to finish it (e.g. `vcl-index repair {self.path}` "
-                    "or re-run the build), which rebuilds it from the catalog"
-                )
+    def load_for_reader(self) -> list[tuple[str, Problem]]:
+        """Load both files as of the catalog's snapshot; the problems found (none loaded if any)."""
+        problems = []
+        for level in LEVELS:
+            index, problem = self.read_checked(level, self.catalog.meta)
+            if problem is None:
+                self.loaded[level] = index
             else:
-                fix = _fix(FILES[level], self.path)
-            raise IndexCorrupt(self._explained(msg, fix))
+                problems.append((level, problem))
+        if problems:
+            self.loaded.clear()
+        return problems
 
-    def _write_file(self, level: str, index) -> tuple[str, int]:
+    def reader_fix(self, level: str, kind: str) -> str:
+        """What a reader should do about a ``kind`` problem of ``level``'s file."""
+        if kind == "stale":
+            return (
+                f"open the index for writing to finish it (e.g. `vcl-index repair {self.path}` "
+                "or re-run the build), which rebuilds it from the catalog"
+            )
+        return faiss_file_fix(FILES[level], self.path)
+
+    # ------------------------------------------------------------------ writing
+    def _write_file(self, level: str, index: Any) -> tuple[str, int]:
         """Atomically replace one FAISS file; returns (sha256, ntotal)."""
         data = F.serialize(index)
         final = self.path / FILES[level]
@@ -150,14 +150,15 @@ class DerivedFiles:
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
                 raise disk_full(self.path, f"writing {FILES[level]}: {exc.strerror}", catalog_committed=True) from exc
             raise
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
         return F.sha256(data), int(index.ntotal)
 
-    def _publish(self, indexes: dict[str, tuple[object, str, dict]]) -> None:
+    def publish(self, indexes: dict[str, Built]) -> None:
         """Steps 2 and 3 of a commit for the levels in ``indexes`` ({level: (index, factory, params)},
         params as :func:`tuning.tune` returns them)."""
-        gen = int(self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
-        rows = [("rows.videos", str(self._db.execute("SELECT COUNT(*) FROM videos").fetchone()[0]))]
+        db = self.catalog.db
+        gen = int(db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+        rows = [("rows.videos", str(db.execute("SELECT COUNT(*) FROM videos").fetchone()[0]))]
         for level, (index, factory, params) in indexes.items():
             digest, count = self._write_file(level, index)
             rows += [
@@ -169,24 +170,26 @@ class DerivedFiles:
                 (f"{level}.efsearch", str(int(params["efsearch"]))),
                 (f"{level}.recall", f"{float(params['recall']):.4f}"),
             ]
-        with self._tx():
-            self._db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", rows)
+        with self.catalog.tx() as tx:
+            tx.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", rows)
         for level, (index, _, _) in indexes.items():
-            self._index[level] = index
+            self.loaded[level] = index
             self._gpu.pop(level, None)
-        self._meta_cache = self._meta()
+        self.catalog.reload_meta()
 
-    def _build_level(self, level: str):
+    def build_level(self, level: str) -> Built:
         """Build ``level`` from the catalog: factory by size and memory, trained on a bounded sample,
         search parameters tuned to the target recall (:mod:`.tuning`)."""
-        ids, vecs = self._catalog_vectors(level)
-        factory = F.effective_factory(self.index_type, len(ids), self.dim)
-        index = F.build(factory, self.dim, ids, vecs, F.default_nprobe(factory))
-        return index, factory, T.tune(index, factory, ids, vecs, self.target_recall)
+        cat = self.catalog
+        ids, vecs = cat.vectors(level)
+        factory = F.effective_factory(cat.index_type, len(ids), cat.dim)
+        index = F.build(factory, cat.dim, ids, vecs, F.default_nprobe(factory))
+        return index, factory, T.tune(index, factory, ids, vecs, cat.target_recall)
 
-    def _rebuild(self, levels) -> None:
+    def rebuild(self, levels: tuple[str, ...]) -> None:
+        """Rebuild ``levels`` from the catalog and publish them."""
         # bump the generation first so a crash while writing leaves the files marked stale
-        with self._tx():
-            self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
-        self._publish({level: self._build_level(level) for level in levels})
+        with self.catalog.tx() as tx:
+            tx.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+        self.publish({level: self.build_level(level) for level in levels})
 

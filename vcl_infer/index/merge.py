@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from vcl_infer.index.catalog import _fsync_dir, path_from_db
+from vcl_infer.index.catalog import fsync_dir, path_from_db
 from vcl_infer.index.checksums import bad_rows, has_checksums, row_ok
 from vcl_infer.index.errors import EncoderMismatch, IndexCorrupt, IndexExists
 from vcl_infer.index.store import VideoIndex
@@ -71,7 +71,7 @@ def _target(into: Path) -> None:
 
 def _copy(source: VideoIndex, out: VideoIndex, seen: set[str], report: MergeReport,
           progress: Callable[[int], None] | None) -> None:
-    db = source._db
+    db = source.catalog.db
     pending = 0
     with_sums = has_checksums(db)  # a format-1 source has none: its rows are copied unchecked
     video_sql = _VIDEO_SQL.format(sum="vector_checksum" if with_sums else "NULL")
@@ -94,8 +94,8 @@ def _copy(source: VideoIndex, out: VideoIndex, seen: set[str], report: MergeRepo
             if bad:
                 raise IndexCorrupt(f"{bad_rows(source.path, 'clip', bad)}; then merge again")
             info = dict(zip(_INFO_KEYS, row[5:11]))
-            out._insert_video(path, size, mtime_ns, content_hash, info, row[14],
-                              [(c[2], c[3], c[1]) for c in clips])
+            out.add_stored_video(path, size, mtime_ns, content_hash, info, row[14],
+                                 [(c[2], c[3], c[1]) for c in clips])
             report.videos += 1
             report.clips += len(clips)
         pending += 1
@@ -145,7 +145,7 @@ def merge_indexes(sources: Sequence[str | os.PathLike], into: str | os.PathLike,
         if into.exists():
             into.rmdir()  # empty, checked above
         os.rename(tmp, into)
-        _fsync_dir(into.parent)
+        fsync_dir(into.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

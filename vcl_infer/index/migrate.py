@@ -4,23 +4,23 @@ transaction (a crash leaves the old format, which is read as before and migrated
 from __future__ import annotations
 
 from vcl_infer.index.catalog import clip_checksum, video_checksum
+from vcl_infer.index.connection import Catalog
 
 _BATCH = 4096
 
 
-def migrate(index) -> bool:
-    """Bring a writable :class:`~vcl_infer.index.store.VideoIndex`'s catalog to the current format.
+def migrate(catalog: Catalog) -> bool:
+    """Bring a catalog open for writing to the current format.
 
     Format 1 -> 2 adds the vector checksum columns and computes them from the stored vectors
     (damage done before this point cannot be told apart; from now on it is caught). Returns
     whether anything was changed.
     """
-    if index.format_version >= 2:
+    if catalog.format_version >= 2:
         return False
     from vcl_infer.index.checksums import has_checksums
 
-    db = index._db
-    with index._tx():
+    with catalog.tx() as db:
         if not has_checksums(db):  # a recovered format-1 catalog already has the columns, empty
             db.execute("ALTER TABLE clips ADD COLUMN checksum INTEGER")
             db.execute("ALTER TABLE videos ADD COLUMN vector_checksum INTEGER")
@@ -29,8 +29,8 @@ def migrate(index) -> bool:
         _fill(db, "SELECT id, vector FROM videos WHERE status = 'ok' AND vector_checksum IS NULL",
               "UPDATE videos SET vector_checksum = ? WHERE id = ?", lambda r: video_checksum(r[1]))
         db.execute("UPDATE meta SET value = '2' WHERE key = 'format_version'")
-    index.format_version = 2
-    index._meta_cache = index._meta()
+    catalog.format_version = 2
+    catalog.reload_meta()
     return True
 
 

@@ -17,8 +17,9 @@ import os
 import sqlite3
 from pathlib import Path
 
-from vcl_infer.index import _faiss as F
-from vcl_infer.index.catalog import _SCHEMA, CATALOG, FILES, LEVELS, _fsync_dir
+from vcl_infer.index import faiss_ops as F
+from vcl_infer.index.catalog import CATALOG, FILES, LEVELS, SCHEMA, fsync_dir
+from vcl_infer.index.connection import Catalog
 from vcl_infer.index.errors import IndexCorrupt
 from vcl_infer.index.faults import wal_lost_note
 
@@ -91,7 +92,7 @@ def _write(target: Path, data: dict) -> None:
     try:
         db.execute("PRAGMA journal_mode=DELETE")
         db.execute("BEGIN")
-        for stmt in _SCHEMA.strip().split(";"):
+        for stmt in SCHEMA.strip().split(";"):
             if stmt.strip():
                 db.execute(stmt)
         db.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", list(data["meta"].items()))
@@ -110,41 +111,39 @@ def _write(target: Path, data: dict) -> None:
         os.fsync(f.fileno())
 
 
-def recover_catalog(index, problem: str) -> str:
-    """Replace ``index``'s damaged catalog by a complete recovered copy; returns where the damaged one
+def recover_catalog(catalog: Catalog, problem: str) -> str:
+    """Replace this damaged catalog by a complete recovered copy; returns where the damaged one
     was kept. Raises :class:`IndexCorrupt` (nothing changed) when that cannot be done safely."""
-    index_dir = index.path
-    catalog = index_dir / CATALOG
-    if index._db is not None:
-        index._db.close()
-        index._db = None
+    index_dir = catalog.path
+    catalog_file = index_dir / CATALOG
+    catalog.close()
     try:
-        src = sqlite3.connect(f"file:{catalog}?mode=ro", uri=True)
+        src = sqlite3.connect(f"file:{catalog_file}?mode=ro", uri=True)
         try:
             data = _read_all(src)
         finally:
             src.close()
     except sqlite3.DatabaseError as exc:
-        if index.wal_lost:
+        if catalog.wal_lost:
             raise IndexCorrupt(
                 f"{wal_lost_note(index_dir)}; the catalog that remains fails with: {exc}; nothing was changed. "
                 f"Otherwise {_rebuild_advice(index_dir)}"
             ) from exc
         raise IndexCorrupt(
-            f"{catalog}: the catalog is damaged ({problem}) and SQLite cannot read its rows ({exc}), so "
+            f"{catalog_file}: the catalog is damaged ({problem}) and SQLite cannot read its rows ({exc}), so "
             f"nothing can be recovered; nothing was changed. To go on, {_rebuild_advice(index_dir)}"
         ) from exc
     why = incomplete(index_dir, data)
     if why is not None:
         raise IndexCorrupt(
-            f"{catalog}: the catalog is damaged ({problem}); the rows SQLite can still read are not provably "
+            f"{catalog_file}: the catalog is damaged ({problem}); the rows SQLite can still read are not provably "
             f"all of them ({why}), so it was left as it is. To go on, {_rebuild_advice(index_dir)}"
         )
     _write(index_dir / RECOVERING, data)
     os.replace(index_dir / RECOVERING, index_dir / RECOVERED)
-    _fsync_dir(index_dir)
+    fsync_dir(index_dir)
     damaged = finish_interrupted_swap(index_dir)
-    index._connect()
+    catalog.connect()
     return damaged or ""
 
 
@@ -163,5 +162,5 @@ def finish_interrupted_swap(index_dir: Path) -> str | None:
     if catalog.exists() and not damaged.exists():
         os.link(catalog, damaged)
     os.replace(recovered, catalog)
-    _fsync_dir(index_dir)
+    fsync_dir(index_dir)
     return str(damaged)

@@ -18,39 +18,44 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from typing import Any
 
 import numpy as np
 
-from vcl_infer.index import _faiss as F
+from vcl_infer.index import faiss_ops as F
 from vcl_infer.index.catalog import CATALOG, FILES, LEVELS, clip_checksum, path_from_db, video_checksum
 from vcl_infer.index.checksums import scan
+from vcl_infer.index.connection import Catalog
 from vcl_infer.index.errors import IndexCorrupt
+from vcl_infer.index.files import FaissFiles
 from vcl_infer.index.migrate import migrate
 
 
-def catalog_problem(index) -> str | None:
-    """What SQLite says is wrong with the catalog (None when sound); connects ``index`` if needed."""
+def catalog_problem(catalog: Catalog) -> str | None:
+    """What SQLite says is wrong with the catalog (None when sound); connects it if needed."""
     try:
-        if index._db is None:
-            index._connect()
-        result = [r[0] for r in index._db.execute("PRAGMA integrity_check").fetchall()]
+        if not catalog.is_open:
+            catalog.connect()
+        db = catalog.db
+        result = [r[0] for r in db.execute("PRAGMA integrity_check").fetchall()]
         if result != ["ok"]:
             return "; ".join(" ".join(r.split()) for r in result)[:600]
-        index._db.execute("BEGIN IMMEDIATE")  # a header that forbids writing passes integrity_check
+        db.execute("BEGIN IMMEDIATE")  # a header that forbids writing passes integrity_check
         try:
-            index._db.execute("UPDATE meta SET value = value WHERE key = 'generation'")
+            db.execute("UPDATE meta SET value = value WHERE key = 'generation'")
         finally:
-            index._db.execute("ROLLBACK")
-        index._load_meta()
+            db.execute("ROLLBACK")
+        catalog.load_meta()
     except sqlite3.DatabaseError as exc:
-        if "readonly" in str(exc) and not os.access(index.path / CATALOG, os.W_OK):
-            raise IndexCorrupt(f"{index.path / CATALOG}: the catalog is not writable; fix its permissions") from exc
+        if "readonly" in str(exc) and not os.access(catalog.path / CATALOG, os.W_OK):
+            raise IndexCorrupt(f"{catalog.path / CATALOG}: the catalog is not writable; fix its permissions") from exc
         return str(exc)
     return None
 
 
-def repair_index(index) -> dict:
-    """Repair the index held open for writing (the lock taken); returns what was done.
+def repair_index(catalog: Catalog, files: FaissFiles) -> dict:
+    """Repair the index held open for writing (the lock taken): its catalog and FAISS files; returns
+    what was done.
 
     The report: ``catalog`` ("ok" or "recovered"), ``damaged_copy`` (where the damaged catalog
     was kept), ``restored`` (vectors restored from a FAISS file), ``removed`` (paths removed
@@ -59,22 +64,22 @@ def repair_index(index) -> dict:
     from vcl_infer.index.recover import recover_catalog
 
     report: dict = {"catalog": "ok", "restored": 0, "removed": []}
-    problem = catalog_problem(index)
+    problem = catalog_problem(catalog)
     if problem is not None:
-        report["damaged_copy"] = recover_catalog(index, problem)
+        report["damaged_copy"] = recover_catalog(catalog, problem)
         report["catalog"] = "recovered"
-    index._load_meta()
-    migrate(index)
-    fix_vectors(index, report)
-    index._rebuild(LEVELS)
+    catalog.load_meta()
+    migrate(catalog)
+    fix_vectors(catalog, report)
+    files.rebuild(LEVELS)
     return report
 
 
-def _faiss_copy(index, level: str):
+def _faiss_copy(catalog: Catalog, level: str) -> Any:
     """The level's FAISS file when its bytes match the catalog's sha256 (stale is fine: ids are never
     reused, so every vector it holds is that id's), ready to reconstruct vectors by id; else None."""
-    path = index.path / FILES[level]
-    meta = index._meta()
+    path = catalog.path / FILES[level]
+    meta = catalog.read_meta()
     try:
         data = path.read_bytes()
     except OSError:
@@ -84,7 +89,7 @@ def _faiss_copy(index, level: str):
     try:
         faiss_index = F.deserialize(data)
         if F.nlist_of(meta.get(f"{level}.factory", "")):
-            faiss = F._faiss()
+            faiss = F.faiss_module()
             faiss.extract_index_ivf(faiss_index).set_direct_map_type(faiss.DirectMap.Hashtable)
     except Exception:  # noqa: BLE001 - an unreadable copy is simply not used
         return None
@@ -103,16 +108,15 @@ def _restore(copy, level: str, row, dim: int) -> bytes | None:
     return vector if actual == int(checksum) else None
 
 
-def fix_vectors(index, report: dict) -> None:
+def fix_vectors(catalog: Catalog, report: dict) -> None:
     """Restore or remove every stored vector that fails its checksum (step 2 above)."""
-    db = index._db
     drop: set[int] = set()
-    with index._tx():
+    with catalog.tx() as db:
         for level in LEVELS:
-            _, _, bad = scan(db, level, index.dim)
+            _, _, bad = scan(db, level, catalog.dim)
             if not bad:
                 continue
-            copy = _faiss_copy(index, level)
+            copy = _faiss_copy(catalog, level)
             for rid in bad:
                 if level == "clip":
                     row = db.execute("SELECT id, start_sec, end_sec, checksum, video_id FROM clips WHERE id = ?",
@@ -120,7 +124,7 @@ def fix_vectors(index, report: dict) -> None:
                 else:
                     row = (*db.execute("SELECT id, NULL, NULL, vector_checksum FROM videos WHERE id = ?",
                                        (rid,)).fetchone(), rid)
-                vector = _restore(copy, level, row[:4], index.dim)
+                vector = _restore(copy, level, row[:4], catalog.dim)
                 if vector is None:
                     drop.add(int(row[4]))
                     continue

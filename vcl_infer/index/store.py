@@ -26,49 +26,86 @@ never rebuild anything.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from vcl_infer.errors import SpecMismatch
-from vcl_infer.index import _faiss as F
+from vcl_infer.index import faiss_ops as F
 from vcl_infer.index import tuning as T
+from vcl_infer.index import writer_lock
 from vcl_infer.index.catalog import (
-    _SCHEMA,
     CATALOG,
     FORMAT_VERSION,
     LEVELS,
     LOCK,
+    READER_RETRY_S,
+    SCHEMA,
     ClipRecord,
     VideoRecord,
-    _normalise,
-    _pid_alive,
     clip_checksum,
+    normalise,
     path_to_db,
     video_checksum,
 )
-from vcl_infer.index.errors import (
-    EncoderMismatch,
-    IndexCorrupt,
-    IndexExists,
-    IndexLocked,
-    IndexNotFound,
-)
+from vcl_infer.index.connection import Catalog
+from vcl_infer.index.errors import EncoderMismatch, IndexCorrupt, IndexExists, IndexLocked, IndexNotFound
 from vcl_infer.index.faults import clear_wal_lost, guarded, translate, wal_was_lost
-from vcl_infer.index.files import DerivedFiles
+from vcl_infer.index.files import Built, FaissFiles
 from vcl_infer.index.migrate import migrate
 from vcl_infer.index.queries import Queries
 from vcl_infer.index.recover import RECOVERED, finish_interrupted_swap
 
 __all__ = ["VideoIndex", "VideoRecord", "ClipRecord"]
 
+Batch = dict[str, list]  # level -> pending (ids, vectors) adds or removed ids
 
-class VideoIndex(DerivedFiles, Queries):
+
+def _empty_batch() -> Batch:
+    return {"clip": [], "video": []}
+
+
+def _row_id(cursor: sqlite3.Cursor) -> int:
+    """The id SQLite gave the row an INSERT just added."""
+    assert cursor.lastrowid is not None
+    return int(cursor.lastrowid)
+
+
+def _clear_interrupted_create(path: Path) -> bool:
+    """Remove what a create killed before its first commit left (a catalog without metadata and no
+    FAISS file), so that the create can start again; False (nothing touched) for anything else."""
+    if any(path.glob("*.faiss")) or wal_was_lost(path):
+        return False
+    try:
+        fd = writer_lock.acquire(path)
+    except IndexLocked:
+        return False  # open() says who holds it
+    try:
+        db = sqlite3.connect(path / CATALOG)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                return False
+            row = None
+        finally:
+            db.close()
+        if row is not None:
+            return False
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path / CATALOG}{suffix}").unlink(missing_ok=True)
+        return True
+    except sqlite3.Error:
+        return False  # damaged: open() explains it
+    finally:
+        writer_lock.release(fd)
+
+
+class VideoIndex:
     """A folder holding a catalog of videos and clips and the FAISS indexes derived from it.
 
     Open with :meth:`create`, :meth:`open` or :meth:`open_or_create`. Writers are exclusive
@@ -76,36 +113,64 @@ class VideoIndex(DerivedFiles, Queries):
     generation that was complete when they opened. Writes are buffered in one catalog
     transaction until :meth:`commit`; leaving a ``with`` block normally commits, leaving it
     by an exception or calling :meth:`close` discards uncommitted writes.
+
+    The parts it holds: :attr:`catalog` (:class:`~.connection.Catalog`, the SQLite connection
+    and metadata), :attr:`files` (:class:`~.files.FaissFiles`, the derived FAISS files) and
+    :attr:`queries` (:class:`~.queries.Queries`, the read side).
     """
 
     # ------------------------------------------------------------------ opening
-    def __init__(self, path: Path, writable: bool):
+    def __init__(self, path: Path, writable: bool) -> None:
         self.path = Path(path)
         self.writable = writable
-        self._db: sqlite3.Connection | None = None
+        self.catalog = Catalog(self.path, writable)
+        self.files = FaissFiles(self.catalog)
+        self.queries = Queries(self.catalog, self.files)
         self._lock_fd: int | None = None
-        self._index: dict[str, object] = {}
-        self._gpu: dict[str, object] = {}
-        self._pending_add: dict[str, list] = {"clip": [], "video": []}
-        self._pending_remove: dict[str, list] = {"clip": [], "video": []}
-        self._in_tx = False
+        self._pending_add: Batch = _empty_batch()
+        self._pending_remove: Batch = _empty_batch()
         self._retune = False
         self.repair_report: dict = {}
-        self.fingerprint = ""
-        self.spec_json = ""
-        self.dim = 0
-        self.wal_lost = False  # set on open: see faults.wal_was_lost
+
+    # the index's metadata, as the catalog holds it
+    @property
+    def fingerprint(self) -> str:
+        return self.catalog.fingerprint
+
+    @property
+    def spec_json(self) -> str:
+        return self.catalog.spec_json
+
+    @property
+    def dim(self) -> int:
+        return self.catalog.dim
+
+    @property
+    def index_type(self) -> str:
+        return self.catalog.index_type
+
+    @property
+    def target_recall(self) -> float:
+        return self.catalog.target_recall
+
+    @property
+    def format_version(self) -> int:
+        return self.catalog.format_version
+
+    @property
+    def wal_lost(self) -> bool:
+        return self.catalog.wal_lost
 
     @classmethod
-    def create(cls, path, *, fingerprint: str, spec_json: str, dim: int, index_type: str | None = None,
-               target_recall: float | None = None):
+    def create(cls, path: str | os.PathLike, *, fingerprint: str, spec_json: str, dim: int,
+               index_type: str | None = None, target_recall: float | None = None) -> VideoIndex:
         """Create a new, empty index in ``path`` (which must not exist or be empty).
 
         ``target_recall`` (default :data:`~vcl_infer.index.tuning.DEFAULT_RECALL`) is the
         recall@10 against exact search that the search parameters are tuned to.
         """
         path = Path(path)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if path.exists() and (not path.is_dir() or any(p.name != LOCK for p in path.iterdir())):
             raise IndexExists(
                 f"{path}: cannot create an index here, the folder is not empty "
                 "(open the existing index, or choose a new folder)"
@@ -118,10 +183,10 @@ class VideoIndex(DerivedFiles, Queries):
         target = T.check_recall(target_recall)
         path.mkdir(parents=True, exist_ok=True)
         self = cls(path, writable=True)
-        self._acquire_lock()
+        self._lock_fd = writer_lock.acquire(path)
         try:
-            self._connect()
-            meta = {
+            self.catalog.connect()
+            meta: dict[str, Any] = {
                 "format_version": FORMAT_VERSION,
                 "fingerprint": fingerprint,
                 "spec_json": spec_json,
@@ -132,27 +197,18 @@ class VideoIndex(DerivedFiles, Queries):
                 "created_at": time.time(),
             }
             for level in LEVELS:
-                meta.update(
-                    {
-                        f"{level}.generation": 0,
-                        f"{level}.count": 0,
-                        f"{level}.sha256": "",
-                        f"{level}.factory": "Flat",
-                        f"{level}.nprobe": 0,
-                    }
-                )
-            with self._tx():
-                for stmt in _SCHEMA.strip().split(";"):
+                meta.update({f"{level}.generation": 0, f"{level}.count": 0, f"{level}.sha256": "",
+                             f"{level}.factory": "Flat", f"{level}.nprobe": 0})
+            with self.catalog.tx() as tx:
+                for stmt in SCHEMA.strip().split(";"):
                     if stmt.strip():
-                        self._db.execute(stmt)
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                    [(k, str(v)) for k, v in meta.items()],
-                )
-            self._load_meta()
-            self._rebuild(("clip", "video"))
+                        tx.execute(stmt)
+                tx.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                               [(k, str(v)) for k, v in meta.items()])
+            self.catalog.load_meta()
+            self.files.rebuild(LEVELS)
             # the schema into the main file now: a log lost later must not take the tables with it
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.catalog.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except BaseException as exc:
             self.close()
             err = translate(exc, path)
@@ -162,7 +218,8 @@ class VideoIndex(DerivedFiles, Queries):
         return self
 
     @classmethod
-    def open(cls, path, *, writable: bool = False, fingerprint: str | None = None, repair: bool = False):
+    def open(cls, path: str | os.PathLike, *, writable: bool = False, fingerprint: str | None = None,
+             repair: bool = False) -> VideoIndex:
         """Open an existing index.
 
         Read-only opens never modify anything and raise :class:`IndexCorrupt` (with the fix)
@@ -177,29 +234,14 @@ class VideoIndex(DerivedFiles, Queries):
         self = cls(path, writable=writable)
         try:
             if writable:
-                self._acquire_lock()
-                finish_interrupted_swap(path)
-                self.wal_lost = wal_was_lost(path)  # before connecting, which starts a new log
-                self._cleanup_temp()
-                if repair:  # connects by itself: it must get past a catalog that will not open
-                    from vcl_infer.index.repair import repair_index
-
-                    self.repair_report = repair_index(self)
-                    self._check_encoder(fingerprint)
-                else:
-                    self._connect()
-                    self._load_meta()
-                    self._check_encoder(fingerprint)
-                    migrate(self)
-                    self._load_files_writable()
-                clear_wal_lost(path)  # consistent again (an error above keeps the evidence)
+                self._open_writer(fingerprint, repair)
             else:
                 if (path / RECOVERED).exists():
                     raise IndexCorrupt(
                         f"{path}: a catalog recovery by `vcl-index repair` was interrupted; run "
                         f"`vcl-index repair {path}` again to finish it"
                     )
-                self.wal_lost = wal_was_lost(path) and not self._writer_active()
+                self.catalog.wal_lost = wal_was_lost(path) and not writer_lock.writer_active(path)
                 self._open_reader(fingerprint)
         except BaseException as exc:
             self.close()
@@ -209,18 +251,56 @@ class VideoIndex(DerivedFiles, Queries):
             raise
         return self
 
+    def _open_writer(self, fingerprint: str | None, repair: bool) -> None:
+        self._lock_fd = writer_lock.acquire(self.path)
+        finish_interrupted_swap(self.path)
+        self.catalog.wal_lost = wal_was_lost(self.path)  # before connecting, which starts a new log
+        self.files.cleanup_temp()
+        if repair:  # connects by itself: it must get past a catalog that will not open
+            from vcl_infer.index.repair import repair_index
+
+            self.repair_report = repair_index(self.catalog, self.files)
+            self.catalog.check_encoder(fingerprint)
+        else:
+            self.catalog.connect()
+            self.catalog.load_meta()
+            self.catalog.check_encoder(fingerprint)
+            migrate(self.catalog)
+            self.files.load_writable()
+        clear_wal_lost(self.path)  # consistent again (an error above keeps the evidence)
+
+    def _open_reader(self, fingerprint: str | None) -> None:
+        deadline = time.monotonic() + READER_RETRY_S
+        attempt = 0
+        while True:
+            attempt += 1
+            self.catalog.connect()
+            # one read transaction for the reader's lifetime: a consistent snapshot that
+            # matches the FAISS files loaded below, whatever a writer commits meanwhile
+            self.catalog.db.execute("BEGIN")
+            self.catalog.load_meta()
+            self.catalog.check_encoder(fingerprint)
+            problems = self.files.load_for_reader()
+            if not problems:
+                return
+            self.catalog.close()
+            # a writer may be between its steps (or replaced a file after our snapshot): retry
+            if attempt == 1 or (writer_lock.writer_active(self.path) and time.monotonic() < deadline):
+                time.sleep(0.0 if attempt == 1 else 0.05)
+                continue
+            level, (kind, msg) = problems[0]
+            raise IndexCorrupt(self.files.explained(msg, self.files.reader_fix(level, kind)))
+
     @classmethod
-    def open_or_create(
-        cls, path, *, fingerprint: str, spec_json: str, dim: int, index_type: str | None = None,
-        target_recall: float | None = None,
-    ):
+    def open_or_create(cls, path: str | os.PathLike, *, fingerprint: str, spec_json: str, dim: int,
+                       index_type: str | None = None, target_recall: float | None = None) -> VideoIndex:
         """Open ``path`` for writing if it holds an index (checking the encoder), else create one.
 
         A ``target_recall`` given for an existing index replaces the recorded one; the search
         parameters are tuned to it at the next commit.
         """
         path = Path(path)
-        if (path / CATALOG).is_file():
+        if (path / CATALOG).is_file() and not _clear_interrupted_create(path):
             self = cls.open(path, writable=True, fingerprint=fingerprint)
             if int(dim) != self.dim:
                 self.close()
@@ -234,188 +314,104 @@ class VideoIndex(DerivedFiles, Queries):
         return cls.create(path, fingerprint=fingerprint, spec_json=spec_json, dim=dim, index_type=index_type,
                           target_recall=target_recall)
 
-    def __enter__(self):
+    def __enter__(self) -> VideoIndex:
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
-            if exc_type is None and self.writable and self._db is not None:
+            if exc_type is None and self.writable and self.catalog.is_open:
                 self.commit()
         finally:
             self.close()
 
     def close(self) -> None:
         """Release the catalog and the lock; uncommitted writes are discarded."""
-        if self._db is not None:
-            try:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            self._db.close()
-            self._db = None
-        self._index.clear()
-        self._gpu.clear()
+        self.catalog.close()
+        self.files.clear()
         if self._lock_fd is not None:
-            try:
-                os.ftruncate(self._lock_fd, 0)
-            except OSError:
-                pass
-            os.close(self._lock_fd)
+            writer_lock.release(self._lock_fd)
             self._lock_fd = None
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             self.close()
         except Exception:
             pass
 
-    # ------------------------------------------------------------------ internals: plumbing
-    def _acquire_lock(self) -> None:
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            pid = self._lock_pid()
-            who = f"process {pid}" if pid else "another process"
-            raise IndexLocked(
-                f"{self.path}: the index is being written by {who}; only one writer at a time "
-                "(wait for it to finish; searching works meanwhile)"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._lock_fd = fd
+    # ------------------------------------------------------------------ reads (see queries.py)
+    @guarded
+    def search(self, vectors: Any, k: int, *, level: str = "video",
+               nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` by cosine: (scores (Q, k) float32, ids (Q, k) int64), -1 / -inf padded.
 
-    def _lock_pid(self) -> int:
-        try:
-            return int((self.path / LOCK).read_text().strip() or 0)
-        except (OSError, ValueError):
-            return 0
+        ``level="video"`` returns video ids, ``level="clip"`` clip ids (see :meth:`clip`).
+        ``nprobe`` overrides the recorded IVF setting for this call.
+        """
+        return self.queries.search(vectors, k, level=level, nprobe=nprobe)
 
-    def _writer_active(self) -> bool:
-        pid = self._lock_pid()
-        return pid != os.getpid() and _pid_alive(pid)
+    @guarded
+    def video(self, id: int) -> VideoRecord:
+        """The catalog record of video ``id`` (``KeyError`` when absent)."""
+        return self.queries.video(id)
 
-    def _connect(self) -> None:
-        db_path = self.path / CATALOG
-        if self.writable:
-            db = sqlite3.connect(db_path, timeout=30, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-        else:
-            db = sqlite3.connect(
-                f"file:{db_path}?mode=ro", uri=True, timeout=30, isolation_level=None, check_same_thread=False
-            )
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA foreign_keys=ON")
-        db.execute("PRAGMA busy_timeout=30000")
-        self._db = db
+    def video_id(self, path: str) -> int | None:
+        """Catalog id of the video stored under ``path`` (as indexed), or None."""
+        return self.queries.video_id(path)
 
-    class _Tx:
-        def __init__(self, owner):
-            self.owner = owner
+    @guarded
+    def clip(self, id: int) -> ClipRecord:
+        """The catalog record of clip ``id`` (``KeyError`` when absent)."""
+        return self.queries.clip(id)
 
-        def __enter__(self):
-            self.owner._begin()
+    @guarded
+    def clips_of(self, video_id: int) -> list[ClipRecord]:
+        """The clips of a video, in time order."""
+        return self.queries.clips_of(video_id)
 
-        def __exit__(self, exc_type, exc, tb):
-            if exc_type is None:
-                self.owner._db.execute("COMMIT")
-            else:
-                self.owner._db.execute("ROLLBACK")
-            self.owner._in_tx = False
+    @guarded
+    def clip_vectors(self, video_id: int) -> np.ndarray:
+        """The stored clip vectors of a video (``N x dim``, in time order), checked against their checksums."""
+        return self.queries.clip_vectors(video_id)
 
-    def _tx(self):
-        return self._Tx(self)
+    @guarded
+    def known_files(self) -> dict[str, tuple[int, int, str]]:
+        """{path: (size, mtime_ns, status)} of every file in the catalog, ok or failed."""
+        return self.queries.known_files()
 
-    def _begin(self) -> None:
-        if not self._db.in_transaction:
-            self._db.execute("BEGIN IMMEDIATE")
-        self._in_tx = True
+    @guarded
+    def failures(self) -> list[VideoRecord]:
+        """The files that could not be indexed, by path."""
+        return self.queries.failures()
 
-    def _meta(self) -> dict[str, str]:
-        return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+    @guarded
+    def info(self) -> dict:
+        """Counts, encoder, FAISS types and tuned search parameters (what ``vcl-index info`` shows)."""
+        return self.queries.info()
 
-    def _load_meta(self) -> None:
-        meta = self._meta()  # a SQLite error here is translated by open()
-        if "format_version" not in meta or "fingerprint" not in meta:
-            raise IndexCorrupt(
-                f"{self.path / CATALOG}: the catalog has no index metadata (an interrupted create?); "
-                "delete the folder and build the index again"
-            )
-        if int(meta["format_version"]) > FORMAT_VERSION:
-            raise IndexCorrupt(
-                f"{self.path}: index format {meta['format_version']} is newer than this vcl "
-                f"understands ({FORMAT_VERSION}); upgrade vcl"
-            )
-        self.fingerprint = meta["fingerprint"]
-        self.spec_json = meta["spec_json"]
-        self.dim = int(meta["dim"])
-        self.index_type = meta.get("index_type", "auto")
-        self.target_recall = float(meta.get("target_recall", T.DEFAULT_RECALL))
-        self.format_version = int(meta["format_version"])
-        self._meta_cache = meta
+    @guarded
+    def verify(self) -> list[str]:
+        """Check the catalog and the FAISS files on disk; a list of problems, empty when clean.
 
-    def _check_encoder(self, fingerprint: str | None) -> None:
-        if fingerprint is not None and fingerprint != self.fingerprint:
-            raise EncoderMismatch(
-                f"{self.path}: the index was built with encoder {self.fingerprint[:16]}... but the model "
-                f"given is {fingerprint[:16]}...; search it with the same model, or rebuild the index "
-                "in a new folder with this one"
-            )
-
-    def _catalog_count(self, level: str, db: sqlite3.Connection | None = None) -> int:
-        db = db or self._db
-        if level == "clip":
-            return db.execute("SELECT COUNT(*) FROM clips").fetchone()[0]
-        return db.execute("SELECT COUNT(*) FROM videos WHERE status = 'ok'").fetchone()[0]
-
-    def _catalog_vectors(self, level: str) -> tuple[np.ndarray, np.ndarray]:
-        """Every stored vector of ``level`` (ids ascending), each checked against its checksum, so a
-        damaged row is never built into a FAISS file."""
-        from vcl_infer.index.checksums import bad_rows, scan
-
-        ids, vecs, bad = scan(self._db, level, self.dim)
-        if bad:
-            raise IndexCorrupt(bad_rows(self.path, level, bad))
-        return ids, vecs
-
+        A reader checks the current state on disk (a fresh catalog snapshot), not the
+        generation it loaded when it opened.
+        """
+        return self.queries.verify()
 
     # ------------------------------------------------------------------ writes
     def _require_writable(self) -> None:
-        if not self.writable or self._db is None:
+        if not self.writable or not self.catalog.is_open:
             raise PermissionError(f"{self.path}: the index is open read-only (or closed)")
 
-    def _abandon_batch(self) -> None:
+    def abandon_batch(self) -> None:
         """Drop the uncommitted batch after a failed write (see :func:`faults.guarded`)."""
-        if self._db is None or not self.writable:
+        if not self.catalog.is_open or not self.writable:
             return
-        try:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
-        self._in_tx = False
-        self._pending_add = {"clip": [], "video": []}
-        self._pending_remove = {"clip": [], "video": []}
-
-    def _delete_path(self, path: str) -> bool:
-        row = self._db.execute("SELECT id, status FROM videos WHERE path = ?", (path_to_db(path),)).fetchone()
-        if row is None:
-            return False
-        vid, status = row
-        clip_ids = [r[0] for r in self._db.execute("SELECT id FROM clips WHERE video_id = ?", (vid,))]
-        self._db.execute("DELETE FROM videos WHERE id = ?", (vid,))  # clips cascade
-        self._pending_remove["clip"].extend(clip_ids)
-        if status == "ok":
-            self._pending_remove["video"].append(vid)
-        return True
+        self.rollback()
 
     @guarded
     def add_video(
-        self, path, *, size, mtime_ns, content_hash, info: dict, video_vector, clip_vectors, windows
+        self, path: str | os.PathLike, *, size: int | None, mtime_ns: int | None, content_hash: str | None,
+        info: dict, video_vector: Any, clip_vectors: Any, windows: Any,
     ) -> int:
         """Add (or replace) an ok video with its pooled vector and one vector per clip window.
 
@@ -436,17 +432,20 @@ class VideoIndex(DerivedFiles, Queries):
             raise ValueError(f"{path}: {len(cv)} clip vectors but {len(windows)} windows")
         if not (np.isfinite(vv).all() and np.isfinite(cv).all()):
             raise SpecMismatch(f"{path}: the encoder produced non-finite values (NaN/inf); not indexed")
-        vv = _normalise(vv).astype("<f4").tobytes()
-        cv = _normalise(cv).astype("<f4")
-        return self._insert_video(path, size, mtime_ns, content_hash, info or {}, vv,
-                                  [(a, b, vec.tobytes()) for (a, b), vec in zip(windows, cv)])
+        stored = normalise(cv).astype("<f4")
+        return self.add_stored_video(path, size, mtime_ns, content_hash, info or {},
+                                     normalise(vv).astype("<f4").tobytes(),
+                                     [(a, b, vec.tobytes()) for (a, b), vec in zip(windows, stored)])
 
-    def _insert_video(self, path: str, size, mtime_ns, content_hash, info: dict, video_vector: bytes,
-                      clips: list[tuple[float, float, bytes]]) -> int:
-        """Store an ok video from its vector bytes (little-endian float32, already normalised)."""
-        self._begin()
+    def add_stored_video(self, path: str, size: int | None, mtime_ns: int | None, content_hash: str | None,
+                         info: dict, video_vector: bytes, clips: list[tuple[float, float, bytes]]) -> int:
+        """Store an ok video from its vector bytes (little-endian float32, already normalised): what
+        :meth:`add_video` and a merge (copying stored vectors bit for bit) use."""
+        self._require_writable()
+        self.catalog.begin()
         self._delete_path(path)
-        cur = self._db.execute(
+        db = self.catalog.db
+        cur = db.execute(
             "INSERT INTO videos(path, size, mtime_ns, content_hash, duration, fps, frames, width, height, "
             "backend, status, vector, added_at, vector_checksum) VALUES (?,?,?,?,?,?,?,?,?,?, 'ok', ?, ?, ?)",
             (
@@ -465,14 +464,14 @@ class VideoIndex(DerivedFiles, Queries):
                 video_checksum(video_vector),
             ),
         )
-        vid = int(cur.lastrowid)
+        vid = _row_id(cur)
         clip_ids = []
         for start, end, vec in clips:
-            c = self._db.execute(
+            c = db.execute(
                 "INSERT INTO clips(video_id, start_sec, end_sec, vector, checksum) VALUES (?,?,?,?,?)",
                 (vid, start, end, vec, clip_checksum(vec, start, end)),
             )
-            clip_ids.append(int(c.lastrowid))
+            clip_ids.append(_row_id(c))
         vv = np.frombuffer(video_vector, dtype="<f4").astype(np.float32).reshape(1, self.dim)
         self._pending_add["video"].append((np.array([vid], np.int64), vv))
         if clip_ids:
@@ -480,86 +479,95 @@ class VideoIndex(DerivedFiles, Queries):
             self._pending_add["clip"].append((np.array(clip_ids, np.int64), cv.reshape(len(clips), self.dim)))
         return vid
 
+    def _delete_path(self, path: str) -> bool:
+        db = self.catalog.db
+        row = db.execute("SELECT id, status FROM videos WHERE path = ?", (path_to_db(path),)).fetchone()
+        if row is None:
+            return False
+        vid, status = row
+        clip_ids = [r[0] for r in db.execute("SELECT id FROM clips WHERE video_id = ?", (vid,))]
+        db.execute("DELETE FROM videos WHERE id = ?", (vid,))  # clips cascade
+        self._pending_remove["clip"].extend(clip_ids)
+        if status == "ok":
+            self._pending_remove["video"].append(vid)
+        return True
+
     @guarded
-    def add_failure(self, path, *, size, mtime_ns, error_kind: str, error: str) -> int:
+    def add_failure(self, path: str | os.PathLike, *, size: int | None, mtime_ns: int | None, error_kind: str,
+                    error: str) -> int:
         """Record (or replace) a file that could not be indexed, with its error."""
         self._require_writable()
         path = os.fspath(path)
-        self._begin()
+        self.catalog.begin()
         self._delete_path(path)
-        cur = self._db.execute(
+        cur = self.catalog.db.execute(
             "INSERT INTO videos(path, size, mtime_ns, status, error_kind, error, added_at) "
             "VALUES (?,?,?, 'failed', ?, ?, ?)",
             (path_to_db(path), size, mtime_ns, error_kind, error, time.time()),
         )
-        return int(cur.lastrowid)
+        return _row_id(cur)
 
     @guarded
-    def remove(self, paths) -> int:
+    def remove(self, paths: str | os.PathLike | list) -> int:
         """Remove these paths (ok or failed) and their clips; returns how many were present."""
         self._require_writable()
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
-        self._begin()
+        self.catalog.begin()
         return sum(self._delete_path(os.fspath(p)) for p in paths)
 
     @guarded
     def commit(self) -> None:
         """Make the buffered writes durable and searchable (the three-step protocol)."""
         self._require_writable()
-        if not self._db.in_transaction:
+        if not self.catalog.in_transaction:
             if self._retune:  # a new target recall and no rows changed: re-tune on fresh files
-                self._rebuild(LEVELS)
+                self.files.rebuild(LEVELS)
                 self._retune = False
             return
         # step 1: rows + generation bump, one transaction
-        self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
-        self._db.execute("COMMIT")
-        self._in_tx = False
+        self.catalog.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+        self.catalog.commit()
         adds, removes = self._pending_add, self._pending_remove
-        self._pending_add = {"clip": [], "video": []}
-        self._pending_remove = {"clip": [], "video": []}
+        self._pending_add, self._pending_remove = _empty_batch(), _empty_batch()
         # step 2 + 3: update the FAISS indexes in memory, then publish both files
-        out = {}
-        for level in LEVELS:
-            n = self._catalog_count(level)
-            factory = F.effective_factory(self.index_type, n, self.dim)
-            index = self._index.get(level)
-            if index is None or factory != self._meta_cache.get(f"{level}.factory") or self._retune:
-                out[level] = self._build_level(level)
-                continue
-            try:
-                if removes[level]:
-                    index.remove_ids(np.array(removes[level], dtype=np.int64))
-                for ids, vecs in adds[level]:
-                    index.add_with_ids(vecs, ids)
-                if index.ntotal != n:
-                    raise RuntimeError("count drift")
-                out[level] = (index, factory, T.recorded_params(self._meta_cache, level))
-            except RuntimeError:  # remove not supported (HNSW) or drift: rebuild from the catalog
-                out[level] = self._build_level(level)
-        self._publish(out)
+        self.files.publish({level: self._updated(level, adds[level], removes[level]) for level in LEVELS})
         self._retune = False
+
+    def _updated(self, level: str, adds: list, removes: list) -> Built:
+        """``level``'s loaded index with the batch applied, or rebuilt from the catalog when its factory
+        changes, a re-tune is due, or it cannot remove (HNSW)."""
+        n = self.catalog.count(level)
+        factory = F.effective_factory(self.index_type, n, self.dim)
+        index = self.files.loaded.get(level)
+        if index is None or factory != self.catalog.meta.get(f"{level}.factory") or self._retune:
+            return self.files.build_level(level)
+        try:
+            if removes:
+                index.remove_ids(np.array(removes, dtype=np.int64))
+            for ids, vecs in adds:
+                index.add_with_ids(vecs, ids)
+            if index.ntotal != n:
+                raise RuntimeError("count drift")
+        except RuntimeError:  # remove not supported (HNSW) or drift: rebuild from the catalog
+            return self.files.build_level(level)
+        return index, factory, T.recorded_params(self.catalog.meta, level)
 
     def set_target_recall(self, target: float) -> None:
         """Record a new target recall@10; the next commit re-tunes the search parameters to it."""
         self._require_writable()
         target = T.check_recall(target)
         if target != self.target_recall:
-            with self._tx():
-                self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('target_recall', ?)",
-                                 (str(target),))
-            self.target_recall = target
+            with self.catalog.tx() as tx:
+                tx.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('target_recall', ?)", (str(target),))
+            self.catalog.target_recall = target
             self._retune = True
 
     def rollback(self) -> None:
         """Discard the buffered writes."""
         self._require_writable()
-        if self._db.in_transaction:
-            self._db.execute("ROLLBACK")
-        self._in_tx = False
-        self._pending_add = {"clip": [], "video": []}
-        self._pending_remove = {"clip": [], "video": []}
+        self.catalog.rollback()
+        self._pending_add, self._pending_remove = _empty_batch(), _empty_batch()
 
     @guarded
     def repair(self) -> dict:
@@ -571,8 +579,7 @@ class VideoIndex(DerivedFiles, Queries):
         from vcl_infer.index.repair import repair_index
 
         self._require_writable()
-        if self._db.in_transaction:
+        if self.catalog.in_transaction:
             raise RuntimeError("commit() or rollback() the pending writes before repair()")
-        self.repair_report = repair_index(self)
+        self.repair_report = repair_index(self.catalog, self.files)
         return self.repair_report
-

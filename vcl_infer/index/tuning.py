@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from vcl_infer.index import _faiss as F
+from vcl_infer.index import faiss_ops as F
 
 DEFAULT_RECALL = 0.95
 K = 10
@@ -68,7 +68,7 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray, self_ids: np.ndarray, k: i
 
 def exact_neighbours(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Ids of the exact top-``k`` by inner product (brute force, no copy of ``vectors``)."""
-    faiss = F._faiss()
+    faiss = F.faiss_module()
     _, pos = faiss.knn(np.ascontiguousarray(queries), np.ascontiguousarray(vectors), k,
                        metric=faiss.METRIC_INNER_PRODUCT)
     return np.where(pos >= 0, ids[np.clip(pos, 0, None)], -1)
@@ -117,7 +117,7 @@ def _nearby(vectors, ids, queries, rng) -> np.ndarray:
     it would read a far higher recall than a real query; a point displaced by one
     nearest-neighbour distance is off the graph and near the data, as a real query is.
     """
-    faiss = F._faiss()
+    faiss = F.faiss_module()
     sims, _ = faiss.knn(np.ascontiguousarray(queries), np.ascontiguousarray(vectors), 2,
                         metric=faiss.METRIC_INNER_PRODUCT)
     dist = np.sqrt(np.clip(2.0 - 2.0 * sims[:, 1:2], 0.0, None))  # unit vectors: |a-b|^2 = 2 - 2 a.b

@@ -24,7 +24,7 @@ TRAIN_SEED = 1234
 MEMORY_ENV = "VCL_INDEX_MEMORY_GB"  # the memory the index may take; default a quarter of the RAM
 
 
-def _faiss():
+def faiss_module():
     return require("faiss")
 
 
@@ -132,7 +132,7 @@ def validate_factory(factory: str, dim: int) -> None:
     """Raise ``ValueError`` naming the string when faiss cannot build ``factory``."""
     if not factory or factory == "auto" or _family(factory):
         return
-    faiss = _faiss()
+    faiss = faiss_module()
     try:
         faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except Exception as exc:  # faiss raises RuntimeError with a C++ message
@@ -142,7 +142,7 @@ def validate_factory(factory: str, dim: int) -> None:
 def set_search_params(index, factory: str, nprobe: int | None, efsearch: int | None = None) -> None:
     """Set an IVF index's ``nprobe`` / an HNSW index's ``efSearch`` (0 or None: leave as is; HNSW
     without a tuned value gets at least 64)."""
-    faiss = _faiss()
+    faiss = faiss_module()
     if nlist_of(factory) and nprobe:
         try:
             faiss.extract_index_ivf(index).nprobe = int(nprobe)
@@ -165,7 +165,7 @@ def build(factory: str, dim: int, ids: np.ndarray, vectors: np.ndarray, nprobe: 
     import time
 
     t0 = time.perf_counter()
-    faiss = _faiss()
+    faiss = faiss_module()
     base = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     # IVF indexes store ids natively (add_with_ids / remove_ids are exact). Wrapping them in an
     # IndexIDMap2 is WRONG after remove_ids: IVF does not renumber the positions it stores while
@@ -193,11 +193,11 @@ def build(factory: str, dim: int, ids: np.ndarray, vectors: np.ndarray, nprobe: 
 
 
 def serialize(index) -> bytes:
-    return _faiss().serialize_index(index).tobytes()
+    return faiss_module().serialize_index(index).tobytes()
 
 
 def deserialize(data: bytes):
-    faiss = _faiss()
+    faiss = faiss_module()
     index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
     return index  # the swig wrapper already returns the concrete class
 
@@ -208,7 +208,7 @@ def sha256(data: bytes) -> str:
 
 def id_set(index) -> np.ndarray:
     """The ids an index holds (sorted): the id map of an ``IndexIDMap2``, or an IVF's lists."""
-    faiss = _faiss()
+    faiss = faiss_module()
     if hasattr(index, "id_map"):
         return np.sort(faiss.vector_to_array(index.id_map).astype(np.int64))
     ivf = faiss.extract_index_ivf(index)
@@ -223,7 +223,7 @@ def id_set(index) -> np.ndarray:
 
 def to_gpu(index):
     """A GPU copy of ``index`` for search when GPU FAISS is present, else ``None``."""
-    faiss = _faiss()
+    faiss = faiss_module()
     try:
         if getattr(faiss, "get_num_gpus", lambda: 0)() <= 0 or index.ntotal == 0:
             return None
