@@ -56,7 +56,7 @@ def test_ivf_recall_at_10_vs_exact(data):
         f"{min(N, F.TRAIN_POINTS_PER_LIST * 1024)} pts), flat build+search {t_flat:.1f}s, "
         f"recall@10 " + ", ".join(f"nprobe {p}: {r:.3f}" for p, r in recalls.items())
     )
-    assert t_build < 30, f"building the 200k IVF index took {t_build:.1f}s"
+    # build time is printed, not asserted: speed lives in benchmarks/index_scale.py
     assert recalls[16] <= recalls[32] <= recalls[64]
     floors = {"uniform": {16: 0.2, 32: 0.3, 64: 0.45}, "clustered": {16: 0.8, 32: 0.85, 64: 0.9}}[data]
     for p, floor in floors.items():
