@@ -14,6 +14,19 @@ _INDEX_HELP = "Index folder."
 _MODEL_HELP = "Encoder bundle (.onnx); default: the bundled default encoder."
 
 
+def _sampling_options(f):
+    """``--clip-every/--min-clips/--max-clips/--clips``: how videos are cut into clips."""
+    f = click.option("--clips", type=click.IntRange(min=1), default=None,
+                     help="Instead of a stride: exactly N evenly spaced clips per video, however long.")(f)
+    f = click.option("--max-clips", type=click.IntRange(min=1), default=None,
+                     help="Cap per video (default 3600); longer videos get a wider stride.")(f)
+    f = click.option("--min-clips", type=click.IntRange(min=1), default=None,
+                     help="Floor for short videos (default 8, evenly spaced).")(f)
+    f = click.option("--clip-every", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+                     help="Start a clip every SECONDS (default 1): moment search is precise to about one stride.")(f)
+    return f
+
+
 @contextmanager
 def _errors(model: str | None = None) -> Iterator[None]:
     """VclError -> ClickException with the fix; a missing default encoder names --model."""
@@ -48,7 +61,7 @@ def main() -> None:
 @click.argument("videos_dir", type=click.Path(file_okay=False))
 @click.option("--index", "index_dir", default="./vcl-index", show_default=True, help=_INDEX_HELP)
 @click.option("--model", default=None, help=_MODEL_HELP)
-@click.option("--clips", type=click.IntRange(min=1), default=None, help="Clips embedded per video (default 8).")
+@_sampling_options
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Decode worker processes (default: one per core, at most 8).")
 @click.option("--index-type", default=None,
@@ -57,18 +70,23 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the build report as JSON.")
 @click.option("--commit-every", type=click.IntRange(min=1), default=None, hidden=True,
               help="Videos per commit (default 32).")
-def build(videos_dir: str, index_dir: str, model: str | None, clips: int | None, workers: int | None,
+def build(videos_dir: str, index_dir: str, model: str | None, clip_every: float | None, min_clips: int | None,
+          max_clips: int | None, clips: int | None, workers: int | None,
           index_type: str | None, strict: bool, as_json: bool, commit_every: int | None) -> None:
     """Index every video under VIDEOS_DIR (incremental on re-runs).
 
-    Unchanged files are skipped, changed ones re-embedded, vanished ones removed. Files that
-    cannot be read are listed with their reason and the build goes on; the report is written
-    to INDEX/build_report.json.
+    Each video is cut into clips every --clip-every seconds (between --min-clips and
+    --max-clips of them), each clip gets a vector, and the video gets their mean. The rule
+    is recorded in INDEX/sampling.json and kept by later builds and `add`. Unchanged files
+    are skipped, changed ones re-embedded, vanished ones removed. Files that cannot be read
+    are listed with their reason and the build goes on; the report is written to
+    INDEX/build_report.json.
     """
     from vcl_infer.build import DEFAULT_COMMIT_EVERY, REPORT_NAME, build_index
 
     with _errors(model):
-        report = build_index(videos_dir, index_dir, model=model, clips=clips, workers=workers,
+        report = build_index(videos_dir, index_dir, model=model, clips=clips, clip_every=clip_every,
+                             min_clips=min_clips, max_clips=max_clips, workers=workers,
                              index_type=index_type, progress=not as_json,
                              commit_every=commit_every or DEFAULT_COMMIT_EVERY)
     _print_report(report, as_json)
@@ -82,17 +100,21 @@ def build(videos_dir: str, index_dir: str, model: str | None, clips: int | None,
 @click.argument("files", nargs=-1, required=True)
 @click.option("--index", "index_dir", default="./vcl-index", show_default=True, help=_INDEX_HELP)
 @click.option("--model", default=None, help=_MODEL_HELP)
-@click.option("--clips", type=click.IntRange(min=1), default=None, help="Clips per video (default: the index's).")
+@_sampling_options
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Decode worker processes.")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any file failed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def add(files: tuple[str, ...], index_dir: str, model: str | None, clips: int | None, workers: int | None,
-        strict: bool, as_json: bool) -> None:
-    """Add FILES to the index (files already in it are re-embedded)."""
+def add(files: tuple[str, ...], index_dir: str, model: str | None, clip_every: float | None, min_clips: int | None,
+        max_clips: int | None, clips: int | None, workers: int | None, strict: bool, as_json: bool) -> None:
+    """Add FILES to the index (files already in it are re-embedded).
+
+    Clips are cut by the rule the index was built with; sampling options may only repeat it.
+    """
     from vcl_infer.build import add_files
 
     with _errors(model):
-        report = add_files(index_dir, files, model=model, clips=clips, workers=workers, progress=not as_json)
+        report = add_files(index_dir, files, model=model, clips=clips, clip_every=clip_every, min_clips=min_clips,
+                           max_clips=max_clips, workers=workers, progress=not as_json)
     _print_report(report, as_json)
     if strict and report.failed:
         raise click.ClickException(f"{len(report.failed)} file(s) could not be indexed (--strict)")

@@ -18,19 +18,20 @@ from vcl_infer.spec import ClipSpec
 
 @dataclass(frozen=True)
 class DecodeRequest:
-    """One file to decode into ``num_clips`` clips of ``spec``.
+    """One file to decode into clips of ``spec``.
 
     Attributes:
         path: the video file.
         spec: how frames become clips.
-        num_clips: N, uniformly spaced clips.
+        num_clips: N uniformly spaced clips, or a :class:`vcl_infer.sampling.ClipSampling`
+            (a stride in seconds with a floor and a cap).
         test_fault: tests only: ``"hang"``, ``"exit"``, ``"kill"`` or ``"abort"`` makes the
             worker misbehave that way instead of decoding.
     """
 
     path: str
     spec: ClipSpec
-    num_clips: int = 1
+    num_clips: Any = 1
     test_fault: str | None = field(default=None, repr=False)
 
 
@@ -50,7 +51,10 @@ def worker_main(conn: Any, config: dict[str, Any]) -> None:
     """Serve requests until told to stop (``None``) or the parent goes away.
 
     Messages to the parent: ``("ready", pid)`` once imports are done (so import time never
-    counts against a file's timeout), then ``("done", index, DecodedVideo | VideoError)``.
+    counts against a file's timeout), then per request zero or more ``("part", index,
+    ClipBatch)`` (a long video streams its clips a bounded batch at a time; the pipe's
+    buffer holds the worker back while the parent is busy) and one ``("done", index,
+    DecodedVideo | VideoError)``.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     if config.get("nice"):  # lower priority: the encoder comes first, decoding fills idle cores
@@ -61,7 +65,7 @@ def worker_main(conn: Any, config: dict[str, Any]) -> None:
 
         resource.setrlimit(resource.RLIMIT_AS, (int(limit), int(limit)))
     from vcl_infer.errors import DecoderCrashed, VideoError
-    from vcl_infer.video.clips import read_clips
+    from vcl_infer.video.clips import ClipBatch, stream_clips
 
     for module in ("decord", "av"):  # import decoders now, not inside the first timed task
         try:
@@ -80,14 +84,16 @@ def worker_main(conn: Any, config: dict[str, Any]) -> None:
         if request.test_fault:
             _misbehave(request.test_fault)
         try:
-            result: Any = read_clips(
+            for result in stream_clips(
                 request.path,
                 request.spec,
                 request.num_clips,
                 backend=config["backend"],
                 max_pixels=config["max_pixels"],
                 num_threads=config["num_threads"],
-            )
+            ):
+                if isinstance(result, ClipBatch):
+                    conn.send(("part", index, result))
         except VideoError as exc:
             result = exc
         except MemoryError:

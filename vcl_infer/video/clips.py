@@ -1,24 +1,33 @@
-"""A video file to fitted uint8 clips, in the current process.
+"""A video file to fitted uint8 clips, in the current process, a bounded batch at a time.
 
-:func:`read_clips` is the unit of work decode workers run (see
+:func:`stream_clips` is the unit of work decode workers run (see
 :mod:`vcl_infer.video.isolated`): open, sample clip windows from the decoded frames'
-timestamps, decode the union of their frames once, resize and crop each clip. Its output is
-small (``N x T x S x S x 3`` uint8), so it crosses process boundaries cheaply.
+timestamps (a stride in seconds or a fixed count, :class:`vcl_infer.sampling.ClipSampling`),
+then decode and fit the clips in batches of at most ``max_frames`` source frames, so memory
+is bounded by the batch whatever the video's length: an hour of video never sits in memory
+as frames or clips. :func:`read_clips` collects the batches of a (short) video into one
+:class:`DecodedVideo`.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Iterator, Union
 
 import numpy as np
 
 from vcl_infer.errors import VideoError
 from vcl_infer.preprocess import fit_frames
-from vcl_infer.sampling import ClipWindow, uniform_clips
+from vcl_infer.sampling import ClipSampling, ClipWindow, sample_windows
 from vcl_infer.spec import ClipSpec
 from vcl_infer.video.open import DEFAULT_MAX_PIXELS, open_video
 from vcl_infer.video.reader import VideoInfo, VideoReader
+
+MAX_BATCH_FRAMES = 128
+"""Source frames decoded at once (full resolution, before fitting): the decode memory bound."""
+
+Sampling = Union[int, ClipSampling]
 
 
 @dataclass
@@ -32,6 +41,8 @@ class DecodedVideo:
         windows: the N clip windows (frame indices, ``start_sec``, ``end_sec``).
         damaged_frames: frames that failed to decode and were replaced by their nearest
             decoded neighbour (0 for a clean read).
+        streamed: clips sent before this object as :class:`ClipBatch` parts (a streamed
+            read's final message holds only the last batch; 0 for a whole read).
     """
 
     path: str
@@ -39,52 +50,85 @@ class DecodedVideo:
     clips: np.ndarray
     windows: list[ClipWindow] = field(default_factory=list)
     damaged_frames: int = 0
+    streamed: int = 0
 
 
-def _sample(reader: VideoReader, spec: ClipSpec, num_clips: int) -> tuple[list[ClipWindow], np.ndarray, dict[int, int]]:
-    """Clip windows, and the frames of their union (each frame decoded once) with a lookup."""
-    windows = uniform_clips(reader.timestamps, spec, num_clips)
-    union = np.unique(np.concatenate([w.indices for w in windows]))
+@dataclass
+class ClipBatch:
+    """Consecutive clips of a video that is still being decoded (a streamed read's part).
+
+    Attributes:
+        path: the file.
+        clips: ``n x T x S x S x 3`` uint8, fitted.
+        windows: their n clip windows.
+    """
+
+    path: str
+    clips: np.ndarray
+    windows: list[ClipWindow]
+
+
+def _batches(windows: list[ClipWindow], max_frames: int) -> Iterator[list[ClipWindow]]:
+    """Consecutive groups of windows whose frames' union stays within ``max_frames``."""
+    group: list[ClipWindow] = []
+    frames: set[int] = set()
+    for window in windows:
+        new = frames | {int(i) for i in window.indices}
+        if group and len(new) > max_frames:
+            yield group
+            group, new = [], {int(i) for i in window.indices}
+        group.append(window)
+        frames = new
+    if group:
+        yield group
+
+
+def _decode_group(reader: VideoReader, spec: ClipSpec, group: list[ClipWindow]) -> np.ndarray:
+    """The fitted clips of ``group``: their frames' union is decoded once."""
+    union = np.unique(np.concatenate([w.indices for w in group]))
     frames = reader.get_frames(union)
-    return windows, frames, {int(i): k for k, i in enumerate(union)}
+    position = {int(i): k for k, i in enumerate(union)}
+    return np.stack([fit_frames(frames[[position[int(i)] for i in w.indices]], spec) for w in group])
 
 
-def clips_from_reader(reader: VideoReader, path: str, spec: ClipSpec, num_clips: int) -> DecodedVideo:
-    """Sample ``num_clips`` uniform clips from an opened reader and fit them to the spec."""
-    return _fit(reader, path, spec, *_sample(reader, spec, num_clips))
+def _damaged(reader: VideoReader) -> int:
+    return int(getattr(reader, "failed_frames", 0))
 
 
-def _fit(
-    reader: VideoReader,
-    path: str,
-    spec: ClipSpec,
-    windows: list[ClipWindow],
-    frames: np.ndarray,
-    position: dict[int, int],
-) -> DecodedVideo:
-    clips = np.stack([fit_frames(frames[[position[int(i)] for i in w.indices]], spec) for w in windows])
-    damaged = int(getattr(reader, "failed_frames", 0))
-    return DecodedVideo(path=path, info=reader.info, clips=clips, windows=windows, damaged_frames=damaged)
+def fit_windows(reader: VideoReader, spec: ClipSpec, windows: list[ClipWindow],
+                max_frames: int = MAX_BATCH_FRAMES) -> np.ndarray:
+    """``N x T x S x S x 3`` fitted clips of ``windows``, decoded ``max_frames`` frames at a time."""
+    return np.concatenate([_decode_group(reader, spec, g) for g in _batches(windows, max_frames)])
 
 
-def read_clips(
+def clips_from_reader(reader: VideoReader, path: str, spec: ClipSpec, num_clips: Sampling) -> DecodedVideo:
+    """Sample clips (a count or a :class:`ClipSampling`) from an opened reader and fit them."""
+    windows = sample_windows(reader.timestamps, spec, num_clips)
+    return DecodedVideo(path=path, info=reader.info, clips=fit_windows(reader, spec, windows), windows=windows,
+                        damaged_frames=_damaged(reader))
+
+
+def stream_clips(
     path: str | os.PathLike,
     spec: ClipSpec,
-    num_clips: int,
+    num_clips: Sampling,
     *,
     backend: str = "auto",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     num_threads: int = 0,
-) -> DecodedVideo:
-    """Decode ``num_clips`` uniformly spaced clips of ``path`` in this process.
+    max_frames: int = MAX_BATCH_FRAMES,
+) -> Iterator[Union[ClipBatch, DecodedVideo]]:
+    """Decode the clips of ``path`` a batch at a time, in time order.
 
-    With ``backend="auto"``, a decord read that had to patch undecodable frames, or that
-    decoded nothing, is redone with PyAV, which skips bad packets and usually recovers more
-    frames (``decord/corrupted.mp4``: decord 11 of 50, PyAV 49). If PyAV fails too, the
-    patched decord frames are used, or decord's error is raised.
+    Yields zero or more :class:`ClipBatch` parts, then one :class:`DecodedVideo` holding the
+    last batch (``streamed`` says how many clips came before it).
 
-    Returns:
-        A :class:`DecodedVideo`.
+    With ``backend="auto"``, a decord read whose first batch had to patch undecodable frames,
+    or decoded nothing, is redone with PyAV, which skips bad packets and usually recovers
+    more frames (``decord/corrupted.mp4``: decord 11 of 50, PyAV 49); if PyAV fails too, the
+    patched decord frames are used, or decord's error is raised. Damage found after the first
+    batch keeps decord's patched frames (counted in ``damaged_frames``): the earlier batches
+    are already out.
 
     Raises:
         VideoError: the file cannot be read (the subclass says why).
@@ -92,19 +136,67 @@ def read_clips(
     shown = os.fspath(path)
     reader = open_video(shown, backend, max_pixels, num_threads=num_threads)
     try:
-        sampled = _sample(reader, spec, num_clips)
-        error: VideoError | None = None
-    except VideoError as exc:
-        sampled, error = None, exc
+        groups = _batches(sample_windows(reader.timestamps, spec, num_clips), max(1, int(max_frames)))
+        first = next(groups)
+        try:
+            pending, error = (_decode_group(reader, spec, first), first), None
+        except VideoError as exc:
+            pending, error = None, exc
+        if backend == "auto" and reader.info.backend == "decord" and (error is not None or _damaged(reader)):
+            out = 0
+            try:
+                for part in stream_clips(shown, spec, num_clips, backend="pyav", max_pixels=max_pixels,
+                                         num_threads=num_threads, max_frames=max_frames):
+                    out += 1
+                    yield part
+                return
+            except VideoError:
+                if out:  # PyAV failed half-way: its first parts are out, so its error stands
+                    raise
+        if pending is None:
+            raise error  # type: ignore[misc]
+        sent = 0
+        for group in groups:
+            yield ClipBatch(shown, *pending)
+            sent += len(pending[1])
+            pending = (_decode_group(reader, spec, group), group)
+        yield DecodedVideo(path=shown, info=reader.info, clips=pending[0], windows=list(pending[1]),
+                           damaged_frames=_damaged(reader), streamed=sent)
     finally:
         reader.close()
-    damaged = int(getattr(reader, "failed_frames", 0))
-    if backend == "auto" and reader.info.backend == "decord" and (error is not None or damaged):
-        # fitting is the costly step on large frames: only fit the result that is kept
-        try:
-            return read_clips(shown, spec, num_clips, backend="pyav", max_pixels=max_pixels, num_threads=num_threads)
-        except VideoError:
-            pass
-    if sampled is None:
-        raise error  # type: ignore[misc]
-    return _fit(reader, shown, spec, *sampled)
+
+
+def collect(parts: Iterator[Union[ClipBatch, DecodedVideo]]) -> DecodedVideo:
+    """Join a stream of parts into one :class:`DecodedVideo` holding every clip."""
+    clips: list[np.ndarray] = []
+    windows: list[ClipWindow] = []
+    for part in parts:
+        clips.append(part.clips)
+        windows.extend(part.windows)
+        if isinstance(part, DecodedVideo):
+            part.clips, part.windows, part.streamed = np.concatenate(clips), windows, 0
+            return part
+    raise RuntimeError("a clip stream ended without its final part")
+
+
+def read_clips(
+    path: str | os.PathLike,
+    spec: ClipSpec,
+    num_clips: Sampling,
+    *,
+    backend: str = "auto",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    num_threads: int = 0,
+) -> DecodedVideo:
+    """Decode the clips of ``path`` in this process: ``num_clips`` uniformly spaced ones, or
+    as a :class:`ClipSampling` says (all of them in memory: for long videos use
+    :func:`stream_clips`). Backend fallback as in :func:`stream_clips`.
+
+    Returns:
+        A :class:`DecodedVideo`.
+
+    Raises:
+        VideoError: the file cannot be read (the subclass says why).
+    """
+    return collect(stream_clips(path, spec, num_clips, backend=backend, max_pixels=max_pixels,
+                                num_threads=num_threads))

@@ -17,12 +17,13 @@ from multiprocessing.connection import wait
 from typing import Any, Iterable, Iterator, Union
 
 from vcl_infer.errors import DecoderCrashed, DecodeTimeout, VideoError
+from vcl_infer.sampling import ClipSampling
 from vcl_infer.spec import ClipSpec
 from vcl_infer.video._worker import DecodeRequest, worker_main
-from vcl_infer.video.clips import DecodedVideo
+from vcl_infer.video.clips import ClipBatch, DecodedVideo, collect
 from vcl_infer.video.open import DEFAULT_MAX_PIXELS
 
-Request = Union[DecodeRequest, tuple]  # (path, ClipSpec, num_clips)
+Request = Union[DecodeRequest, tuple]  # (path, ClipSpec, num_clips or ClipSampling)
 Result = Union[DecodedVideo, VideoError]
 
 __all__ = ["DecodePool", "DecodeRequest", "DecodedVideo", "decode_clips"]
@@ -128,8 +129,28 @@ class DecodePool:
                 yield buffered.pop(following)
                 following += 1
 
-    def imap_unordered(self, requests: Iterable[Request]) -> Iterator[tuple[int, Result]]:
-        """Like :meth:`imap` but yields ``(submission index, result)`` in completion order."""
+    def imap_unordered(self, requests: Iterable[Request], *, parts: bool = False) -> Iterator[tuple[int, Any]]:
+        """Like :meth:`imap` but yields ``(submission index, result)`` in completion order.
+
+        With ``parts=True`` a video's clips arrive as they are decoded: zero or more
+        ``(index, ClipBatch)``, then ``(index, DecodedVideo)`` holding the last batch (or
+        ``(index, VideoError)``, which voids the parts before it), so the caller never holds
+        a long video's clips at once. The time limit restarts with each part.
+        """
+        if parts:
+            yield from self._imap_parts(requests)
+            return
+        pending: dict[int, list] = {}
+        for index, result in self._imap_parts(requests):
+            if isinstance(result, ClipBatch):
+                pending.setdefault(index, []).append(result)
+            elif isinstance(result, DecodedVideo):
+                yield index, collect(iter([*pending.pop(index, []), result]))
+            else:
+                pending.pop(index, None)
+                yield index, result
+
+    def _imap_parts(self, requests: Iterable[Request]) -> Iterator[tuple[int, Any]]:
         if not self._workers:
             raise RuntimeError("the DecodePool is closed")
         source = iter(enumerate(_as_request(r) for r in requests))
@@ -186,7 +207,10 @@ class DecodePool:
                 if message[0] == "ready":
                     w.ready, self._failed_starts = True, 0
                     return None
-                _, index, result = message
+                kind, index, result = message
+                if kind == "part":  # a long video in progress: its time limit restarts
+                    w.task = (index, w.task[1], time.monotonic() + self.timeout_s) if w.task else None
+                    return index, result
                 w.task, w.done = None, w.done + 1
                 return index, result
         except (EOFError, OSError):
@@ -223,13 +247,13 @@ def _as_request(request: Request) -> DecodeRequest:
     if isinstance(request, DecodeRequest):
         return request
     path, spec, num_clips = request
-    return DecodeRequest(os.fspath(path), spec, int(num_clips))
+    return DecodeRequest(os.fspath(path), spec, num_clips if isinstance(num_clips, ClipSampling) else int(num_clips))
 
 
 def decode_clips(
     path: str | os.PathLike,
     spec: ClipSpec,
-    num_clips: int,
+    num_clips: int | ClipSampling,
     *,
     timeout_s: float = 30.0,
     backend: str = "auto",
