@@ -5,7 +5,9 @@ cosine of query clip ``j`` and stored clip ``i``. A cut of the video, played fro
 ``t``, shows query clip ``j`` at ``t + q_j`` (``q_j``: the clip's start relative to the
 query's first clip). So instead of trusting the single most similar stored clip (one noisy
 cosine), every offset ``t`` that puts some query clip on some stored clip is scored by the
-mean cosine of each query clip to the stored clip starting nearest ``t + q_j``: the
+cosines of each query clip to the stored clip starting nearest ``t + q_j`` (the better
+half of them, averaged: :func:`_robust_mean`), among the offsets that hold a pair within
+``PEAK_TOLERANCE`` of the most similar pair: the
 diagonal of the similarity matrix (the temporal alignment of e.g. Douze et al., "Circulant
 temporal encoding for video retrieval", ECCV 2010, reduced to one offset). The best offset's
 stored clips give the reported range and, per query clip, the "why" of the match.
@@ -22,6 +24,11 @@ import numpy as np
 
 MAX_ALIGN_WORK = 4_000_000
 """Offsets x query clips evaluated at most; beyond it only the first query clip anchors."""
+
+PEAK_TOLERANCE = 0.005
+"""Offsets whose best clip pair is this far (in cosine) below the best pair anywhere are not
+considered: the single most similar pair is the strongest evidence a weak encoder gives (a
+re-encoded copy of a moment scores near 1), the alignment decides between near-ties."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,14 @@ def _nearest(sorted_starts: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(pick_left, left, right)
 
 
+def _robust_mean(aligned: np.ndarray) -> np.ndarray:
+    """Per offset, the mean of the better half of the query clips' cosines: a query clip that
+    straddles a shot change (or a cut's edge) matches no stored clip well, and must not
+    outvote the clips that do."""
+    keep = max(1, (aligned.shape[1] + 1) // 2)
+    return -np.sort(-aligned, axis=1)[:, :keep].mean(axis=1)
+
+
 def align(sims: np.ndarray, query_windows, clip_windows) -> Moment:
     """The best-aligned moment of a video for a query.
 
@@ -86,7 +101,9 @@ def align(sims: np.ndarray, query_windows, clip_windows) -> Moment:
     anchors = q_off if len(c) * len(q) * len(q) <= MAX_ALIGN_WORK else q_off[:1]
     offsets = np.unique(np.round((starts[:, None] - anchors[None, :]).ravel(), 6))
     nearest = order[_nearest(starts, offsets[:, None] + q_off[None, :])]  # offsets x Q
-    scores = sims[np.arange(len(q))[None, :], nearest].mean(axis=1)
+    aligned = sims[np.arange(len(q))[None, :], nearest]  # offsets x Q
+    peak = aligned.max(axis=1)
+    scores = np.where(peak >= peak.max() - PEAK_TOLERANCE, _robust_mean(aligned), -np.inf)
     best = int(np.argmax(scores >= scores.max() - 1e-9))
     picked = nearest[best]
     matches = tuple(ClipMatch(float(q[j, 0]), float(q[j, 1]), float(c[i, 0]), float(c[i, 1]), float(sims[j, i]))
