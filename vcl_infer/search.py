@@ -35,6 +35,7 @@ from vcl_infer.errors import VclError, VideoError
 _RANGE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)-(\d+(?:\.\d*)?|\.\d+)$")
 DEFAULT_QUERY_CLIPS = 8
 QUERY_MAX_CLIPS = 600
+KEEP_SIMS = 8_000_000  # query x video cosines kept between scoring and aligning (32 MB)
 
 
 @dataclass(frozen=True)
@@ -258,11 +259,23 @@ def embed_query(embedder, query: Query, num_clips) -> tuple[np.ndarray, np.ndarr
     return video_vec, clip_vecs, windows
 
 
-def _clip_sims(index, video_id: int, query_clip_vecs: np.ndarray) -> tuple[np.ndarray, list]:
-    """Cosines ``Q x N`` between the query clips and the clips of ``video_id``, and those clips."""
+def _clip_sims(index, video_id: int, query_clip_vecs: np.ndarray) -> np.ndarray:
+    """Cosines ``Q x N`` between the query clips and the clips of ``video_id`` (time order)."""
     vecs = np.asarray(index.clip_vectors(video_id), dtype=np.float32)
+    return query_clip_vecs @ vecs.T
+
+
+def _locate(index, video_id: int, sims: np.ndarray, query_windows) -> tuple[float, float, tuple]:
+    """``(start, end, matches)`` of the query in one video, from its ``Q x N`` cosines."""
+    from vcl_infer.moments import align
+
     clips = list(index.clips_of(video_id))
-    return query_clip_vecs @ vecs.T, clips
+    if query_windows is not None and len(query_windows) == len(sims):
+        moment = align(sims, query_windows, [(c.start_sec, c.end_sec) for c in clips])
+        return moment.start, moment.end, moment.matches
+    per_clip = sims.max(axis=0)
+    best = int(np.argmax(per_clip >= per_clip.max() - 1e-6))  # ties (a whole-file self match): the earliest
+    return float(clips[best].start_sec), float(clips[best].end_sec), ()
 
 
 def match_video(index, video_id: int, query_clip_vecs: np.ndarray,
@@ -277,19 +290,11 @@ def match_video(index, video_id: int, query_clip_vecs: np.ndarray,
     video's (:func:`vcl_infer.moments.align`) and ``matches`` says which clip matched which;
     without, the video's clip most similar to any query clip, and no matches.
     """
-    from vcl_infer.moments import align
-
-    sims, clips = _clip_sims(index, video_id, query_clip_vecs)
-    if not clips:
+    sims = _clip_sims(index, video_id, query_clip_vecs)
+    if not sims.shape[1]:
         record = index.video(video_id)
         return float("-inf"), 0.0, float(record.duration or 0.0), ()
-    score = float(sims.max(axis=1).mean())
-    if query_windows is not None and len(query_windows) == len(query_clip_vecs):
-        moment = align(sims, query_windows, [(c.start_sec, c.end_sec) for c in clips])
-        return score, moment.start, moment.end, moment.matches
-    per_clip = sims.max(axis=0)
-    best = int(np.argmax(per_clip >= per_clip.max() - 1e-6))  # ties (a whole-file self match): the earliest
-    return score, float(clips[best].start_sec), float(clips[best].end_sec), ()
+    return (float(sims.max(axis=1).mean()), *_locate(index, video_id, sims, query_windows))
 
 
 def search_vectors(index, video_vec: np.ndarray, clip_vecs: np.ndarray, *, k: int = 10,
@@ -299,7 +304,9 @@ def search_vectors(index, video_vec: np.ndarray, clip_vecs: np.ndarray, *, k: in
     Video level: candidates are the nearest videos by pooled vector and the videos of the
     nearest clips of every query clip (``candidates`` each, default ``max(4 k, 20)``); they
     are ranked by :func:`match_video`'s score; ``query_windows`` (the query clips' time
-    ranges) lets it align the query in time for each hit's range.
+    ranges) lets it align the query in time for each hit's range. Only the ``k`` returned
+    hits are aligned, and a long query asks for fewer neighbours per clip (at most about
+    ``4000`` clip neighbours in all), so the cost follows ``k`` and the query, not the index.
     """
     clip_vecs = np.ascontiguousarray(clip_vecs, dtype=np.float32)
     hits: list[Hit] = []
@@ -322,13 +329,26 @@ def search_vectors(index, video_vec: np.ndarray, clip_vecs: np.ndarray, *, k: in
         return hits
     wide = candidates or max(4 * k, 20)
     _, video_ids = index.search(np.ascontiguousarray(video_vec[None], dtype=np.float32), wide, level="video")
-    _, clip_ids = index.search(clip_vecs, wide, level="clip")
+    per_clip = max(5, min(wide, 4000 // max(1, len(clip_vecs))))
+    _, clip_ids = index.search(clip_vecs, per_clip, level="clip")
     found = {int(v) for v in video_ids.ravel() if v >= 0}
     found |= {int(index.clip(int(c)).video_id) for c in np.unique(clip_ids) if c >= 0}
-    scored = sorted(((*match_video(index, vid, clip_vecs, query_windows), vid) for vid in found),
-                    key=lambda t: (-t[0], t[4]))
-    for rank, (score, start, end, why, vid) in enumerate(scored[:k], start=1):
-        hits.append(Hit(rank, index.video(vid).path, score, start, end, why))
+    kept: dict[int, np.ndarray] = {}  # cosines of the candidates, while they fit in KEEP_SIMS floats
+    scored = []
+    for vid in found:
+        m = _clip_sims(index, vid, clip_vecs)
+        scored.append((float(m.max(axis=1).mean()) if m.shape[1] else float("-inf"), vid))
+        if sum(x.size for x in kept.values()) + m.size <= KEEP_SIMS:
+            kept[vid] = m
+    scored.sort(key=lambda t: (-t[0], t[1]))
+    for rank, (score, vid) in enumerate(scored[:k], start=1):
+        record = index.video(vid)
+        m = kept[vid] if vid in kept else _clip_sims(index, vid, clip_vecs)
+        if m.shape[1]:
+            start, end, why = _locate(index, vid, m, query_windows)
+        else:
+            start, end, why = 0.0, float(record.duration or 0.0), ()
+        hits.append(Hit(rank, record.path, score, start, end, why))
     return hits
 
 
