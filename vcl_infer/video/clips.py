@@ -3,9 +3,10 @@
 :func:`stream_clips` is the unit of work decode workers run (see
 :mod:`vcl_infer.video.isolated`): open, sample clip windows from the decoded frames'
 timestamps (a stride in seconds or a fixed count, :class:`vcl_infer.sampling.ClipSampling`),
-then decode and fit the clips in batches of at most ``max_frames`` source frames, so memory
-is bounded by the batch whatever the video's length: an hour of video never sits in memory
-as frames or clips. :func:`read_clips` collects the batches of a (short) video into one
+then decode the frames of consecutive clips in groups of at most ``MAX_BATCH_BYTES`` of
+decoded frames (each frame once per group, one pass of a sequential decoder per group), and
+fit and hand them on ``PART_CLIPS`` clips at a time, so memory is bounded by the group
+whatever the video's length: an hour of video never sits in memory as frames or clips. :func:`read_clips` collects the batches of a (short) video into one
 :class:`DecodedVideo`.
 """
 
@@ -24,8 +25,12 @@ from vcl_infer.spec import ClipSpec
 from vcl_infer.video.open import DEFAULT_MAX_PIXELS, open_video
 from vcl_infer.video.reader import VideoInfo, VideoReader
 
-MAX_BATCH_FRAMES = 128
-"""Source frames decoded at once (full resolution, before fitting): the decode memory bound."""
+MAX_BATCH_BYTES = 48 << 20
+"""Decoded source frames held at once (full resolution, before fitting): the decode memory
+bound. Counted in bytes so a low-resolution video gets large groups (few passes of PyAV, which
+decodes from the start for every request) and a 4K one small groups (at least one clip)."""
+PART_CLIPS = 64
+"""Fitted clips handed on at once (one message from a decode worker)."""
 
 Sampling = Union[int, ClipSampling]
 
@@ -68,27 +73,38 @@ class ClipBatch:
     windows: list[ClipWindow]
 
 
+def _frame_budget(reader: VideoReader, max_bytes: int) -> int:
+    """Frames of this video that fit in ``max_bytes`` decoded (RGB, full size)."""
+    return max(1, int(max_bytes) // max(1, 3 * int(reader.info.width) * int(reader.info.height)))
+
+
 def _batches(windows: list[ClipWindow], max_frames: int) -> Iterator[list[ClipWindow]]:
     """Consecutive groups of windows whose frames' union stays within ``max_frames``."""
     group: list[ClipWindow] = []
     frames: set[int] = set()
     for window in windows:
-        new = frames | {int(i) for i in window.indices}
-        if group and len(new) > max_frames:
+        fresh = {int(i) for i in window.indices} - frames
+        if group and len(frames) + len(fresh) > max_frames:
             yield group
-            group, new = [], {int(i) for i in window.indices}
+            group, frames, fresh = [], set(), {int(i) for i in window.indices}
         group.append(window)
-        frames = new
+        frames |= fresh
     if group:
         yield group
 
 
-def _decode_group(reader: VideoReader, spec: ClipSpec, group: list[ClipWindow]) -> np.ndarray:
-    """The fitted clips of ``group``: their frames' union is decoded once."""
-    union = np.unique(np.concatenate([w.indices for w in group]))
-    frames = reader.get_frames(union)
-    position = {int(i): k for k, i in enumerate(union)}
-    return np.stack([fit_frames(frames[[position[int(i)] for i in w.indices]], spec) for w in group])
+def _decode_parts(reader: VideoReader, spec: ClipSpec, windows: list[ClipWindow],
+                  max_bytes: int) -> Iterator[tuple[np.ndarray, list[ClipWindow]]]:
+    """``(fitted clips, their windows)``, ``PART_CLIPS`` at a time, in order; the frames of each
+    group of clips are decoded once, in one request to the reader."""
+    for group in _batches(windows, _frame_budget(reader, max_bytes)):
+        union = np.unique(np.concatenate([w.indices for w in group]))
+        frames = reader.get_frames(union)
+        position = {int(i): k for k, i in enumerate(union)}
+        for s in range(0, len(group), PART_CLIPS):
+            part = group[s : s + PART_CLIPS]
+            yield np.stack([fit_frames(frames[[position[int(i)] for i in w.indices]], spec) for w in part]), part
+        del frames
 
 
 def _damaged(reader: VideoReader) -> int:
@@ -96,9 +112,9 @@ def _damaged(reader: VideoReader) -> int:
 
 
 def fit_windows(reader: VideoReader, spec: ClipSpec, windows: list[ClipWindow],
-                max_frames: int = MAX_BATCH_FRAMES) -> np.ndarray:
-    """``N x T x S x S x 3`` fitted clips of ``windows``, decoded ``max_frames`` frames at a time."""
-    return np.concatenate([_decode_group(reader, spec, g) for g in _batches(windows, max_frames)])
+                max_bytes: int = MAX_BATCH_BYTES) -> np.ndarray:
+    """``N x T x S x S x 3`` fitted clips of ``windows``, decoding ``max_bytes`` of frames at a time."""
+    return np.concatenate([clips for clips, _ in _decode_parts(reader, spec, windows, max_bytes)])
 
 
 def clips_from_reader(reader: VideoReader, path: str, spec: ClipSpec, num_clips: Sampling) -> DecodedVideo:
@@ -116,18 +132,18 @@ def stream_clips(
     backend: str = "auto",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     num_threads: int = 0,
-    max_frames: int = MAX_BATCH_FRAMES,
+    max_bytes: int = MAX_BATCH_BYTES,
 ) -> Iterator[Union[ClipBatch, DecodedVideo]]:
     """Decode the clips of ``path`` a batch at a time, in time order.
 
     Yields zero or more :class:`ClipBatch` parts, then one :class:`DecodedVideo` holding the
     last batch (``streamed`` says how many clips came before it).
 
-    With ``backend="auto"``, a decord read whose first batch had to patch undecodable frames,
+    With ``backend="auto"``, a decord read whose first group had to patch undecodable frames,
     or decoded nothing, is redone with PyAV, which skips bad packets and usually recovers
     more frames (``decord/corrupted.mp4``: decord 11 of 50, PyAV 49); if PyAV fails too, the
     patched decord frames are used, or decord's error is raised. Damage found after the first
-    batch keeps decord's patched frames (counted in ``damaged_frames``): the earlier batches
+    group keeps decord's patched frames (counted in ``damaged_frames``): the earlier batches
     are already out.
 
     Raises:
@@ -136,17 +152,16 @@ def stream_clips(
     shown = os.fspath(path)
     reader = open_video(shown, backend, max_pixels, num_threads=num_threads)
     try:
-        groups = _batches(sample_windows(reader.timestamps, spec, num_clips), max(1, int(max_frames)))
-        first = next(groups)
+        parts = _decode_parts(reader, spec, sample_windows(reader.timestamps, spec, num_clips), max_bytes)
         try:
-            pending, error = (_decode_group(reader, spec, first), first), None
+            pending, error = next(parts), None
         except VideoError as exc:
             pending, error = None, exc
         if backend == "auto" and reader.info.backend == "decord" and (error is not None or _damaged(reader)):
             out = 0
             try:
                 for part in stream_clips(shown, spec, num_clips, backend="pyav", max_pixels=max_pixels,
-                                         num_threads=num_threads, max_frames=max_frames):
+                                         num_threads=num_threads, max_bytes=max_bytes):
                     out += 1
                     yield part
                 return
@@ -156,10 +171,10 @@ def stream_clips(
         if pending is None:
             raise error  # type: ignore[misc]
         sent = 0
-        for group in groups:
+        for part in parts:
             yield ClipBatch(shown, *pending)
             sent += len(pending[1])
-            pending = (_decode_group(reader, spec, group), group)
+            pending = part
         yield DecodedVideo(path=shown, info=reader.info, clips=pending[0], windows=list(pending[1]),
                            damaged_frames=_damaged(reader), streamed=sent)
     finally:
