@@ -95,3 +95,32 @@ def test_an_index_from_before_the_record_keeps_its_fixed_count(tmp_path):
     (tmp_path / "catalog.sqlite").write_bytes(b"")
     (tmp_path / "build_report.json").write_text('{"clips_per_video": 3}')
     assert read_sampling(tmp_path) == ClipSampling.fixed(3)
+
+
+@pytest.mark.slow
+def test_cli_builds_at_a_stride_records_it_and_refuses_another_rule_for_add(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+    from video_fixtures import make_video
+
+    from vcl_infer.cli.index import main
+    from vcl_infer.index import VideoIndex
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    make_video(videos / "a.mp4", num_frames=200, fps=10)  # 20 s
+    index = tmp_path / "index"
+    runner = CliRunner()
+    out = runner.invoke(main, ["build", str(videos), "--index", str(index), "--clip-every", "2", "--min-clips", "3",
+                               "--workers", "1", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["sampling"] == {"every_sec": 2.0, "min_clips": 3, "max_clips": 3600}
+    assert json.loads((index / "sampling.json").read_text())["every_sec"] == 2.0
+    with VideoIndex.open(index) as ix:
+        assert ix.video(ix.video_id(str(videos / "a.mp4"))).num_clips in (9, 10)
+    bad = runner.invoke(main, ["add", str(videos / "a.mp4"), "--index", str(index), "--clip-every", "5"])
+    assert bad.exit_code != 0 and "was built with a clip every 2 s" in bad.output
+    both = runner.invoke(main, ["build", str(videos), "--index", str(tmp_path / "i2"), "--clips", "3",
+                                "--clip-every", "1"])
+    assert both.exit_code != 0 and "cannot be combined" in both.output
