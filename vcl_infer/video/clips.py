@@ -31,6 +31,7 @@ bound. Counted in bytes so a low-resolution video gets large groups (few passes 
 decodes from the start for every request) and a 4K one small groups (at least one clip)."""
 PART_CLIPS = 64
 """Fitted clips handed on at once (one message from a decode worker)."""
+SEEKING_GROUP_FRAMES = 512
 
 Sampling = Union[int, ClipSampling]
 
@@ -74,8 +75,12 @@ class ClipBatch:
 
 
 def _frame_budget(reader: VideoReader, max_bytes: int) -> int:
-    """Frames of this video that fit in ``max_bytes`` decoded (RGB, full size)."""
-    return max(1, int(max_bytes) // max(1, 3 * int(reader.info.width) * int(reader.info.height)))
+    """Frames decoded in one request: those that fit in ``max_bytes`` (RGB, full size), and
+    at most ``SEEKING_GROUP_FRAMES`` for a reader that seeks (decord), so parts come out
+    steadily and each restarts the worker's time limit; PyAV decodes from the start on every
+    request, so it gets the whole budget (fewer passes)."""
+    fit = max(1, int(max_bytes) // max(1, 3 * int(reader.info.width) * int(reader.info.height)))
+    return fit if reader.info.backend == "pyav" else min(fit, SEEKING_GROUP_FRAMES)
 
 
 def _batches(windows: list[ClipWindow], max_frames: int) -> Iterator[list[ClipWindow]]:
