@@ -61,7 +61,7 @@ def _build(folder: Path, total: int, per_video: int, rng: np.random.Generator):
                         video_vector=mean / np.linalg.norm(mean), clip_vectors=clips,
                         windows=[(float(s), s + 1.07) for s in range(per_video)])
         kept.append(clips)
-        if (v + 1) % 200 == 0:
+        if (v + 1) % 1000 == 0:  # few commits: each rewrites the FAISS files (idx's part)
             index.commit()
     index.commit()
     seconds = time.perf_counter() - t0
