@@ -6,7 +6,7 @@ at most 48 MiB of frames at a time (``vcl_infer.video.clips.MAX_BATCH_BYTES``), 
 should not grow with the video's length. Each build runs in its own process; for each it reports
 
 - ``tree peak``: the largest sum of RSS over the build process and all its descendants
-  (decode workers), sampled from ``/proc`` every 20 ms;
+  (decode workers), sampled from ``/proc`` every 100 ms;
 - ``max process``: the largest single-process peak (``getrusage`` ``ru_maxrss`` of the build
   process, ``RUSAGE_SELF`` and ``RUSAGE_CHILDREN``, the latter covering the joined workers);
 - build seconds, clips, index size on disk, and size per hour of video.
@@ -91,8 +91,10 @@ def child(videos: str, index: str, workers: int) -> None:
     """Run in the measured process: build, then print the report and our own rusage."""
     from vcl_infer.build import build_index
 
-    report = build_index(videos, index, workers=workers, progress=False)
-    print(json.dumps({"seconds": report.seconds, "clips": report.clips, "failed": len(report.failed),
+    # a generous time limit: on a shared, overloaded machine a niced worker may wait long for a core
+    report = build_index(videos, index, workers=workers, progress=False, timeout_s=1800)
+    print(json.dumps({"seconds": report.seconds, "clips": report.clips,
+                      "failed": [f"{f.kind}: {f.reason}" for f in report.failed],
                       "self_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                       "children_maxrss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}))
 
@@ -109,8 +111,10 @@ def measure(minutes: float, workers: int, root: Path) -> dict:
     peak = 0
     while proc.poll() is None:
         peak = max(peak, _tree_rss(proc.pid))
-        time.sleep(0.02)
+        time.sleep(0.1)
     out = json.loads(proc.stdout.read().strip().splitlines()[-1])
+    if out["failed"] or not out["clips"]:
+        raise SystemExit(f"the {minutes:g}-minute build failed, nothing measured: {out['failed']}")
     size = sum(p.stat().st_size for p in index.iterdir() if p.is_file())
     return dict(minutes=minutes, write_s=written, tree_peak=peak, index_bytes=size, **out)
 
