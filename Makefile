@@ -10,13 +10,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[train,export,dev]'
+	$(BIN)/python -m pip install -q -e '.[train,export,classify,dev]'
 	touch $@
 
 setup: $(VENV)/.installed
 
+# VIDEOS=DIR adds your own folder of videos (default: ../shared/videos when present)
+VIDEOS ?=
 demo: setup
-	$(BIN)/python scripts/quickstart.py
+	$(BIN)/python scripts/quickstart.py $(if $(VIDEOS),--videos "$(VIDEOS)")
 
 test: setup
 	$(BIN)/python -m pytest -q

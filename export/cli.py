@@ -9,18 +9,21 @@ import sys
 import click
 
 FORMATS = ("auto", "vcl", "torchvision", "tclr", "fame")
-# training.methods.longshort.FEATURE_PARTS (not imported here: --help must not load torch)
-FEATURES = ("all", "stationary", "non-stationary")
+# training.methods.longshort.FEATURE_PARTS (not imported here: --help must not load torch), plus
+# "temporal" (export.pipeline.TemporalFeatures)
+FEATURES = ("all", "stationary", "non-stationary", "temporal")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("checkpoint", required=False, type=click.Path(dir_okay=False))
-@click.option("--out", "out", required=True, type=click.Path(), help="Bundle path: NAME.onnx, or a folder (then model.onnx in it). NAME.json (spec) and NAME.verify.json (report) go beside it.")
+@click.option("--out", "out", default=None, type=click.Path(), help="Bundle path: NAME.onnx, or a folder (then model.onnx in it). NAME.json (spec) and NAME.verify.json (report) go beside it.")
 @click.option("--engine", type=click.Choice(["onnx", "trt"]), default="onnx", show_default=True, help="trt also builds a TensorRT engine NAME.engine (needs TensorRT and a CUDA GPU).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True, help="Checkpoint layout; auto detects it from the keys.")
 @click.option("--arch", default=None, help="Backbone name, where the checkpoint does not say (see --list-archs). Without CHECKPOINT: export this backbone untrained.")
 @click.option("--list-archs", is_flag=True, help="List the backbones and exit.")
-@click.option("--features", type=click.Choice(FEATURES), default="all", show_default=True, help="Which channels of the pooled feature to export: a longshort checkpoint's stationary half, its non-stationary half, or all.")
+@click.option("--pretrained", default=None, metavar="NAME", help="Export a published encoder by name (see --list-pretrained): downloaded with resume, sha256-verified (where the publisher gives only a hash prefix: that prefix on the first download, then the full hash pinned in the cache), cached in ~/.cache/vcl (VCL_CACHE).")
+@click.option("--list-pretrained", is_flag=True, help="List the published encoders (VCL_REGISTRY=file.json adds entries) and exit.")
+@click.option("--features", type=click.Choice(FEATURES), default="all", show_default=True, help="What one output vector is: all channels of the pooled feature; a longshort checkpoint's stationary or non-stationary half; or 'temporal', the last feature map pooled over space only, channels x time steps flattened (TCLR's retrieval feature, 512 x 4 = 2048-d for r3d_18_tclr; not L2-normalised; `vcl-eval retrieval --protocol tclr` uses it).")
 @click.option("--frames", type=int, default=None, help="Frames per clip (overrides the checkpoint's spec).")
 @click.option("--frame-step", type=int, default=None, help="Take every N-th frame.")
 @click.option("--target-fps", type=float, default=None, help="Sample frames on timestamps at this rate instead of --frame-step.")
@@ -32,14 +35,17 @@ FEATURES = ("all", "stationary", "non-stationary")
 @click.option("--max-abs-error", type=float, default=None, help="Fail above this max abs difference to torch [default: 1e-4].")
 @click.option("--opset", type=int, default=None, help="ONNX opset [default: 18].")
 @click.option("--fp16", is_flag=True, help="TensorRT: allow fp16 kernels.")
-@click.option("--int8", is_flag=True, help="TensorRT: allow int8 kernels, calibrated on the verification clips.")
+@click.option("--int8", is_flag=True, help="int8: with --engine onnx, ONNX Runtime static quantization (QDQ, per channel) calibrated on --calibration DIR and verified against fp32; with --engine trt, TensorRT int8 kernels calibrated on the same clips.")
+@click.option("--calibration", type=click.Path(file_okay=False, exists=True), default=None, help="Folder of real videos whose clips (decoded with the bundle's spec) calibrate --int8.")
+@click.option("--calibration-clips", type=click.IntRange(min=1), default=4, show_default=True, help="Clips decoded from each calibration video.")
+@click.option("--labelled", type=click.Path(file_okay=False, exists=True), default=None, help="--int8: class folders (DIR/<class>/*.mp4) to report retrieval R@1 of fp32 and int8 on.")
 @click.option("--max-batch", type=int, default=32, show_default=True, help="TensorRT: largest batch of the optimisation profile.")
 @click.option("--opt-batch", type=int, default=8, show_default=True, help="TensorRT: batch size the engine is tuned for.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), default=None, help="TensorRT: timing cache file (read and updated) for faster rebuilds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def main(checkpoint, out, engine, fmt, arch, list_archs, features, frames, frame_step, target_fps, resize, crop,
-         verify_videos, clips_per_video, min_cosine, max_abs_error, opset, fp16, int8, max_batch,
-         opt_batch, timing_cache, as_json) -> None:
+def main(checkpoint, out, engine, fmt, arch, list_archs, pretrained, list_pretrained, features, frames, frame_step, target_fps, resize, crop,
+         verify_videos, clips_per_video, min_cosine, max_abs_error, opset, fp16, int8, calibration,
+         calibration_clips, labelled, max_batch, opt_batch, timing_cache, as_json) -> None:
     """Export CHECKPOINT as an encoder bundle: ONNX with a dynamic batch axis, its
     preprocessing spec inside (metadata key vcl.spec) and beside it (NAME.json), verified
     against torch on real clips before anything is written.
@@ -54,6 +60,9 @@ def main(checkpoint, out, engine, fmt, arch, list_archs, features, frames, frame
       vcl-export tclr_r3d.pth --out models/tclr.onnx --verify-video clip.mp4
       vcl-export run/checkpoint.pt --out models/ --engine trt --fp16
       vcl-export longshort_run/checkpoint.pt --out models/static.onnx --features stationary
+      vcl-export tclr_r3d.pth --out models/tclr_temporal.onnx --features temporal
+      vcl-export --pretrained r2plus1d_18-k400 --out models/r2p1d.onnx
+      vcl-export --pretrained r2plus1d_18-k400 --int8 --calibration videos/ --out models/r2p1d.int8.onnx
     """
     from training.models import create_backbone, list_backbones
 
@@ -61,18 +70,41 @@ def main(checkpoint, out, engine, fmt, arch, list_archs, features, frames, frame
         for name, description in list_backbones().items():
             click.echo(f"{name:16s} {description}")
         return
+    if list_pretrained:
+        from vcl_infer.pretrained import describe_published
+
+        for name, description in describe_published().items():
+            click.echo(f"{name:24s} {description}")
+        return
     from pathlib import Path
 
-    from export.pipeline import export_bundle, select_features
+    from export.pipeline import export_bundle, feature_spec_fields, select_features
     from export.tensorrt import TensorRTUnavailable, TrtOptions
     from export.verify import DEFAULT_MAX_ABS_ERROR, DEFAULT_MIN_COSINE, VerificationFailed
     from training.models.defaults import default_clip_spec
     from vcl_infer.errors import VclError
     from vcl_infer.spec import EncoderSpec
 
-    if checkpoint is None and arch is None:
-        raise click.UsageError("give a CHECKPOINT, or --arch NAME to export an untrained backbone")
+    if out is None:
+        raise click.UsageError("Missing option '--out' (the bundle's path: NAME.onnx or a folder)")
+    if checkpoint is None and arch is None and pretrained is None:
+        raise click.UsageError("give a CHECKPOINT, --pretrained NAME, or --arch NAME to export an untrained backbone")
+    if pretrained is not None and checkpoint is not None:
+        raise click.UsageError("give either CHECKPOINT or --pretrained NAME, not both")
+    if int8 and engine == "onnx" and calibration is None:
+        raise click.UsageError("--int8 (ONNX Runtime) needs --calibration DIR, a folder of real videos")
+    if calibration is not None and not int8:
+        raise click.UsageError("--calibration is for --int8; add --int8")
+    if labelled is not None and not (int8 and engine == "onnx"):
+        raise click.UsageError("--labelled measures the R@1 of an --int8 (ONNX Runtime) export against fp32")
     try:
+        if pretrained is not None:
+            from vcl_infer.pretrained import fetch_checkpoint, get_entry
+
+            entry = get_entry(pretrained)
+            if arch is not None and arch != entry.arch:
+                raise click.UsageError(f"{pretrained} is a {entry.arch}; drop --arch {arch}")
+            checkpoint, fmt, arch = str(fetch_checkpoint(entry, progress=not as_json)), entry.format, entry.arch
         if checkpoint is not None:
             from training.checkpoint_import import import_checkpoint
 
@@ -88,18 +120,30 @@ def main(checkpoint, out, engine, fmt, arch, list_archs, features, frames, frame
             backbone.load_state_dict(imported.state_dict, strict=True)
         clip = _override_clip(clip, frames, frame_step, target_fps, resize, crop)
         trained = imported is not None and method != "untrained"
-        backbone, method = select_features(backbone, method, features)
-        spec = EncoderSpec(arch=arch, embed_dim=int(backbone.embed_dim), clip=clip, method=method, trained=trained)
+        backbone, method = select_features(backbone, method, features, clip=clip)
+        spec = EncoderSpec(arch=arch, embed_dim=int(backbone.embed_dim), clip=clip, method=method, trained=trained,
+                           **feature_spec_fields(backbone))
         options = TrtOptions(fp16=fp16, int8=int8, max_batch=max_batch, opt_batch=min(opt_batch, max_batch),
                              timing_cache=Path(timing_cache) if timing_cache else None)
         if not as_json:
             click.echo(f"exporting {arch} ({method}) -> {out}", err=True)
-        result = export_bundle(
-            backbone, spec, out, verify_videos=verify_videos, clips_per_video=clips_per_video,
-            opset=opset or 18, engine=engine, trt_options=options,
-            min_cosine=DEFAULT_MIN_COSINE if min_cosine is None else min_cosine,
+        export_options = dict(
+            verify_videos=verify_videos, clips_per_video=clips_per_video, opset=opset or 18, engine=engine,
+            trt_options=options, min_cosine=DEFAULT_MIN_COSINE if min_cosine is None else min_cosine,
             max_abs_error=DEFAULT_MAX_ABS_ERROR if max_abs_error is None else max_abs_error,
         )
+        if int8 and engine == "onnx":
+            from export.quantize import export_then_quantize
+
+            result = export_then_quantize(backbone, spec, out, calibration=calibration, labelled=labelled,
+                                          calibration_clips_per_video=calibration_clips, **export_options)
+        else:
+            if calibration is not None:  # TensorRT int8 reads the same calibration clips
+                from export.calibration import calibration_clips as decode_calibration
+
+                export_options["calibration_inputs"] = decode_calibration(
+                    spec.clip, calibration, clips_per_video=calibration_clips).inputs
+            result = export_bundle(backbone, spec, out, **export_options)
     except TensorRTUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     except (VerificationFailed, VclError, ValueError, KeyError) as exc:

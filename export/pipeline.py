@@ -25,7 +25,7 @@ from export.verify import (
 from training.fingerprint import weights_fingerprint
 from vcl_infer._optional import require
 from vcl_infer.bundle import BundlePaths
-from vcl_infer.spec import EncoderSpec
+from vcl_infer.spec import ClipSpec, EncoderSpec
 
 
 class FeatureSlice(torch.nn.Module):
@@ -51,20 +51,66 @@ class FeatureSlice(torch.nn.Module):
         return self.backbone(clips)[:, self.start : self.stop]
 
 
-def select_features(backbone: torch.nn.Module, method: str, features: str) -> tuple[torch.nn.Module, str]:
+class TemporalFeatures(torch.nn.Module):
+    """A backbone whose output keeps time: its last feature map averaged over space only.
+
+    ``B x 3 x T x H x W -> B x (C * t)``: the ``B x C x t x h x w`` map of
+    ``forward_features`` is averaged over ``h, w`` (TCLR's ``AdaptiveAvgPool3d((None, 1, 1))``)
+    and flattened channel-major (index ``c * t + k``, as ``view(-1)`` of a ``C x t`` map), so
+    TCLR's retrieval feature (512 x 4 = 2048-d for ``r3d_18_tclr`` on 16 frames; Dave et al.
+    2022, ``nn_retrieval/complete_retrieval.py``) comes out of the bundle. Not normalised: the
+    protocol averages clips before its L2.
+    """
+
+    def __init__(self, backbone: torch.nn.Module, steps: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.channels, self.steps = int(backbone.embed_dim), int(steps)
+        self.embed_dim = self.channels * self.steps
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_features(clips).mean(dim=(3, 4)).flatten(1)
+
+
+def temporal_steps(backbone: torch.nn.Module, clip: ClipSpec) -> int:
+    """Time steps of ``backbone``'s last feature map for one clip of ``clip`` (one dry run)."""
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            return int(backbone.forward_features(torch.zeros((1, *clip.input_shape))).shape[2])
+    finally:
+        backbone.train(was_training)
+
+
+def feature_spec_fields(module: torch.nn.Module) -> dict:
+    """The :class:`EncoderSpec` fields that describe what ``module`` (from :func:`select_features`) outputs."""
+    if isinstance(module, TemporalFeatures):
+        return {"feature_layer": "temporal", "feature_steps": module.steps, "l2_normalized": False}
+    return {}
+
+
+def select_features(backbone: torch.nn.Module, method: str, features: str,
+                    clip: ClipSpec | None = None) -> tuple[torch.nn.Module, str]:
     """The module to export for ``features`` and the spec's method name.
 
     ``"all"`` returns ``backbone`` and ``method`` unchanged. ``"stationary"`` /
     ``"non-stationary"`` need a ``longshort`` checkpoint and return a :class:`FeatureSlice`
-    of that half with method ``longshort:<part>``.
+    of that half with method ``longshort:<part>``. ``"temporal"`` returns
+    :class:`TemporalFeatures` (needs ``clip`` to know the time steps); the method is kept and
+    :func:`feature_spec_fields` says what to record in the spec.
 
     Raises:
         ValueError: unknown part, or a part of a checkpoint that is not ``longshort``.
     """
     from training.methods.longshort import FEATURE_PARTS, feature_range
 
+    if features == "temporal":
+        if clip is None:
+            raise ValueError("--features temporal needs the clip spec to size the time axis")
+        return TemporalFeatures(backbone, temporal_steps(backbone, clip)), method
     if features not in FEATURE_PARTS:
-        raise ValueError(f"features must be one of {', '.join(FEATURE_PARTS)}; got {features!r}")
+        raise ValueError(f"features must be one of {', '.join((*FEATURE_PARTS, 'temporal'))}; got {features!r}")
     if features == "all":
         return backbone, method
     if method != "longshort":
@@ -134,6 +180,7 @@ def export_bundle(
     max_abs_error: float = DEFAULT_MAX_ABS_ERROR,
     engine: str = "onnx",
     trt_options=None,
+    calibration_inputs: np.ndarray | None = None,
 ) -> ExportResult:
     """Export, verify and write a bundle; on any failure nothing is left at ``out``.
 
@@ -144,6 +191,8 @@ def export_bundle(
         out: the bundle's ``.onnx`` path, or a folder for ``model.onnx``.
         verify_videos: real videos whose clips the check runs on (synthetic when empty).
         engine: ``onnx``, or ``trt`` to also build and verify a TensorRT engine.
+        calibration_inputs: clips (``N x 3 x T x S x S``) that calibrate a TensorRT int8 engine
+            (``export.calibration``); the verification clips when None.
     """
     paths = BundlePaths.for_model(out)
     if engine not in ("onnx", "trt"):
@@ -176,7 +225,9 @@ def export_bundle(
         })
         _write_spec_files(staged.onnx, staged, spec)
         if engine == "trt":
-            checks.append(_build_and_verify_engine(staged, spec, inputs, sources, trt_options, min_cosine, max_abs_error))
+            calibration = inputs if calibration_inputs is None else calibration_inputs
+            checks.append(_build_and_verify_engine(staged, spec, inputs, sources, trt_options, min_cosine,
+                                                   max_abs_error, calibration=calibration))
         write_report(staged.report, checks, {"spec": spec.to_dict()})
         moved = [staged.onnx, staged.sidecar, staged.report]
         if engine == "trt":
@@ -186,12 +237,14 @@ def export_bundle(
     return ExportResult(paths=paths, spec=spec, checks=checks, engine_written=engine == "trt")
 
 
-def _build_and_verify_engine(staged: BundlePaths, spec, inputs, sources, options, min_cosine, max_abs_error) -> Agreement:
+def _build_and_verify_engine(staged: BundlePaths, spec, inputs, sources, options, min_cosine, max_abs_error,
+                             calibration=None) -> Agreement:
     from export.tensorrt import TrtOptions, build_engine, engine_record, make_calibrator
     from vcl_infer.backends.tensorrt_backend import TensorRTBackend
 
     options = options or TrtOptions()
-    calibrator = make_calibrator(inputs, spec, options.max_batch) if options.int8 else None
+    calibration = inputs if calibration is None else calibration
+    calibrator = make_calibrator(calibration, spec, options.max_batch) if options.int8 else None
     engine = build_engine(staged.onnx, spec, options, calibrator=calibrator)
     staged.engine.write_bytes(engine)
     record = engine_record(engine, staged.onnx, spec, options)

@@ -51,7 +51,7 @@ def test_fit_predict_eval_end_to_end(dataset, tmp_path):
                             "--out", str(tmp_path / "probe" / "p"), "--json").stdout)
     assert fitted["labelled"] == 12 and fitted["found_in_index"] == 12 and fitted["missing"] == 0
     with np.load(tmp_path / "probe" / "p.npz", allow_pickle=False) as arrays:  # no pickle in probe files
-        assert arrays["coef"].shape == (128, 3)
+        assert arrays["coef"].shape == (3, 128)  # scikit-learn layout: classes x features
     info = json.loads((tmp_path / "probe" / "p.json").read_text())["info"]
     assert info["encoder_fingerprint"].startswith("sha256:")
 

@@ -83,3 +83,18 @@ def test_metrics_by_hand():
     assert m2["unknown_labels"] == 1 and m2["top1"] == 0.25
     X, y = _blobs()
     assert evaluate_probe(fit_probe(X, y), X, y)["top1"] > 0.9
+
+
+def test_dotted_probe_names_keep_their_own_files(tmp_path):
+    """``probe.v2`` is its own probe (probe.v2.json/.npz), not a second write over ``probe.json``."""
+    from vcl_infer.cli.classify import _load_probe
+
+    X, y = _blobs()
+    first = fit_probe(X, y, seed=0).save(tmp_path / "probe")
+    X2, y2 = X[y != "z"], np.where(y[y != "z"] == "x", "left", "right")
+    fit_probe(X2, y2, seed=0).save(tmp_path / "probe.v2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["probe.json", "probe.npz", "probe.v2.json", "probe.v2.npz"]
+    assert list(LinearProbe.load(first).classes_) == ["x", "y", "z"]  # not overwritten
+    for name in ("probe.v2", "probe.v2.json", "probe.v2.npz"):
+        assert list(LinearProbe.load(tmp_path / name).classes_) == ["left", "right"]
+        assert list(_load_probe(str(tmp_path / name)).classes_) == ["left", "right"]  # the CLI's loader too

@@ -104,7 +104,7 @@ def test_motion_is_in_the_frames(tmp_path):
 def test_cli_writes_a_data_set_and_refuses_bad_values(tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, [str(tmp_path / "d"), "--classes", "2", "--videos-per-class", "2",
-                                  "--frames", "4", "--size", "16", "--json"])
+                                  "--frames", "4", "--size", "16", "--test-fraction", "0", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["train"] + summary["test"] == 4

@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pytest
 
-from vcl_infer.png import PNG_SIGNATURE, confusion_image, confusion_png, write_png
+from vcl_infer.png import PNG_SIGNATURE, write_png
 
 
 def decode_png(data: bytes) -> np.ndarray:
@@ -36,13 +36,3 @@ def test_png_round_trip(tmp_path):
     assert np.array_equal(decode_png(path.read_bytes()), image)
     with pytest.raises(ValueError):
         write_png(tmp_path / "bad.png", image.astype(np.float32))
-
-
-def test_confusion_png_is_a_heat_map(tmp_path):
-    matrix = np.array([[5, 0, 0], [1, 4, 0], [0, 0, 0]])
-    path = confusion_png(matrix, ["a", "b", "c"], tmp_path / "cm.png", cell=8)
-    pixels = decode_png(path.read_bytes())
-    assert np.array_equal(pixels, confusion_image(matrix, cell=8)) and pixels.shape == (28, 28, 3)
-    centre = lambda i, j: pixels[1 + i * 9 + 4, 1 + j * 9 + 4]  # noqa: E731
-    assert centre(0, 0).sum() < centre(1, 0).sum() < centre(0, 1).sum() == 3 * 255  # darker = more
-    assert "1\tb" in (tmp_path / "cm.png.txt").read_text()

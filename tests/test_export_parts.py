@@ -81,8 +81,8 @@ def test_parts_have_distinct_fingerprints(exported) -> None:
     assert report["spec"]["method"] == "longshort:stationary"
 
 
-def test_cli_choices_are_the_longshort_parts() -> None:
-    assert FEATURES == FEATURE_PARTS
+def test_cli_choices_are_the_longshort_parts_and_temporal() -> None:
+    assert FEATURES == (*FEATURE_PARTS, "temporal")
 
 
 def test_bad_features_value_is_refused(longshort_ckpt, tmp_path) -> None:

@@ -11,6 +11,7 @@ import textwrap
 import time
 
 import numpy as np
+import pytest
 
 from vcl_infer.index import VideoIndex
 
@@ -104,3 +105,105 @@ def test_sigkill_during_commits_leaves_a_consistent_index(tmp_path):
             f"{min(cgen, vgen) < gen}, videos {n_ok}"
         )
     print(f"{stale_seen}/{trials} kills left stale FAISS files (rebuilt on writable open)")
+
+
+# ---------------------------------------------------------------- kill -9 during build, repair and remove
+
+N_VIDEOS = 320
+REMOVED = {i for i in range(N_VIDEOS) if i % 7 == 0}
+
+PHASES = textwrap.dedent("""
+    import sys, numpy as np
+    from vcl_infer.index import VideoIndex
+    path, phase = sys.argv[1], sys.argv[2]
+    n, dim, removed = %(n)d, %(dim)d, %(removed)r
+
+    def video(i):
+        rng = np.random.default_rng(i)
+        cv = rng.standard_normal((3 + i %% 6, dim)).astype(np.float32)
+        return cv, [(2.0 * j, 2.0 * j + 1.5) for j in range(len(cv))]
+
+    print("ready", flush=True)
+    if phase == "build":  # incremental and resumable, as the real build: skip what is already in
+        ix = VideoIndex.open_or_create(path, fingerprint="%(fp)s", spec_json="{}", dim=dim)
+        known = ix.known_files()
+        todo = [i for i in range(n) if f"/v/{i:03d}.mp4" not in known]
+        for pos, i in enumerate(todo):
+            cv, windows = video(i)
+            ix.add_video(f"/v/{i:03d}.mp4", size=i, mtime_ns=i, content_hash="", info={},
+                         video_vector=cv.mean(0), clip_vectors=cv, windows=windows)
+            if pos %% 5 == 4:
+                ix.commit()
+        ix.commit()
+    elif phase == "repair":
+        VideoIndex.open(path, writable=True, repair=True).close()
+    else:
+        ix = VideoIndex.open(path, writable=True)
+        for pos, i in enumerate(sorted(removed)):
+            ix.remove([f"/v/{i:03d}.mp4"])
+            if pos %% 3 == 2:
+                ix.commit()
+        ix.commit()
+    ix = None
+    print("done", flush=True)
+""") % {"n": N_VIDEOS, "dim": DIM, "removed": sorted(REMOVED), "fp": FP}
+
+
+def _run_phase(path, phase: str, delay_s: float | None) -> bool:
+    """Run one phase in a child; SIGKILL it ``delay_s`` after it is ready. True when it was killed mid-work."""
+    child = subprocess.Popen([sys.executable, "-c", PHASES, str(path), phase], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    if delay_s is None:
+        out, _ = child.communicate(timeout=300)
+        assert child.returncode == 0 and "done" in out
+        return False
+    time.sleep(delay_s)
+    os.kill(child.pid, signal.SIGKILL)
+    out, _ = child.communicate(timeout=60)
+    return "done" not in out
+
+
+def _contents(path) -> dict:
+    """path -> (windows, clip vectors bytes, video vector bytes) straight from the catalog."""
+    db = sqlite3.connect(f"file:{path / 'catalog.sqlite'}?mode=ro", uri=True)
+    out = {}
+    for vid, name, vector in db.execute("SELECT id, path, vector FROM videos WHERE status = 'ok'"):
+        clips = db.execute("SELECT start_sec, end_sec, vector FROM clips WHERE video_id = ? ORDER BY id", (vid,))
+        clips = clips.fetchall()
+        out[name] = ([(a, b) for a, b, _ in clips], b"".join(v for _, _, v in clips), vector)
+    db.close()
+    return out
+
+
+@pytest.mark.slow
+def test_kill_9_during_build_repair_and_remove_ends_as_an_uninterrupted_run(tmp_path):
+    """At least 10 SIGKILLs (>= 3 each in repair and remove) at random moments; the resumed phases end
+    with the same rows, windows and vectors, bit for bit, as an uninterrupted run, and verify clean."""
+    reference = tmp_path / "reference"
+    for phase in ("build", "repair", "remove"):
+        _run_phase(reference, phase, None)
+    killed_dir = tmp_path / "killed"
+    rng = np.random.default_rng(11)
+    kills = {}
+    for phase, wanted in (("build", 4), ("repair", 3), ("remove", 3)):
+        kills[phase], longest, attempts = 0, 0.6, 0
+        while kills[phase] < wanted and attempts < 40:
+            attempts += 1
+            if _run_phase(killed_dir, phase, float(rng.uniform(0.0, longest))):
+                kills[phase] += 1
+            elif phase != "repair":  # it finished first: nothing left to kill in this phase
+                break
+            else:
+                longest /= 2
+        _run_phase(killed_dir, phase, None)  # then let it finish
+        with VideoIndex.open(killed_dir) as ix:
+            assert ix.verify() == [], phase
+    print(f"kills: {kills}")
+    assert sum(kills.values()) >= 10 and all(kills[p] >= 3 for p in ("repair", "remove")), kills
+    assert _contents(killed_dir) == _contents(reference)
+    assert len(_contents(reference)) == N_VIDEOS - len(REMOVED)
+    q = np.random.default_rng(3).standard_normal((5, DIM)).astype(np.float32)
+    with VideoIndex.open(killed_dir) as a, VideoIndex.open(reference) as b:
+        ids_a = a.search(q, 5, level="clip")[1]
+        ids_b = b.search(q, 5, level="clip")[1]
+        assert [[a.clip(int(c)).path for c in r] for r in ids_a] == [[b.clip(int(c)).path for c in r] for r in ids_b]

@@ -120,7 +120,10 @@ def test_linear_eval_writes_json_and_markdown_and_cli(synth_data, tmp_path):  # 
     assert r.exit_code != 0 and "labels" in r.output
 
 
-def test_reproduce_smoke_writes_table_and_claims(tmp_path):
+@pytest.mark.slow
+def test_ladder_smoke_writes_table_claims_and_resumes(tmp_path):
+    """benchmarks/reproduce.py end to end at toy size: the plumbing (runs in subprocesses,
+    per-run results, table, claims, pictures, resume), not the numbers."""
     import importlib.util
     from pathlib import Path
 
@@ -128,9 +131,17 @@ def test_reproduce_smoke_writes_table_and_claims(tmp_path):
     spec = importlib.util.spec_from_file_location("reproduce", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    result = mod.main(["--out", str(tmp_path), "--smoke", "--methods", "untrained,simclr"])
-    assert set(result["rows"]) == {"untrained", "simclr"}
-    assert result["args"]["steps"] == 2 and result["args"]["seed"] == 0
-    assert [c["claim"] for c in result["claims"]] == ["simclr pretraining beats none (linear top-1 and R@1)"]
-    md = (tmp_path / "reproduce.md").read_text()
-    assert "| untrained |" in md and "Budget: 2 optimiser steps" in md and "Claims:" in md
+    argv = ["--out", str(tmp_path / "work"), "--report", str(tmp_path / "report"), "--smoke",
+            "--only", "untrained,simclr-s0"]
+    result = mod.main(argv)
+    assert sorted(r["name"] for r in result["rows"]) == ["simclr-s0", "untrained-s0"]
+    assert result["args"]["steps"] == 2 and result["planned_runs"] > 2  # the report counts the whole plan
+    assert [c["claim"] for c in result["claims"]] == ["simclr pretraining beats none (linear top-1)"]
+    assert result["claims"][0]["verdict"] in ("HOLDS", "DOES NOT HOLD", "INCONCLUSIVE")
+    md = (tmp_path / "report" / "ladder.md").read_text()
+    assert "| untrained (floor) | 1 |" in md and "2 of " in md and "## Claims" in md
+    assert (tmp_path / "report" / "ladder_bars.png").stat().st_size > 0
+    metrics = (tmp_path / "work" / "runs" / "simclr-s0" / "metrics.csv").read_text()
+    assert "knn_top1" in metrics.splitlines()[0]  # the online monitor ran
+    again = mod.main(argv)  # resumable: nothing left to run, same rows
+    assert again["rows"] == result["rows"]

@@ -36,7 +36,7 @@ def test_probe_is_at_chance_on_random_labels_of_held_out_data():
 
 def test_probe_saves_arrays_and_json_without_pickle(tmp_path):
     X, y = blobs()
-    probe = LinearProbe(max_iter=200).fit(X, y)
+    probe = LinearProbe(C=0.5).fit(X, y)
     path = probe.save(tmp_path / "probe")
     assert json.loads(path.with_suffix(".json").read_text())["classes"][0] == "class0"
     with np.load(path.with_suffix(".npz"), allow_pickle=False) as arrays:  # would raise on object arrays
@@ -48,8 +48,9 @@ def test_probe_saves_arrays_and_json_without_pickle(tmp_path):
 def test_probe_refuses_bad_input():
     with pytest.raises(ValueError):
         LinearProbe().fit(np.zeros((3, 2)), np.zeros(3))
-    with pytest.raises(ValueError):
-        LinearProbe(lr=0)
+    X, y = blobs()
+    with pytest.raises(ValueError, match="C must be"):
+        LinearProbe(C=0).fit(X, y)
 
 
 def brute_force_recall(q, ql, g, gl, k):

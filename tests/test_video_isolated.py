@@ -137,3 +137,50 @@ def test_decode_clips_one_off(small_mp4):
     assert decoded.info.backend == "decord" and decoded.info.num_frames == 10
     with pytest.raises(VideoError):
         decode_clips(os.path.dirname(small_mp4), SPEC, 1)
+
+
+def test_one_pool_runs_clip_decoding_and_other_reads_of_a_file(strict_pool, small_mp4):
+    """Range queries and thumbnails use the build's workers: same timeout, crash handling and logs."""
+    from vcl_infer.search import decode_range
+    from vcl_infer.video.isolated import CallRequest
+
+    requests = [
+        CallRequest(small_mp4, "vcl_infer.search:decode_range", (small_mp4, SPEC, 2, 0.0, 0.2)),
+        (small_mp4, SPEC, 1),
+        CallRequest(small_mp4, "vcl_infer.search:decode_range", (small_mp4, SPEC, 1, 50.0, 60.0)),
+        CallRequest(small_mp4, "os:getpid", test_fault="hang"),
+        CallRequest(small_mp4, "os:getpid"),
+    ]
+    ranged, decoded, empty, hung, pid = list(strict_pool.imap(requests))
+    clips, windows, duration = ranged
+    expected_clips, expected_windows, expected_duration = decode_range(small_mp4, SPEC, 2, 0.0, 0.2)
+    np.testing.assert_array_equal(clips, expected_clips)
+    assert windows == expected_windows and duration == expected_duration
+    assert isinstance(decoded, DecodedVideo)
+    assert isinstance(empty, VideoError) and "no frame in 50-60 s" in empty.reason
+    assert isinstance(hung, DecodeTimeout) and hung.path == small_mp4
+    assert isinstance(pid, int) and pid != os.getpid()
+
+
+def test_run_isolated_returns_the_value_or_raises_the_files_error(small_mp4, tmp_path):
+    from vcl_infer.search import decode_range
+    from vcl_infer.video.isolated import run_isolated
+
+    clips, windows, _ = run_isolated(decode_range, (small_mp4, SPEC, 1, 0.0, 0.4), small_mp4, timeout_s=20)
+    assert clips.shape == (1, 4, 56, 56, 3) and len(windows) == 1
+    missing = str(tmp_path / "gone.mp4")
+    with pytest.raises(VideoError) as raised:
+        run_isolated(decode_range, (missing, SPEC, 1, 0.0, 1.0), missing, timeout_s=20)
+    assert raised.value.path == missing
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux only")
+def test_build_workers_keep_the_callers_priority_under_sched_batch():
+    """Nice 10 starved the workers beside any other job (benchmarks/decode_priority.py)."""
+    from vcl_infer.build import DECODE_PRIORITY
+    from vcl_infer.video.isolated import CallRequest
+
+    with DecodePool(workers=1, timeout_s=20, **DECODE_PRIORITY) as build_pool:
+        (pid,) = list(build_pool.imap([CallRequest("-", "os:getpid")]))
+        assert os.sched_getscheduler(pid) == os.SCHED_BATCH
+        assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0)

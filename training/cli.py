@@ -28,11 +28,14 @@ import click
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.pt.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config field, or a method hyperparameter (temperature=0.2, queue_size=4096, ...). Repeatable.")
 @click.option("--dense-weight", type=float, default=None, metavar="W", help="Add DenseCL's dense contrast over feature-map locations with weight W to a MoCo-based method (loss + W * dense loss; see --list-methods). Same as --set dense_weight=W.")
+@click.option("--eval-data", default=None, type=click.Path(exists=True), help="Labelled split layout to monitor the run on: every --eval-every steps the frozen backbone's kNN top-1 (train split as memory, test split as queries) goes to metrics.csv (knn_top1) and the progress bar.")
+@click.option("--eval-every", type=int, default=None, help="Steps between two kNN evaluations of --eval-data [default: 50].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--list-methods", is_flag=True, help="List the training methods and exit.")
 @click.option("--list-backbones", is_flag=True, help="List the backbones and exit.")
 def main(method, data, arch, out, config_file, epochs, batch_size, lr, optimizer, workers, max_steps, save_every,
-         frames, frame_step, crop, resize, seed, device, init, resume, sets, dense_weight, no_progress, list_methods,
+         frames, frame_step, crop, resize, seed, device, init, resume, sets, dense_weight, eval_data, eval_every,
+         no_progress, list_methods,
          list_backbones) -> None:
     """Pretrain a video encoder with a contrastive method.
 
@@ -75,7 +78,8 @@ def main(method, data, arch, out, config_file, epochs, batch_size, lr, optimizer
     method_sets = {k: v for k, v in extra.items() if k not in fields}
     flags = dict(method=method, data=data, arch=arch, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
                  optimizer=optimizer, workers=workers, max_steps=max_steps, save_every=save_every, frames=frames,
-                 frame_step=frame_step, crop=crop, resize=resize, seed=seed, device=device, init=init)
+                 frame_step=frame_step, crop=crop, resize=resize, seed=seed, device=device, init=init,
+                 eval_data=eval_data, eval_every=eval_every)
     if init and not arch and not resume:
         flags["arch"] = _arch_of(init)
     flags.update(config_sets)

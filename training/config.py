@@ -42,6 +42,16 @@ class TrainConfig:
         frames, frame_step, crop, resize: clip spec fields; None = the backbone's default spec.
         split, subset: which split file / side of a UCF101 or HMDB51 layout to train on.
         crop_scale: area range of the random resized crop.
+        flip: random horizontal flip of each training clip. None (auto): on, except on data
+            whose classes a mirror changes (a ``vcl-synth`` set: MoveLeft <-> MoveRight,
+            RotateCW <-> RotateCCW), where a flip would teach the network that a class equals
+            its opposite.
+        cache_frames: keep decoded videos in memory across epochs (small sets, ``workers=0``).
+        eval_data: a labelled split layout for the online kNN monitor (:mod:`training.monitor`):
+            every ``eval_every`` steps (and before the first) the frozen backbone's kNN top-1
+            (train split as memory, test split as queries) goes to ``metrics.csv`` as
+            ``knn_top1`` and to the progress bar. None: no monitor.
+        eval_every: steps between two monitor evaluations.
         method_args: method hyperparameter overrides (``temperature``, ``queue_size``, ...).
         max_steps: stop after this many optimiser steps in total (for bounded runs); the
             schedule still spans ``epochs``, so a stopped run resumes to the same weights.
@@ -75,6 +85,10 @@ class TrainConfig:
     split: int = 1
     subset: str = "train"
     crop_scale: tuple[float, float] = (0.2, 1.0)
+    flip: bool | None = None
+    cache_frames: bool = False
+    eval_data: str | None = None
+    eval_every: int = 50
     method_args: dict[str, Any] = field(default_factory=dict)
     max_steps: int | None = None
     save_every: int = 0
@@ -88,7 +102,7 @@ class TrainConfig:
         problems = []
         if not self.data:
             problems.append("data is required (a video folder or split layout)")
-        for name in ("epochs", "batch_size", "log_every"):
+        for name in ("epochs", "batch_size", "log_every", "eval_every"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name} must be >= 1")
         for name in ("workers", "save_every"):

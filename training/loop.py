@@ -223,6 +223,17 @@ class _Metrics:
         new = self.fields is None
         if new:
             self.fields = list(row)
+        elif any(k not in self.fields for k in row):
+            # a column appears later (the kNN monitor's first row is step 0, before any loss):
+            # rewrite the small file under the widened header so no value is dropped
+            assert self.fields is not None
+            self.fields += [k for k in row if k not in self.fields]
+            with self.path.open(newline="") as f:
+                old = list(csv.DictReader(f))
+            with self.path.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=self.fields)
+                w.writeheader()
+                w.writerows(old)
         with self.path.open("a", newline="") as f:
             w = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
             if new:
@@ -287,6 +298,42 @@ def _load_pairs(config: TrainConfig, items: Any) -> torch.Tensor:
         raise TrainError(f"pair_features: {exc}") from exc
 
 
+def _monitor(config: TrainConfig, spec: Any) -> Any:
+    """The kNN monitor of ``--eval-data`` (None without it)."""
+    if not config.eval_data:
+        return None
+    from training.monitor import KnnMonitor
+
+    try:
+        return KnnMonitor(config.eval_data, spec, split=config.split)
+    except (OSError, ValueError) as exc:
+        raise TrainError(f"--eval-data {config.eval_data}: {exc}") from exc
+
+
+def _knn(monitor: Any, method: nn.Module, device: torch.device) -> float:
+    """kNN top-1 of the method's backbone, drawing nothing from the global RNGs (exact resume)."""
+    with torch.random.fork_rng(devices=[]):
+        state = np.random.get_state(), random.getstate()
+        try:
+            return monitor.evaluate(method.backbone, device)
+        finally:
+            np.random.set_state(state[0])
+            random.setstate(state[1])
+
+
+def _use_flip(config: TrainConfig) -> bool:
+    """``config.flip``, or when None: on unless a mirror changes the data set's classes."""
+    from training.data.synthetic import flip_changes_class
+
+    if config.flip is not None:
+        return bool(config.flip)
+    if flip_changes_class(config.data):
+        log.info("horizontal flip off: a mirror turns classes of %s into each other (set flip=true to force)",
+                 config.data)
+        return False
+    return True
+
+
 # ------------------------------------------------------------------------------------ train
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
     """Run (or resume) the training described by ``config``; see the module docstring.
@@ -346,7 +393,9 @@ def _run(config: TrainConfig, info: DistInfo, *, resume: bool, progress: bool) -
     method = create_method(config.method, backbone=backbone, spec=spec, seed=config.seed, **config.method_args)
     method.to(device)
 
-    dataset = ClipDataset(items, spec, method.views, crop_scale=config.crop_scale, seed=config.seed)
+    flip = _use_flip(config)
+    dataset = ClipDataset(items, spec, method.views, crop_scale=config.crop_scale, flip=flip, seed=config.seed,
+                          cache_frames=config.cache_frames)
     sampler = ResumableSampler(dataset, num_replicas=info.world_size, rank=info.rank, seed=config.seed)
     steps_per_epoch = len(sampler) // config.batch_size
     if steps_per_epoch < 1:
@@ -409,6 +458,12 @@ def _run(config: TrainConfig, info: DistInfo, *, resume: bool, progress: bool) -
         barrier()
         return path
 
+    monitor = _monitor(config, spec) if info.is_main else None
+    knn: float | None = None
+    if monitor is not None and global_step == 0:
+        knn = _knn(monitor, method, device)
+        metrics.write({"step": 0, "epoch": 0, "knn_top1": knn})
+
     bar = None
     if progress and info.is_main:
         from tqdm import tqdm
@@ -469,7 +524,10 @@ def _run(config: TrainConfig, info: DistInfo, *, resume: bool, progress: bool) -
                     window_steps += 1
                     if bar is not None:
                         bar.update(1)
-                    if global_step % config.log_every == 0 or global_step == limit:
+                    evaluated = monitor is not None and (global_step % config.eval_every == 0 or global_step == limit)
+                    if evaluated:
+                        knn = _knn(monitor, method, device)
+                    if global_step % config.log_every == 0 or global_step == limit or evaluated:
                         now = time.perf_counter()
                         rate = clips_since / max(now - t_last, 1e-9)
                         t_last, clips_since = now, 0
@@ -478,9 +536,14 @@ def _run(config: TrainConfig, info: DistInfo, *, resume: bool, progress: bool) -
                         # the mean over the window: one batch's loss is too noisy to read a curve from
                         row.update({k: total / window_steps for k, total in window.items()})
                         window, window_steps = {}, 0
+                        if evaluated:
+                            row["knn_top1"] = knn
                         metrics.write(row)
                         if bar is not None:
-                            bar.set_postfix(loss=f"{row['loss']:.4f}", clips_s=f"{rate:.1f}")
+                            shown = {"loss": f"{row['loss']:.4f}", "clips_s": f"{rate:.1f}"}
+                            if knn is not None:
+                                shown["knn"] = f"{knn:.3f}"
+                            bar.set_postfix(shown)
                 else:
                     log.warning("step skipped: fewer than 2 readable videos in the batch")
                 signalled = any_rank(stop.signal is not None, device)

@@ -65,6 +65,7 @@ def main(out_dir: str, classes: int, videos_per_class: int, frames: int, size: i
                              background_bias=background_bias, seed=seed, test_fraction=test_fraction)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    _check_test_split(config)
     if (Path(out_dir) / "videos").exists() and any((Path(out_dir) / "videos").iterdir()):
         raise click.ClickException(f"{out_dir}/videos is not empty; pick a new OUT_DIR or delete it first")
     start = time.perf_counter()
@@ -83,6 +84,24 @@ def main(out_dir: str, classes: int, videos_per_class: int, frames: int, size: i
         _echo_long_tail(_long_tail(out_dir, rho, source_split, seed), as_json, summary)
     elif as_json:
         click.echo(json.dumps(summary))
+
+
+def _check_test_split(config) -> None:
+    """Refuse a set that asks for a test split but cannot have one (it used to write 0 test videos silently).
+
+    Videos are cut ``clips_per_group`` per source group and a group never straddles train and
+    test, so a class needs two groups, ``clips_per_group + 1`` videos, before one can be held out.
+    """
+    import math
+
+    groups = math.ceil(config.videos_per_class / config.clips_per_group)
+    if config.test_fraction > 0 and groups < 2:
+        need = config.clips_per_group + 1
+        raise click.ClickException(
+            f"--videos-per-class {config.videos_per_class} gives 0 test videos: videos are cut "
+            f"{config.clips_per_group} per source group and a group is never split between train and test, so "
+            f"a test split needs at least {need} videos per class; pass --videos-per-class {need} or more, "
+            "or --test-fraction 0 for a train-only set")
 
 
 def _long_tail(root: str, rho: float, split: int, seed: int) -> LongTailSplit:

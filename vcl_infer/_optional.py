@@ -19,6 +19,13 @@ _WHERE = {
     "tqdm": ("tqdm", None),
     "safetensors": ("safetensors", "export"),
     "scipy": ("scipy", "train"),
+    "sklearn": ("scikit-learn", "classify"),
+    "matplotlib": ("matplotlib", "classify"),
+    "ray": ("ray[data]", "distributed"),
+    "pyarrow": ("pyarrow", "distributed"),
+    "fastapi": ("fastapi", "serve"),
+    "uvicorn": ("uvicorn", "serve"),
+    "multipart": ("python-multipart", "serve"),
 }
 
 

@@ -2,7 +2,7 @@
 
 The pipeline (DESIGN.md, "The runtime pipeline"):
 
-    files ─▶ DecodePool (spawn workers, per-file timeout) ─▶ queue ─▶ encoder (this process)
+    files ─▶ DecodePool (worker processes, per-file timeout) ─▶ queue ─▶ encoder (this process)
                                                                   ─▶ VideoIndex (batched commits)
 
 A feeder thread drives the decode pool, so workers get their next file while the main
@@ -116,8 +116,9 @@ class BuildReport:
 def find_videos(videos_dir: str | os.PathLike) -> list[str]:
     """Video files under ``videos_dir`` (recursive, by suffix), as sorted absolute paths.
 
-    Anything that is not a directory is listed (a FIFO named ``x.mp4`` too: the decoder
-    refuses it and the build records why); symlinked directories are not followed.
+    Anything that is not a directory is listed (a FIFO named ``x.mp4``, a dangling link or a
+    link loop too: the decoder refuses it and the build records why); symlinked directories
+    are not followed.
     """
     root = Path(videos_dir)
     if not root.is_dir():
@@ -144,10 +145,17 @@ def file_hash(path: str, chunk: int = 1 << 20) -> str:
 
 
 def _stat(path: str) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of the file; of the link itself for a link that cannot be followed
+    (dangling, or a loop), so it goes to a decode worker and fails there with its reason."""
     try:
         st = os.stat(path)
     except OSError:
-        return None
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        if not os.path.islink(path):
+            return None
     return int(st.st_size), int(st.st_mtime_ns)
 
 
@@ -163,38 +171,45 @@ def default_workers() -> int:
     """Decode workers: one per core, at most 8.
 
     Cores are not split statically between decoding and encoding: the encoder gets every core
-    (``load_embedder``) and the decode workers run at a lower priority (``DECODE_NICE``), so
-    whichever side is the bottleneck gets the CPU. With a cheap encoder the decoders fill the
-    cores; with an expensive one the encoder does, and decoding uses the gaps. (A static split,
-    cores - workers encoder threads, left a 2-core build of r3d_18 with one encoder thread:
-    b/a 0.56, slower than the naive loop.)
+    (``load_embedder``) and the decode workers share them (``DECODE_PRIORITY``), so whichever
+    side is the bottleneck gets the CPU: the bounded queue between them stops the decoders
+    when the encoder lags. (A static split, cores - workers encoder threads, left a 2-core
+    build of r3d_18 with one encoder thread: b/a 0.56, slower than the naive loop.)
     """
     return max(1, min(MAX_DEFAULT_WORKERS, available_cores()))
 
 
-DECODE_NICE = 10
-"""Niceness of the build's decode workers, below the encoder (see ``default_workers``)."""
+DECODE_PRIORITY: dict[str, Any] = {"nice": 0, "batch": True}
+"""How the build's decode workers share the CPU (``DecodePool``'s ``nice`` and ``batch``).
+
+The build's own priority under ``SCHED_BATCH``: they do not preempt the encoder's threads,
+and beside another job they keep a normal share. Nice 10 (before) gave them a weight of 110
+against 1024 for any other process: beside two busy processes on 2 cores every file of a
+small build hit the decode timeout, where now the build takes its fair 2x
+(``benchmarks/decode_priority.py``).
+"""
 
 
 # ---------------------------------------------------------------- encoder and index
 
 
 def load_embedder(model: str | os.PathLike | None, workers: int):
-    """The encoder with a CPU thread per core (the decode workers run niced below it)."""
+    """The encoder with a CPU thread per core (the decode workers share them, see ``DECODE_PRIORITY``)."""
     from vcl_infer.embedder import Embedder
 
     threads = available_cores()
     return Embedder.load(model, threads=threads), threads
 
 
-def open_index_for(index_dir: str | os.PathLike, embedder, index_type: str | None = None):
+def open_index_for(index_dir: str | os.PathLike, embedder, index_type: str | None = None,
+                   target_recall: float | None = None):
     """Open (or create) the index for writing with this encoder; refuses another encoder's."""
     from vcl_infer.index import VideoIndex
 
     spec = embedder.spec
     return VideoIndex.open_or_create(
         os.fspath(index_dir), fingerprint=spec.fingerprint, spec_json=spec.to_json(), dim=spec.embed_dim,
-        index_type=index_type,
+        index_type=index_type, target_recall=target_recall,
     )
 
 
@@ -262,7 +277,7 @@ def _index_files(index, embedder, files: Sequence[str], stats: dict[str, tuple[i
     bar = tqdm(total=len(files), unit="video", desc="indexing", disable=not progress, dynamic_ncols=True)
     # a long video arrives as batches of clips: only their vectors are kept until it is done
     partial: dict[int, tuple[list[np.ndarray], list[tuple[float, float]]]] = {}
-    with DecodePool(workers=workers, timeout_s=timeout_s, nice=DECODE_NICE) as pool:
+    with DecodePool(workers=workers, timeout_s=timeout_s, **DECODE_PRIORITY) as pool:
         requests = [(path, spec, clips) for path in files]
         for index_pos, result in _decoded_in_background(pool, requests, depth=2 * workers + 2):
             if isinstance(result, ClipBatch):
@@ -353,6 +368,7 @@ def build_index(
     timeout_s: float = 60.0,
     commit_every: int = DEFAULT_COMMIT_EVERY,
     commit_seconds: float = DEFAULT_COMMIT_SECONDS,
+    target_recall: float | None = None,
 ) -> BuildReport:
     """Index every video under ``videos_dir`` into ``index_dir`` (incremental on re-runs).
 
@@ -371,6 +387,8 @@ def build_index(
         progress: show a progress bar (stderr).
         timeout_s: hard decode time limit per file.
         commit_every / commit_seconds: commit after this many videos or seconds.
+        target_recall: recall@10 vs exact search the index's search parameters are tuned to
+            (default 0.95, recorded in the catalog).
 
     Returns:
         The :class:`BuildReport`, also written to ``index_dir/build_report.json``.
@@ -384,7 +402,7 @@ def build_index(
     report, embedder, t0, rule = _start(index_dir, model, sampling, workers)
     report.videos_dir = os.path.abspath(videos_dir)
     root = report.videos_dir.rstrip(os.sep) + os.sep
-    index = open_index_for(index_dir, embedder, index_type)
+    index = open_index_for(index_dir, embedder, index_type, target_recall)
     try:
         _record(index_dir, rule)
         known = index.known_files()
@@ -467,7 +485,9 @@ def add_files(
 def remove_files(index_dir: str | os.PathLike, files: Iterable[str | os.PathLike]) -> BuildReport:
     """Remove ``files`` (their videos, clips and failure records) from the index.
 
-    Paths are matched as given and as absolute paths.
+    Paths are matched as given and as absolute paths. Each file that is not removed is listed
+    in ``report.failed`` with why (``not_indexed``: not in the index, or in it under another
+    spelling of the path, which is named; ``not_found``: neither indexed nor on disk).
     """
     from vcl_infer.index import VideoIndex
 
@@ -478,10 +498,11 @@ def remove_files(index_dir: str | os.PathLike, files: Iterable[str | os.PathLike
         known = index.known_files()
         wanted = []
         for f in files:
-            for candidate in (os.fspath(f), os.path.abspath(os.fspath(f))):
-                if candidate in known:
-                    wanted.append(candidate)
-                    break
+            match = next((c for c in (os.fspath(f), os.path.abspath(os.fspath(f))) if c in known), None)
+            if match is not None:
+                wanted.append(match)
+            else:
+                report.failed.append(_not_indexed(os.fspath(f), known))
         if wanted:
             report.removed = int(index.remove(wanted))
             index.commit()
@@ -497,6 +518,25 @@ def _record(index_dir, rule) -> None:
     from vcl_infer.sampling_record import write_sampling
 
     write_sampling(index_dir, rule)
+
+
+def _not_indexed(path: str, known: dict) -> Failure:
+    """Why ``path`` is not in the index: another spelling of it is, it is a folder, or it is unknown."""
+    name = os.path.basename(path.rstrip(os.sep))
+    same_name = [k for k in known if os.path.basename(k) == name]
+    real = os.path.realpath(path)
+    for other in same_name:
+        if os.path.realpath(other) == real:
+            return Failure(path, "not_indexed", f"not in the index under this path; it is indexed as {other} "
+                                                "(pass that path)")
+    if os.path.isdir(path):
+        inside = sum(k.startswith(os.path.abspath(path).rstrip(os.sep) + os.sep) for k in known)
+        return Failure(path, "not_indexed", f"a folder, not an indexed file ({inside} indexed file(s) under it; "
+                                            "pass the files, or rebuild without them)")
+    hint = f"; a file of that name is indexed as {same_name[0]}" if same_name else ""
+    if not os.path.lexists(path):
+        return Failure(path, "not_found", f"not in the index, and no such file on disk (check the path){hint}")
+    return Failure(path, "not_indexed", f"not in the index (it was never built or added){hint}")
 
 
 def _close(index) -> None:

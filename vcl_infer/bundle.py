@@ -36,12 +36,13 @@ class BundlePaths:
         path = Path(path)
         if path.suffix.lower() != ".onnx":
             path = path / "model.onnx"
+        # f-strings, not with_suffix: "enc.int8.onnx" must get "enc.int8.json", not "enc.json"
         stem = path.with_suffix("")
         return cls(
             onnx=path,
-            sidecar=stem.with_suffix(".json"),
+            sidecar=Path(f"{stem}.json"),
             report=Path(f"{stem}.verify.json"),
-            engine=stem.with_suffix(".engine"),
+            engine=Path(f"{stem}.engine"),
             engine_sidecar=Path(f"{stem}.engine.json"),
         )
 
@@ -73,9 +74,19 @@ def read_onnx_spec(onnx_path: str | os.PathLike) -> EncoderSpec:
     return EncoderSpec.from_json(metadata[SPEC_METADATA_KEY])
 
 
+def resolve_bundle(model: str | os.PathLike) -> Path:
+    """The bundle path ``model`` names: a path as given, or the cached bundle of a published
+    encoder's registry name (downloaded, verified and converted on first use; see
+    :mod:`vcl_infer.pretrained`)."""
+    from vcl_infer.pretrained import resolve_model
+
+    return resolve_model(model)
+
+
 def load_bundle_spec(path: str | os.PathLike) -> EncoderSpec:
-    """The spec of the bundle at ``path`` (``.onnx`` file or folder), cross-checked with its sidecar."""
-    paths = BundlePaths.for_model(path)
+    """The spec of the bundle at ``path`` (``.onnx`` file or folder, or a published encoder's
+    name), cross-checked with its sidecar."""
+    paths = BundlePaths.for_model(resolve_bundle(path))
     spec = read_onnx_spec(paths.onnx)
     if paths.sidecar.exists():
         _regular_file(paths.sidecar, "sidecar")

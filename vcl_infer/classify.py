@@ -23,12 +23,14 @@ and the confusion matrix.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from vcl_infer.probe import LinearProbe
 from vcl_infer.retrieval_metrics import l2_normalize, pool_clips
+
+if TYPE_CHECKING:  # the probe imports scikit-learn; the retrieval protocols that use this module do not need it
+    from vcl_infer.probe import LinearProbe
 
 MODES = ("mean_embedding", "mean_probability")
 
@@ -61,12 +63,14 @@ def fit_probe(embeddings: np.ndarray, labels: Sequence, *, label_fraction: float
         labels: ``N`` class labels (names or ids); they become ``probe.classes_``.
         label_fraction: train on this stratified fraction of the videos (at least one per
             class); None uses all.
-        seed: seeds the subset draw and the probe's initialisation.
-        probe_params: passed to :class:`LinearProbe` (``weight_decay``, ``max_iter``, ``lr``).
+        seed: seeds the subset draw (and is recorded in the probe).
+        probe_params: passed to :class:`LinearProbe` (``C``, ``max_iter``, ``tol``).
 
     Returns:
         The fitted probe; ``probe.train_indices_`` are the rows it was trained on.
     """
+    from vcl_infer.probe import LinearProbe
+
     X = np.asarray(embeddings, dtype=np.float64)
     y = np.asarray(labels)
     if X.ndim != 2 or len(X) != len(y):
@@ -122,11 +126,16 @@ def predict_clips(probe: LinearProbe, clip_vectors: np.ndarray, windows: Sequenc
     }
 
 
-def clip_embeddings(embedder, uint8_clips: np.ndarray) -> np.ndarray:
-    """Decoded ``n x T x S x S x 3`` uint8 clips -> ``n x D`` float32 clip vectors (as the model gives them)."""
+def clip_embeddings(embedder, uint8_clips: np.ndarray, *, clip=None) -> np.ndarray:
+    """Decoded ``n x T x S x S x 3`` uint8 clips -> ``n x D`` float32 clip vectors (as the model gives them).
+
+    ``clip``: a ClipSpec whose mean/std/channel order normalise the input instead of the
+    bundle's (an evaluation protocol's own normalisation); its geometry must be the bundle's.
+    """
     from vcl_infer.preprocess import to_model_input
 
-    return np.asarray(embedder.embed_clips(to_model_input(uint8_clips, embedder.spec.clip)), dtype=np.float32)
+    spec = embedder.spec.clip if clip is None else clip
+    return np.asarray(embedder.embed_clips(to_model_input(uint8_clips, spec)), dtype=np.float32)
 
 
 def predict_video(embedder, probe: LinearProbe, path: str | os.PathLike, *, num_clips: int = 10,

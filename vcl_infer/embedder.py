@@ -14,7 +14,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from vcl_infer.backends import EncoderBackend, backend_class
-from vcl_infer.bundle import BundlePaths, load_bundle_spec
+from vcl_infer.bundle import BundlePaths, load_bundle_spec, resolve_bundle
 from vcl_infer.errors import VclError, VideoError
 from vcl_infer.preprocess import to_model_input
 from vcl_infer.retrieval_metrics import pool_clips
@@ -44,7 +44,8 @@ class Embedder:
     @classmethod
     def load(cls, bundle: str | os.PathLike | None = None, *, backend: str = "onnxruntime",
              threads: int | None = None, providers: list[str] | None = None, batch_size: int = 16) -> "Embedder":
-        """Open ``bundle`` (``.onnx`` file or folder; the packaged default encoder when None).
+        """Open ``bundle`` (``.onnx`` file or folder, or a published encoder's registry name such
+        as ``r2plus1d_18-k400``; the packaged default encoder when None).
 
         Args:
             backend: ``onnxruntime`` (providers chosen at run time: TensorRT EP, CUDA, CPU)
@@ -52,7 +53,7 @@ class Embedder:
                 for another GPU or TensorRT version).
             threads: CPU threads for ONNX Runtime (leave cores for decode workers).
         """
-        path = BundlePaths.for_model(bundle if bundle is not None else default_bundle()).onnx
+        path = BundlePaths.for_model(resolve_bundle(bundle) if bundle is not None else default_bundle()).onnx
         spec = load_bundle_spec(path)
         kind = backend_class(backend)
         if backend == "onnxruntime":

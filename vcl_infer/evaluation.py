@@ -3,19 +3,28 @@
 Retrieval (TCLR, FAME; official-methods.md sections 1, 2 and 11.6): every test-split video
 queries the train split (the gallery); a query scores a hit at k when any of its k nearest
 gallery videos (cosine similarity) shares its class; R@1/5/10/20/50. What differs between
-the papers is how a video's clips become one vector, selectable by name
-(:func:`retrieval_protocol`):
+the papers is which feature a clip gives, how a video's clips become one vector and how
+frames are normalised, selectable by name (:func:`retrieval_protocol`):
 
-- ``tclr``: 9 clips, mean of the clip features, then L2. TCLR averages the backbone's
-  pre-normalisation ``512 x T`` feature maps; we average what the bundle outputs (its
-  embeddings, which are already L2-normalised when ``spec.l2_normalized``), so numbers are
-  comparable in protocol, not in feature layer.
+- ``tclr``: 9 clips, mean of the clip features, then L2 (``nn_retrieval/complete_retrieval.py``).
+  TCLR's feature is the time-resolved map: layer4 of ``r3d_18_tclr`` pooled over space only,
+  ``512 x 4`` flattened to 2048-d, not normalised before the mean. A bundle exported with
+  ``vcl-export --features temporal`` outputs exactly that (``spec.feature_layer ==
+  "temporal"``), and the protocol then is TCLR's computation. With a pooled bundle the
+  mean is over its (L2-normalised) 512-d embeddings: the same protocol on another layer,
+  flagged in the results (:func:`feature_layer_report`).
 - ``fame``: 10 uniformly spaced clips, each L2-normalised (FAME sets ``fc = Normalize``),
   mean over clips, then per-set mean-centering (the query set's mean subtracted from the
-  queries, the gallery set's mean from the gallery), then L2. FAME also evaluates with
-  ImageNet mean/std; we use the bundle's own preprocessing.
+  queries, the gallery set's mean from the gallery), then L2 (``main_retrieve.py``). FAME
+  pretrains with Kinetics mean/std but its retrieval normalises frames with ImageNet
+  mean/std: the protocol applies those (:func:`protocol_clip_spec`), whatever the bundle's.
 - ``vcl``: our default (the index's video vectors): 8 clips, mean of the L2-normalised clip
-  vectors, then L2.
+  vectors, then L2, with the bundle's preprocessing.
+
+Clip placement is vcl's uniform sampling in every protocol (TCLR starts its 9 clips at
+``linspace(0, F - 10, 9)`` with ``F`` = frames - 32; FAME uses torchvision's
+``UniformClipSampler``); spatially vcl resizes the short side before the centre crop, FAME
+centre-crops 112 pixels of the frame as decoded (no resize).
 """
 
 from __future__ import annotations
@@ -45,6 +54,10 @@ class RetrievalProtocol:
         normalize_clips: L2-normalise each clip vector before averaging.
         center: subtract each set's mean (queries, gallery separately) before the final L2.
         source: where the setting comes from.
+        feature_layer: the paper's clip feature (``pooled`` or ``temporal``, as
+            ``EncoderSpec.feature_layer``).
+        mean / std: frame normalisation of the paper's evaluation (RGB order), or None to
+            keep the bundle's.
     """
 
     name: str
@@ -52,13 +65,23 @@ class RetrievalProtocol:
     normalize_clips: bool
     center: bool
     source: str
+    feature_layer: str = "pooled"
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
 
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 PROTOCOLS = {
     "tclr": RetrievalProtocol("tclr", 9, False, False,
-                              "TCLR nn_retrieval/complete_retrieval.py: 9 clips, mean of features, L2, cosine"),
+                              "TCLR nn_retrieval/complete_retrieval.py: 9 clips of the 512 x T layer4 map "
+                              "(spatially pooled, flattened), mean of features, L2, cosine",
+                              feature_layer="temporal"),
     "fame": RetrievalProtocol("fame", 10, True, True,
-                              "FAME main_retrieve.py: 10 clips, per-clip L2, mean, per-set mean-centering, L2"),
+                              "FAME main_retrieve.py: 10 clips, ImageNet mean/std, per-clip L2, mean, "
+                              "per-set mean-centering, L2",
+                              mean=IMAGENET_MEAN, std=IMAGENET_STD),
     "vcl": RetrievalProtocol("vcl", 8, True, False,
                              "vcl default: 8 clips, mean of L2-normalised clip vectors, L2"),
 }
@@ -70,6 +93,36 @@ def retrieval_protocol(name: str) -> RetrievalProtocol:
         return PROTOCOLS[name]
     except KeyError:
         raise ValueError(f"unknown retrieval protocol {name!r}; choose one of {sorted(PROTOCOLS)}") from None
+
+
+def protocol_clip_spec(protocol: RetrievalProtocol, clip, *, keep_bundle_normalization: bool = False):
+    """The bundle's :class:`~vcl_infer.spec.ClipSpec` with the protocol's frame mean/std, if it names any.
+
+    The decoding geometry (frames, step, resize, crop) stays the bundle's: the model needs it.
+    Mean and std are given in RGB order and reordered for a BGR model.
+    """
+    import dataclasses
+
+    if protocol.mean is None or keep_bundle_normalization:
+        return clip
+    mean, std = tuple(protocol.mean), tuple(protocol.std)
+    if clip.channel_order == "BGR":
+        mean, std = mean[::-1], std[::-1]
+    return dataclasses.replace(clip, mean=mean, std=std)
+
+
+def feature_layer_report(protocol: RetrievalProtocol, spec) -> dict[str, Any]:
+    """Whether the bundle outputs the clip feature the protocol's paper uses, with a note when not."""
+    have = getattr(spec, "feature_layer", "pooled")
+    report = {"protocol_layer": protocol.feature_layer, "bundle_layer": have,
+              "bundle_steps": int(getattr(spec, "feature_steps", 1)), "matches": have == protocol.feature_layer}
+    if have != protocol.feature_layer:
+        how = {"temporal": "export the checkpoint with `vcl-export --features temporal`",
+               "pooled": "export the checkpoint without --features temporal"}[protocol.feature_layer]
+        report["note"] = (f"the {protocol.name} protocol's paper uses the {protocol.feature_layer} feature but this "
+                          f"bundle outputs the {have} one: same protocol, another layer, numbers not comparable "
+                          f"to the paper's; {how}")
+    return report
 
 
 def _stacks(clip_vectors: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
@@ -122,13 +175,15 @@ def evaluate_retrieval(train_vectors, train_labels, test_vectors, test_labels, *
 
 
 def embed_split(embedder, items: Iterable, num_clips: int, *, workers: int = 1, timeout_s: float = 60.0,
-                progress: bool = False) -> tuple[list[np.ndarray], np.ndarray, list[tuple[str, str]]]:
+                progress: bool = False, clip=None) -> tuple[list[np.ndarray], np.ndarray, list[tuple[str, str]]]:
     """Clip vectors of every labelled video, decoded in child processes.
 
     Args:
         embedder: a :class:`vcl_infer.Embedder`.
         items: :class:`vcl_infer.labels.VideoItem` (``path``, ``label``).
         num_clips: uniformly spaced clips per video.
+        clip: normalise the model input with this ClipSpec's mean/std/channel order
+            (:func:`protocol_clip_spec`); None: the bundle's.
 
     Returns:
         ``(clip_vectors, labels, failures)``: per readable video an ``n x D`` float32 stack
@@ -141,19 +196,25 @@ def embed_split(embedder, items: Iterable, num_clips: int, *, workers: int = 1, 
 
     items = list(items)
     vectors, labels, failures = [], [], []
-    with DecodePool(workers=workers, timeout_s=timeout_s) as pool:
+    # the bar counts a video once it is embedded and is closed on every exit (wrapping the result
+    # iterator in tqdm and zipping it with the items stopped at N-1 of N and left the bar open)
+    with DecodePool(workers=workers, timeout_s=timeout_s) as pool, _progress(len(items), progress) as bar:
         results = pool.imap([(i.path, embedder.spec.clip, num_clips) for i in items])
-        if progress:
-            from tqdm import tqdm
-
-            results = tqdm(results, total=len(items), desc="embed", unit="video")
         for item, result in zip(items, results):
             if isinstance(result, VideoError):
                 failures.append((item.path, f"{type(result).__name__}: {result}"))
-                continue
-            vectors.append(clip_embeddings(embedder, result.clips))
-            labels.append(item.label)
+            else:
+                vectors.append(clip_embeddings(embedder, result.clips, clip=clip))
+                labels.append(item.label)
+            bar.update(1)
     return vectors, np.asarray(labels), failures
+
+
+def _progress(total: int, shown: bool):
+    """A tqdm bar over ``total`` videos on stderr, or a silent stand-in; both are context managers."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="embed", unit="video", disable=not shown)
 
 
 def _version(module: str) -> str | None:

@@ -33,7 +33,7 @@ def strip_frames(jobs: Sequence[tuple[str, float, float]], count: int = FRAMES_P
     """In this process: per ``(path, start, end)``, ``count`` frames evenly spread over the
     range, each ``height`` pixels high (``h x w x 3`` uint8); an error string for a file
     that cannot be read."""
-    from vcl_infer.preprocess import _resample_matrix
+    from vcl_infer.preprocess import resize_frames
     from vcl_infer.video.open import open_video
 
     out: list[list[np.ndarray] | str] = []
@@ -48,11 +48,7 @@ def strip_frames(jobs: Sequence[tuple[str, float, float]], count: int = FRAMES_P
             finally:
                 reader.close()
             h, w = frames.shape[1:3]
-            new_w = max(1, round(w * height / h))
-            rows, cols = _resample_matrix(h, height), _resample_matrix(w, new_w)
-            planes = frames.astype(np.float32).transpose(0, 3, 1, 2)  # n x c x h x w
-            small = (rows @ planes @ cols.T).transpose(0, 2, 3, 1)
-            out.append([np.clip(np.rint(f), 0, 255).astype(np.uint8) for f in small])
+            out.append(list(resize_frames(frames, height, max(1, round(w * height / h)))))
         except VideoError as exc:
             out.append(exc.reason)
         except Exception as exc:  # noqa: BLE001 - one unreadable hit must not lose the page
@@ -117,11 +113,17 @@ def media_uri(path: str, start: float, end: float) -> str | None:
 
 def player_html(path: str, start: float, end: float) -> str:
     """A ``<video>`` element playing ``[start, end]`` of ``path``, or '' for a non-local file."""
-    uri = media_uri(path, start, end)
+    from vcl_infer.index.catalog import printable_path  # a non-UTF-8 name shows as \\xff, not a crash
+
+    try:
+        uri = media_uri(path, start, end)
+    except (UnicodeError, ValueError):  # a name the URI cannot carry: no player, the rest stands
+        uri = None
     if uri is None:
         return ""
+    shown = printable_path(path)
     return (f'<div><video controls preload="metadata" src="{html.escape(uri, quote=True)}" '
-            f'title="{html.escape(f"{path} {start:.2f}-{end:.2f} s", quote=True)}"></video></div>')
+            f'title="{html.escape(f"{shown} {start:.2f}-{end:.2f} s", quote=True)}"></video></div>')
 
 
 def why_html(matches) -> str:
@@ -147,7 +149,8 @@ def write_html(result, out_html: str | os.PathLike, *, timeout_s: float = 120.0)
     The query strip spans the query's range (or its clips' span); each hit's strip spans
     its matched time range.
     """
-    from vcl_infer.search import parse_query, run_isolated
+    from vcl_infer.search import parse_query
+    from vcl_infer.video.isolated import run_isolated
 
     query = parse_query(result.query)
     if query.start is not None:
@@ -171,11 +174,13 @@ def write_html(result, out_html: str | os.PathLike, *, timeout_s: float = 120.0)
         f"<h2>{len(result.results)} most similar {kind}</h2>",
         f'<p class="about">{html.escape(SCORE_HELP)}</p>',
     ]
+    from vcl_infer.index.catalog import printable_path  # a non-UTF-8 name shows as \\xff, not a crash
+
     for hit, strip in zip(result.results, strips[1:]):
         parts += [
             '<div class="hit"><div class="meta">',
             f'#{hit.rank} <span class="score">{hit.score:.4f}</span> ',
-            f"<code>{html.escape(hit.video)}</code> {hit.start:.2f}&ndash;{hit.end:.2f} s</div>",
+            f"<code>{html.escape(printable_path(hit.video))}</code> {hit.start:.2f}&ndash;{hit.end:.2f} s</div>",
             _strip_html(strip), player_html(hit.video, hit.start, hit.end),
             why_html(getattr(hit, "matches", ())), "</div>",
         ]

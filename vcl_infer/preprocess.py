@@ -64,6 +64,51 @@ def resized_size(height: int, width: int, spec: ClipSpec) -> tuple[int, int]:
     return max(spec.resize_size, round(height * scale)), max(spec.resize_size, round(width * scale))
 
 
+def check_frames(frames: np.ndarray) -> np.ndarray:
+    """``frames`` as an array, if they are ``T x H x W x 3`` uint8.
+
+    Raises:
+        ValueError: another shape or dtype, saying which.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected T x H x W x 3 uint8 frames, got {frames.shape} {frames.dtype}")
+    return frames
+
+
+def resize_frames(frames: np.ndarray, height: int, width: int,
+                  crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Resize frames with the antialiased triangle filter (as PIL's bilinear).
+
+    The one resampling of the project: runtime, training augmentation and the HTML report
+    use it. Rows are filtered first (H), then columns (W), each output pixel gathering only
+    the few input pixels under it.
+
+    Args:
+        frames: ``T x H x W x 3`` uint8 RGB.
+        height: the resized frame's height.
+        width: the resized frame's width.
+        crop: ``(top, left, h, w)``: return only this part of the resized frames; only its
+            rows and columns are computed, so resizing then cropping costs the crop's size.
+
+    Returns:
+        ``T x height x width x 3`` uint8, or ``T x h x w x 3`` with ``crop``.
+    """
+    frames = check_frames(frames)
+    top, left, out_h, out_w = crop if crop is not None else (0, 0, height, width)
+    if min(out_h, out_w, top, left) < 0 or top + out_h > height or left + out_w > width:
+        raise ValueError(f"crop {crop} does not fit in a {height} x {width} frame")
+    row_idx, row_w = (a[top : top + out_h] for a in _resample_taps(frames.shape[1], height))
+    col_idx, col_w = (a[left : left + out_w] for a in _resample_taps(frames.shape[2], width))
+    tall = np.zeros((frames.shape[0], out_h, frames.shape[2], 3), dtype=np.float32)
+    for k in range(row_idx.shape[1]):
+        tall += row_w[None, :, k, None, None] * frames[:, row_idx[:, k]]
+    out = np.zeros((frames.shape[0], out_h, out_w, 3), dtype=np.float32)
+    for k in range(col_idx.shape[1]):
+        out += col_w[None, None, :, k, None] * tall[:, :, col_idx[:, k]]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 def fit_frames(frames: np.ndarray, spec: ClipSpec) -> np.ndarray:
     """Resize by the spec's rule and take the centred ``crop_size`` square.
 
@@ -74,23 +119,10 @@ def fit_frames(frames: np.ndarray, spec: ClipSpec) -> np.ndarray:
     Returns:
         ``T x S x S x 3`` uint8 RGB with ``S = spec.crop_size``.
     """
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"expected T x H x W x 3 uint8 frames, got {frames.shape} {frames.dtype}")
-    _, height, width, _ = frames.shape
-    out_h, out_w = resized_size(height, width, spec)
+    frames = check_frames(frames)
+    out_h, out_w = resized_size(frames.shape[1], frames.shape[2], spec)
     crop = spec.crop_size
-    top, left = (out_h - crop) // 2, (out_w - crop) // 2
-    # only the rows and columns of the crop are computed: rows first (H), then columns (W)
-    row_idx, row_w = (a[top : top + crop] for a in _resample_taps(height, out_h))
-    col_idx, col_w = (a[left : left + crop] for a in _resample_taps(width, out_w))
-    tall = np.zeros((frames.shape[0], crop, width, 3), dtype=np.float32)
-    for k in range(row_idx.shape[1]):
-        tall += row_w[None, :, k, None, None] * frames[:, row_idx[:, k]]
-    out = np.zeros((frames.shape[0], crop, crop, 3), dtype=np.float32)
-    for k in range(col_idx.shape[1]):
-        out += col_w[None, None, :, k, None] * tall[:, :, col_idx[:, k]]
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return resize_frames(frames, out_h, out_w, crop=((out_h - crop) // 2, (out_w - crop) // 2, crop, crop))
 
 
 def to_model_input(clips: np.ndarray, spec: ClipSpec) -> np.ndarray:

@@ -64,13 +64,27 @@ def _pad(indices: np.ndarray, num_frames: int, rule: str) -> np.ndarray:
     return np.minimum(indices, num_frames - 1)
 
 
+def _step(spec: ClipSpec) -> int:
+    """The frame step of an index-based spec (the spec's checks make exactly one of step and fps set)."""
+    if spec.frame_step is None:
+        raise ValueError("this spec samples by time (target_fps), not by frame step")
+    return int(spec.frame_step)
+
+
+def _fps(spec: ClipSpec) -> float:
+    """The sampling rate of a time-based spec."""
+    if spec.target_fps is None:
+        raise ValueError("this spec samples by frame step, not by time (target_fps)")
+    return float(spec.target_fps)
+
+
 def _indices_by_step(ts: np.ndarray, spec: ClipSpec, start: int) -> np.ndarray:
-    offsets = np.arange(spec.frames_per_clip, dtype=np.int64) * int(spec.frame_step)
+    offsets = np.arange(spec.frames_per_clip, dtype=np.int64) * _step(spec)
     return _pad(start + offsets, ts.size, spec.short_video)
 
 
 def _indices_by_time(ts: np.ndarray, spec: ClipSpec, start_sec: float) -> np.ndarray:
-    wanted = start_sec + np.arange(spec.frames_per_clip) / float(spec.target_fps)
+    wanted = start_sec + np.arange(spec.frames_per_clip) / _fps(spec)
     length = ts[-1] - ts[0] + _frame_duration(ts)
     if spec.short_video == "loop" and length > 0:
         wanted = ts[0] + np.mod(wanted - ts[0], length)
@@ -82,9 +96,9 @@ def _indices_by_time(ts: np.ndarray, spec: ClipSpec, start_sec: float) -> np.nda
 def _start_range(ts: np.ndarray, spec: ClipSpec) -> tuple[float, float]:
     """First and last valid clip start: frame indices, or seconds for time-based specs."""
     if spec.target_fps is None:
-        span = (spec.frames_per_clip - 1) * int(spec.frame_step) + 1
+        span = (spec.frames_per_clip - 1) * _step(spec) + 1
         return 0.0, float(max(ts.size - span, 0))
-    span_sec = (spec.frames_per_clip - 1) / float(spec.target_fps)
+    span_sec = (spec.frames_per_clip - 1) / _fps(spec)
     return float(ts[0]), float(max(ts[-1] - span_sec, ts[0]))
 
 
@@ -130,7 +144,7 @@ def distinct_clips(
     ts = _as_timestamps(timestamps)
     first, last = _start_range(ts, spec)
     if spec.target_fps is None:
-        span = (spec.frames_per_clip - 1) * int(spec.frame_step) + 1
+        span = (spec.frames_per_clip - 1) * _step(spec) + 1
         if ts.size >= num_clips * span:
             # non-overlapping: place clips in order with random gaps that add up to the slack
             slack = ts.size - num_clips * span
@@ -138,8 +152,8 @@ def distinct_clips(
             starts = cuts + np.arange(num_clips) * span
             return [_clip_at(ts, spec, float(s)) for s in starts]
     edges = np.linspace(first, last, num_clips + 1)
-    starts = [rng.uniform(lo, hi) for lo, hi in zip(edges[:-1], edges[1:])]
-    return [_clip_at(ts, spec, float(s)) for s in starts]
+    drawn = [rng.uniform(lo, hi) for lo, hi in zip(edges[:-1], edges[1:])]
+    return [_clip_at(ts, spec, float(s)) for s in drawn]
 
 
 DEFAULT_CLIP_EVERY = 1.0

@@ -21,12 +21,11 @@ stride, with its floor of clips so a 2-second cut still gets several), capped at
 from __future__ import annotations
 
 import math
-import multiprocessing as mp
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -103,51 +102,7 @@ def parse_query(text: str) -> Query:
     return Query(path, start, end)
 
 
-# ---------------------------------------------------------------- isolated decoding
-
-
-def _child(conn, fn_name: str, args: tuple) -> None:
-    import importlib
-
-    module, _, name = fn_name.rpartition(".")
-    try:
-        result: Any = ("ok", getattr(importlib.import_module(module), name)(*args))
-    except VideoError as exc:
-        result = ("error", exc)
-    except Exception as exc:  # noqa: BLE001 - reported to the parent as the file's error
-        result = ("error", VideoError(str(args[0]), f"{type(exc).__name__}: {exc}"))
-    conn.send(result)
-
-
-def run_isolated(fn: Callable, args: tuple, path: str, timeout_s: float = 60.0) -> Any:
-    """Run module-level ``fn(*args)`` in a spawned child with a hard timeout (untrusted file).
-
-    Raises:
-        VideoError: the function's error, ``DecodeTimeout`` or ``DecoderCrashed``.
-    """
-    from vcl_infer.errors import DecoderCrashed, DecodeTimeout
-
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, f"{fn.__module__}.{fn.__qualname__}", args), daemon=True)
-    proc.start()
-    child.close()
-    try:
-        if not parent.poll(timeout_s):
-            raise DecodeTimeout(path, f"no result within {timeout_s:g} s; decoder killed")
-        try:
-            status, value = parent.recv()
-        except EOFError:
-            proc.join(2)
-            raise DecoderCrashed(path, f"decoder process died (exit code {proc.exitcode})") from None
-    finally:
-        if proc.is_alive():
-            proc.kill()
-        proc.join(5)
-        parent.close()
-    if status == "error":
-        raise value
-    return value
+# ---------------------------------------------------------------- query decoding
 
 
 def range_indices(timestamps: np.ndarray, start: float, end: float) -> np.ndarray:
@@ -164,7 +119,7 @@ def decode_range(path: str, spec, num_clips, start: float, end: float):
         ``(clips N x T x S x S x 3 uint8, windows [(start_sec, end_sec)], duration)``.
     """
     from vcl_infer.sampling import ClipWindow, sample_windows
-    from vcl_infer.video.clips import fit_windows
+    from vcl_infer.video.clips import fit_windows, inside_video
     from vcl_infer.video.open import open_video
 
     reader = open_video(path)
@@ -174,8 +129,8 @@ def decode_range(path: str, spec, num_clips, start: float, end: float):
         if inside.size == 0:
             raise VideoError(path, f"no frame in {start:g}-{end:g} s (the video spans "
                                    f"{ts[0]:.2f}-{reader.info.duration:.2f} s)")
-        windows = [ClipWindow(inside[w.indices], w.start_sec, w.end_sec)
-                   for w in sample_windows(ts[inside], spec, num_clips)]
+        windows = inside_video([ClipWindow(inside[w.indices], w.start_sec, w.end_sec)
+                                for w in sample_windows(ts[inside], spec, num_clips)], reader)
         clips = fit_windows(reader, spec, windows)
         return clips, [(w.start_sec, w.end_sec) for w in windows], float(reader.info.duration)
     finally:
@@ -184,13 +139,21 @@ def decode_range(path: str, spec, num_clips, start: float, end: float):
 
 def query_clips(query: Query, spec, num_clips, timeout_s: float = 60.0) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """The query's uint8 clips and their time ranges, decoded in a child process."""
-    if not os.path.isfile(query.path):
+    from vcl_infer.video._guards import regular_file
+
+    if not os.path.lexists(query.path):
         raise VclError(f"query file {query.path} not found; pass a video file or FILE@START-END")
+    try:
+        regular_file(query.path)  # the build's guard: a FIFO, device or broken link says so
+    except VideoError as exc:
+        raise VclError(f"query file {exc}; pass a video file or FILE@START-END") from None
     if query.start is None:
         from vcl_infer.video.isolated import decode_clips
 
         decoded = decode_clips(query.path, spec, num_clips, timeout_s=timeout_s)
         return decoded.clips, [(w.start_sec, w.end_sec) for w in decoded.windows]
+    from vcl_infer.video.isolated import run_isolated  # the build's decode workers
+
     clips, windows, _ = run_isolated(decode_range, (query.path, spec, num_clips, query.start, query.end),
                                      query.path, timeout_s)
     return clips, windows
@@ -425,11 +388,13 @@ def search_index(
 
 def format_table(result: SearchResult) -> str:
     """A readable table of the hits (the default ``vcl-search`` output)."""
+    from vcl_infer.index.catalog import printable_path  # names with undecodable bytes print as \\xff
+
     if not result.results:
         return f"no results for {result.query}"
     width = max(len(h.video) for h in result.results)
     width = min(max(width, 5), 80)
     lines = [f"{'rank':>4}  {'score':>7}  {'start':>8}  {'end':>8}  video"]
     for h in result.results:
-        lines.append(f"{h.rank:>4}  {h.score:7.4f}  {h.start:8.2f}  {h.end:8.2f}  {h.video}")
+        lines.append(f"{h.rank:>4}  {h.score:7.4f}  {h.start:8.2f}  {h.end:8.2f}  {printable_path(h.video)}")
     return "\n".join(lines)

@@ -124,6 +124,13 @@ class EncoderSpec:
         trained: False for an exported untrained backbone (smoke tests only).
         input_name / output_name: tensor names in the ONNX graph.
         verification: numbers achieved at export (``max_abs_error``, ``min_cosine``, ...).
+        feature_layer: what one output vector is: ``pooled`` (the last feature map averaged
+            over time and space, ``D`` channels) or ``temporal`` (averaged over space only:
+            ``channels x feature_steps`` flattened channel-major, as TCLR's retrieval uses it;
+            ``vcl-export --features temporal``).
+        feature_steps: time steps kept per channel (1 for ``pooled``).
+        quantization: empty for a float model; for an int8 one (``vcl-export --int8``) the scheme,
+            the calibration clips and the fidelity to the fp32 model it came from.
     """
 
     arch: str
@@ -136,7 +143,10 @@ class EncoderSpec:
     input_name: str = "clips"
     output_name: str = "embeddings"
     verification: dict[str, Any] = field(default_factory=dict)
+    quantization: dict[str, Any] = field(default_factory=dict)
     format_version: int = SPEC_FORMAT_VERSION
+    feature_layer: str = "pooled"
+    feature_steps: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -146,6 +156,8 @@ class EncoderSpec:
             "trained": self.trained,
             "embed_dim": self.embed_dim,
             "l2_normalized": self.l2_normalized,
+            "feature_layer": self.feature_layer,
+            "feature_steps": self.feature_steps,
         }
         data.update(self.clip.to_dict())
         data.update(
@@ -154,6 +166,8 @@ class EncoderSpec:
             output_name=self.output_name,
             verification=dict(self.verification),
         )
+        if self.quantization:  # float bundles keep the spec they always had
+            data["quantization"] = dict(self.quantization)
         return data
 
     def to_json(self) -> str:

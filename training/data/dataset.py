@@ -58,6 +58,11 @@ class ClipDataset(Dataset):
             (:func:`vcl_infer.preprocess.fit_frames`).
         backend: video decoder (``auto``, ``decord``, ``pyav``).
         decode_threads: decoder threads per open video; 1 suits many DataLoader workers.
+        cache_frames: keep every decoded video in memory (all its frames, uint8) and serve
+            later epochs from there: for small sets (a ``vcl-synth`` set of a few hundred
+            short videos is tens of MB), where decoding costs more than the training step.
+            Each DataLoader worker holds its own cache and loses it at the epoch's end, so it
+            helps with ``workers=0`` only.
 
     An item is ``{"clips": V x T x S x S x 3 uint8 tensor, "index": i, "label": int}``, or
     ``None`` when the video cannot be read (logged once per file; batch with
@@ -76,6 +81,7 @@ class ClipDataset(Dataset):
         train: bool = True,
         backend: str = "auto",
         decode_threads: int = 1,
+        cache_frames: bool = False,
     ) -> None:
         if not (0 < crop_scale[0] <= crop_scale[1] <= 1):
             raise ValueError(f"crop_scale must satisfy 0 < lo <= hi <= 1, got {crop_scale}")
@@ -91,6 +97,8 @@ class ClipDataset(Dataset):
         self.epoch = 0
         self.failures = 0  # this process only; workers report through collate_skip_none
         self._logged: set[str] = set()
+        self.cache_frames = cache_frames
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.items)
@@ -110,6 +118,8 @@ class ClipDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         item = self.items[index]
         rng = self.rng(index)
+        if self.cache_frames:
+            return self._from_cache(index, item, rng)
         try:
             reader = open_video(item.path, self.backend, num_threads=self.decode_threads)
         except _DECODE_ERRORS as exc:
@@ -132,6 +142,30 @@ class ClipDataset(Dataset):
         finally:
             reader.close()
         clips = [self._transform(frames[np.searchsorted(wanted, w.indices)], rng) for w in windows]
+        return {"clips": torch.from_numpy(np.stack(clips)), "index": int(index), "label": int(item.label)}
+
+    def _from_cache(self, index: int, item: VideoItem, rng: np.random.Generator) -> dict[str, Any] | None:
+        """The item from the whole decoded video, decoding it on first use."""
+        if index not in self._cache:
+            try:
+                reader = open_video(item.path, self.backend, num_threads=self.decode_threads)
+            except _DECODE_ERRORS as exc:
+                return self._failed(item, exc)
+            try:
+                timestamps = np.asarray(reader.timestamps)
+                if timestamps.size == 0:
+                    return self._failed(item, "no decodable frames")
+                frames = reader.get_frames(list(range(timestamps.size)))
+            except _DECODE_ERRORS as exc:
+                return self._failed(item, exc)
+            finally:
+                reader.close()
+            self._cache[index] = (timestamps, np.asarray(frames))
+        timestamps, frames = self._cache[index]
+        windows = self.views(timestamps, rng)
+        if not windows or len({len(w.indices) for w in windows}) != 1:
+            raise ValueError("views must return clip windows of one length")
+        clips = [self._transform(frames[np.asarray(w.indices, dtype=np.int64)], rng) for w in windows]
         return {"clips": torch.from_numpy(np.stack(clips)), "index": int(index), "label": int(item.label)}
 
     def _transform(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:

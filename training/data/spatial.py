@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from vcl_infer.preprocess import _resample_taps
+from vcl_infer.preprocess import check_frames, resize_frames
 
 Box = tuple[int, int, int, int]
 """``(top, left, height, width)`` in pixels."""
@@ -67,24 +67,12 @@ def crop_and_resize(frames: np.ndarray, box: Box, size: int) -> np.ndarray:
     Returns:
         ``T x S x S x 3`` uint8.
     """
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"expected T x H x W x 3 uint8 frames, got {frames.shape} {frames.dtype}")
+    frames = check_frames(frames)
     top, left, h, w = (int(v) for v in box)
     _, height, width, _ = frames.shape
     if h < 1 or w < 1 or top < 0 or left < 0 or top + h > height or left + w > width:
         raise ValueError(f"box {box} does not fit in a {height} x {width} frame")
-    region = frames[:, top : top + h, left : left + w]
-    # rows first (H), then columns (W), gathering only the taps each output pixel uses
-    row_idx, row_w = _resample_taps(h, size)
-    col_idx, col_w = _resample_taps(w, size)
-    tall = np.zeros((region.shape[0], size, w, 3), dtype=np.float32)
-    for k in range(row_idx.shape[1]):
-        tall += row_w[None, :, k, None, None] * region[:, row_idx[:, k]]
-    out = np.zeros((region.shape[0], size, size, 3), dtype=np.float32)
-    for k in range(col_idx.shape[1]):
-        out += col_w[None, None, :, k, None] * tall[:, :, col_idx[:, k]]
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return resize_frames(frames[:, top : top + h, left : left + w], size, size)
 
 
 def hflip(frames: np.ndarray) -> np.ndarray:

@@ -45,7 +45,9 @@ MOTIONS = (
 SHAPES = ("triangle", "rectangle", "ell", "half_disk", "arrow")
 OBJECT_TEXTURES = ("flat", "stripes", "checker", "rings")
 BACKGROUND_KINDS = ("stripes", "checker", "noise", "dots")
-JITTER = 2  # camera jitter, pixels each way
+# classes a horizontal mirror turns into another class: flipping a training clip of one of
+# these teaches the network that a motion equals its opposite
+MIRRORED = {"MoveLeft": "MoveRight", "MoveRight": "MoveLeft", "RotateCW": "RotateCCW", "RotateCCW": "RotateCW"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,12 @@ class SynthConfig:
             group each side when there are two or more groups).
         clips_per_group: clips cut from one "source" (same actor).
         fps: frame rate written to the files.
+        motion: motion strength. A Move crosses ``motion x U(0.75, 1)`` of the room the
+            object has (1.0: most of the frame, so an 8-frame clip of a 16-frame video shows
+            a displacement far larger than the camera jitter; 0.5 is the weak motion of
+            earlier versions); rotation, growth and timing do not depend on it.
+        object_scale: object radius as a fraction of the frame side, ``U(0.8, 1.2) x`` it.
+        jitter: camera jitter, pixels each way (a random walk of one pixel per frame at most).
     """
 
     classes: int = 6
@@ -74,6 +82,9 @@ class SynthConfig:
     test_fraction: float = 0.3
     clips_per_group: int = 4
     fps: int = 25
+    motion: float = 1.0
+    object_scale: float = 0.2
+    jitter: int = 1
 
     def __post_init__(self) -> None:
         problems = []
@@ -93,6 +104,12 @@ class SynthConfig:
             problems.append("clips_per_group must be >= 1")
         if self.fps < 1:
             problems.append("fps must be >= 1")
+        if not 0.0 < self.motion <= 1.0:
+            problems.append("motion must be in (0, 1]")
+        if not 0.05 <= self.object_scale <= 0.3:
+            problems.append("object_scale must be in [0.05, 0.3]")
+        if not 0 <= self.jitter <= 8:
+            problems.append("jitter must be in 0..8")
         if problems:
             raise ValueError("invalid SynthConfig: " + "; ".join(problems))
 
@@ -182,7 +199,8 @@ def _object_texture(kind: str, u: np.ndarray, v: np.ndarray, a: np.ndarray, b: n
     return a * (1 - mix[..., None]) + b * mix[..., None]
 
 
-def _trajectory(motion: str, frames: int, size: int, radius: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _trajectory(motion: str, frames: int, size: int, radius: float, rng: np.random.Generator,
+                strength: float = 1.0) -> dict[str, np.ndarray]:
     """Per-frame centre (x, y), radius, angle (radians) and visibility of the object."""
     t = np.arange(frames, dtype=np.float32) / (frames - 1)  # 0 .. 1 over the clip
     margin = radius + 1
@@ -192,7 +210,7 @@ def _trajectory(motion: str, frames: int, size: int, radius: float, rng: np.rand
     angle = np.full(frames, rng.uniform(0, 2 * math.pi), np.float32)
     visible = np.ones(frames, bool)
     if motion.startswith("Move"):
-        travel = rng.uniform(0.35, 0.6) * (size - 2 * margin)
+        travel = strength * rng.uniform(0.75, 1.0) * (size - 2 * margin)
         start = rng.uniform(margin, size - margin - travel)
         path = start + travel * t
         if motion in ("MoveLeft", "MoveUp"):
@@ -231,19 +249,24 @@ def render_video(
     frames: int,
     size: int,
     rng: np.random.Generator,
+    *,
+    motion_strength: float = 1.0,
 ) -> np.ndarray:
     """One clip, ``frames x size x size x 3`` uint8.
 
     Args:
         motion: one of :data:`MOTIONS`.
-        background: ``(size + 2 * JITTER)`` square float32 texture.
+        background: ``(size + 2 * jitter)`` square float32 texture; its margin is the camera
+            jitter, pixels each way.
         actor: ``shape``, ``texture``, ``colours`` (2 x 3), ``radius`` of the object.
         rng: draws position, speed, timing and camera jitter.
+        motion_strength: :attr:`SynthConfig.motion`.
     """
-    traj = _trajectory(motion, frames, size, actor["radius"], rng)
+    jitter = (background.shape[0] - size) // 2
+    traj = _trajectory(motion, frames, size, actor["radius"], rng, motion_strength)
     # camera jitter: a small random walk of the view over the (larger) background canvas
     steps = rng.integers(-1, 2, size=(frames, 2))
-    offsets = np.clip(np.cumsum(steps, axis=0), -JITTER, JITTER) + JITTER
+    offsets = np.clip(np.cumsum(steps, axis=0), -jitter, jitter) + jitter
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     colour_a, colour_b = actor["colours"]
     out = np.empty((frames, size, size, 3), np.uint8)
@@ -253,7 +276,7 @@ def render_video(
         if traj["visible"][f]:
             # object coordinates: undo translation (the object moves with the scene, so the
             # jitter shifts it too), rotation and scale
-            cx, cy = traj["cx"][f] - (ox - JITTER), traj["cy"][f] - (oy - JITTER)
+            cx, cy = traj["cx"][f] - (ox - jitter), traj["cy"][f] - (oy - jitter)
             # only pixels within the object's reach: |u|, |v| <= 1.25 (rim), any rotation
             reach = 1.25 * math.sqrt(2) * traj["r"][f] + 1
             y0, y1 = max(0, int(cy - reach)), min(size, int(cy + reach) + 2)
@@ -322,7 +345,8 @@ def _split_groups(num_groups: int, test_fraction: float, rng: np.random.Generato
 
 def _write_one(job: tuple) -> None:
     path, motion, background, actor, seed, cfg, codec = job
-    frames = render_video(motion, background, actor, cfg.frames, cfg.size, np.random.default_rng(seed))
+    frames = render_video(motion, background, actor, cfg.frames, cfg.size, np.random.default_rng(seed),
+                          motion_strength=cfg.motion)
     write_video(path, frames, cfg.fps, codec)
 
 
@@ -344,7 +368,7 @@ def generate(
     out = Path(out_dir)
     classes = list(MOTIONS[: cfg.classes])
     codec = _codec()
-    bank, kinds = texture_bank(2 * cfg.classes, cfg.size + 2 * JITTER, cfg.seed)
+    bank, kinds = texture_bank(2 * cfg.classes, cfg.size + 2 * cfg.jitter, cfg.seed)
     groups_per_class = math.ceil(cfg.videos_per_class / cfg.clips_per_group)
     (out / "splits").mkdir(parents=True, exist_ok=True)
 
@@ -357,7 +381,7 @@ def generate(
                 "shape": SHAPES[int(rng.integers(len(SHAPES)))],
                 "texture": OBJECT_TEXTURES[int(rng.integers(len(OBJECT_TEXTURES)))],
                 "colours": (_colour(rng), _colour(rng)),
-                "radius": float(rng.uniform(0.12, 0.2) * cfg.size),
+                "radius": float(rng.uniform(0.8, 1.2) * cfg.object_scale * cfg.size),
             }
             split = "test" if g in test_groups else "train"
             clips = min(cfg.clips_per_group, cfg.videos_per_class - g * cfg.clips_per_group)
@@ -405,3 +429,19 @@ def generate(
             "background_owner": {k: classes[k] for k in range(cfg.classes)}, "videos": videos}
     out.joinpath("synth.json").write_text(json.dumps(meta, indent=1))
     return meta
+
+
+def flip_changes_class(root: str | Path) -> bool:
+    """Whether a horizontal flip turns some class of the data set at ``root`` into another.
+
+    True for a ``vcl-synth`` set (``root/synth.json``) holding one of :data:`MIRRORED`; False
+    for anything else (real action classes survive a mirror).
+    """
+    meta = Path(root) / "synth.json"
+    if not meta.is_file():
+        return False
+    try:
+        classes = json.loads(meta.read_text()).get("classes", [])
+    except (OSError, ValueError):
+        return False
+    return any(name in MIRRORED for name in classes)

@@ -36,3 +36,21 @@ def nt_xent_rows(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
     pos_idx = (torch.arange(2 * n, device=z.device) + n) % (2 * n)
     pos = sim[..., torch.arange(2 * n, device=z.device), pos_idx]
     return torch.logsumexp(sim, dim=-1) - pos
+
+
+def nt_xent_extra_negatives(z1: Tensor, z2: Tensor, extra: Tensor, temperature: float) -> Tensor:
+    """Mean NT-Xent over ``[z1; z2]`` with ``extra`` embeddings as further negatives of every row.
+
+    Row ``i`` keeps its positive (the other view) and its ``2n - 2`` negatives of
+    :func:`nt_xent_rows`, plus every row of ``extra`` (``m x D``; e.g. the time-reversed
+    clips, :mod:`training.methods.reversal`). With ``m = 0`` it equals ``nt_xent_rows(...).mean()``.
+    """
+    n = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]), dim=-1)
+    sim = z @ z.t() / temperature
+    eye = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    sim = sim.masked_fill(eye, float("-inf"))
+    pos_idx = (torch.arange(2 * n, device=z.device) + n) % (2 * n)
+    pos = sim[torch.arange(2 * n, device=z.device), pos_idx]
+    logits = torch.cat([sim, z @ F.normalize(extra, dim=-1).t() / temperature], dim=1)
+    return (torch.logsumexp(logits, dim=-1) - pos).mean()

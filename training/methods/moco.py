@@ -27,6 +27,7 @@ from training.losses.moco import KeyQueue, moco_loss, momentum_update, split_bat
 from training.methods.base import CommonHparams, Method, step_seed
 from training.methods.heads import Encoder, MLPHead
 from training.methods.registry import register_method
+from training.methods.reversal import reverse_time
 from training.methods.views import DistinctClips
 
 
@@ -48,6 +49,9 @@ class MoCoHparams(CommonHparams):
             loss becomes ``L + W * L_dense``; 0 turns it off. DenseCL's ``(1 - l) L + l L_dense``
             with its l = 0.5 is W = 1 at half the loss scale (halve the learning rate to match).
         dense_queue_size: negatives of the dense term (pooled dense keys); None = queue_size.
+        reverse_negatives: the keys of the views played backwards join this step's negatives
+            (never enqueued; :mod:`training.methods.reversal`); off in the papers. MoCo and FAME
+            only: methods whose queue carries labels or video ids do not support it.
     """
 
     temperature: float = 0.2
@@ -58,6 +62,7 @@ class MoCoHparams(CommonHparams):
     shuffle_groups: int | None = None
     dense_weight: float = 0.0
     dense_queue_size: int | None = None
+    reverse_negatives: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -148,6 +153,15 @@ class MoCo(Method):
         """The loss of queries ``q`` against their keys ``k`` and the ``queue`` (``{"loss", ...}``)."""
         return {"loss": moco_loss(q, k, queue, self.hparams.temperature)}
 
+    def reversed_keys(self, views: list[torch.Tensor], groups: int, perm: torch.Tensor) -> torch.Tensor:
+        """Keys of ``views`` played backwards, from all ranks: negatives that differ only in motion."""
+        if type(self).contrastive_terms is not MoCo.contrastive_terms:
+            raise ValueError(f"{self.name}: reverse_negatives is supported by moco and fame only "
+                             "(this method's queue carries labels or video ids)")
+        with torch.no_grad():
+            return torch.cat([gather_no_grad(self.encode(self.encoder_k, reverse_time(x), groups, perm).z)
+                              for x in views])
+
     def enqueue_keys(self, keys: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         """Push this step's keys (gathered over ranks; ``labels`` likewise, when the method uses them)."""
         self.queue.enqueue(keys)
@@ -189,6 +203,8 @@ class MoCo(Method):
             with torch.no_grad():
                 k_a = self.encode(self.encoder_k, x_a, groups, perm_a)
             pairs.append((q_b, k_a))
+        if self.hparams.reverse_negatives:
+            queue = torch.cat([queue, self.reversed_keys([x_b, x_a] if self.hparams.symmetric else [x_b], groups, perm_b)])
         terms = [self.contrastive_terms(q.z, k.z, queue, step=step, generator=g, labels=labels) for q, k in pairs]
         out = {name: torch.stack([t[name] for t in terms]).mean() for name in terms[0]}
         if self.uses_dense:

@@ -11,18 +11,26 @@ import torch
 import torch.nn.functional as F
 
 from training.distributed import gather_with_grad
+from training.losses._contrastive import nt_xent_extra_negatives
 from training.losses.info_nce import info_nce_loss
 from training.methods.base import CommonHparams, Method
 from training.methods.heads import MLPHead
 from training.methods.registry import register_method
+from training.methods.reversal import reverse_time
 from training.methods.views import DistinctClips
 
 
 @dataclass(frozen=True)
 class SimCLRHparams(CommonHparams):
-    """SimCLR: NT-Xent at temperature 0.1, head ``D -> D (BN, ReLU) -> 128``."""
+    """SimCLR: NT-Xent at temperature 0.1, head ``D -> D (BN, ReLU) -> 128``.
+
+    Attributes:
+        reverse_negatives: add each video's first view played backwards as a negative of every
+            row (:mod:`training.methods.reversal`); off in the paper.
+    """
 
     temperature: float = 0.1
+    reverse_negatives: bool = False
 
 
 @register_method("simclr")
@@ -47,9 +55,14 @@ class SimCLR(Method):
         self.check_clips(clips)
         g = self.generator(step)
         b = clips.shape[0]
-        x = torch.cat([self.augment(clips[:, 0], g), self.augment(clips[:, 1], g)])
-        # one forward for both views: BN sees the 2B clips, as in SimCLR
-        z = F.normalize(self.head(self.backbone(x)), dim=1)
-        z1, z2 = gather_with_grad(z[:b]), gather_with_grad(z[b:])
-        loss = info_nce_loss(z1, z2, self.hparams.temperature)
+        views = [self.augment(clips[:, 0], g), self.augment(clips[:, 1], g)]
+        if self.hparams.reverse_negatives:
+            views.append(reverse_time(views[0]))
+        # one forward for all views: BN sees the 2B clips, as in SimCLR
+        z = F.normalize(self.head(self.backbone(torch.cat(views))), dim=1)
+        z1, z2 = gather_with_grad(z[:b]), gather_with_grad(z[b : 2 * b])
+        if self.hparams.reverse_negatives:
+            loss = nt_xent_extra_negatives(z1, z2, gather_with_grad(z[2 * b :]), self.hparams.temperature)
+        else:
+            loss = info_nce_loss(z1, z2, self.hparams.temperature)
         return {"loss": loss}

@@ -20,10 +20,12 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from training.losses._contrastive import nt_xent_extra_negatives
 from training.losses.tclr import tclr_loss_terms
 from training.methods.base import CommonHparams, Method
 from training.methods.heads import MLPHead
 from training.methods.registry import register_method
+from training.methods.reversal import reverse_time
 from training.methods.views import GlobalLocalClips
 
 WEIGHTINGS = ("paper", "official")
@@ -41,6 +43,9 @@ class TCLRHparams(CommonHparams):
         brightness, contrast, saturation, hue, grayscale_p, blur_p: TCLR's colour ranges are
             ``U(0.75, 1.25)`` for brightness / contrast / saturation and hue +-0.1, no blur.
             (Its random erasing, channel drop and BGR input are not reproduced.)
+        reverse_negatives: the instance term (``ic``) also contrasts each global clip with
+            every global clip played backwards (:mod:`training.methods.reversal`); off in the
+            paper.
     """
 
     temperature: float = 0.1
@@ -51,6 +56,7 @@ class TCLRHparams(CommonHparams):
     contrast: float = 0.25
     saturation: float = 0.25
     blur_p: float = 0.0
+    reverse_negatives: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -107,6 +113,9 @@ class TCLR(Method):
             globals_[0], globals_[1], slices[0], slices[1], local_a, local_b,
             self.hparams.temperature, self.hparams.weighting,
         )
+        if self.hparams.reverse_negatives:
+            backwards = self.head(self._time_map(reverse_time(self.augment(clips[:, 0], g))).mean(dim=2))
+            terms["ic"] = nt_xent_extra_negatives(globals_[0], globals_[1], backwards, self.hparams.temperature)
         out = {"loss": torch.stack(list(terms.values())).sum()}
         out.update({f"loss_{k}": v.detach() for k, v in terms.items()})
         return out

@@ -12,7 +12,7 @@ matplotlib.
 """
 
 from training.pictures.activations import activation_map, plot_activation_maps
-from training.pictures.curves import plot_training_curves, read_metrics
+from training.pictures.curves import plot_training_curves, read_metrics, training_curves_figure
 from training.pictures.embedding_map import embedding_2d, pca_2d, plot_embedding_map
 
 __all__ = [
@@ -23,4 +23,5 @@ __all__ = [
     "plot_embedding_map",
     "plot_training_curves",
     "read_metrics",
+    "training_curves_figure",
 ]

@@ -30,14 +30,15 @@ def _errors() -> Iterator[None]:
 
 
 def _load_probe(path: str):
-    from pathlib import Path
+    from vcl_infer.probe_paths import probe_files, probe_stem
 
-    from vcl_infer.probe import LinearProbe
-
-    stem = Path(path).with_suffix("")
-    if not stem.with_suffix(".json").is_file() or not stem.with_suffix(".npz").is_file():
+    stem = probe_stem(path)
+    if not all(file.is_file() for file in probe_files(stem)):
         raise click.ClickException(f"no probe at {stem}.json/.npz; fit one with `vcl-classify fit`")
-    return LinearProbe.load(stem)
+    with _errors():
+        from vcl_infer.probe import LinearProbe  # scikit-learn: vcl[classify]
+
+        return LinearProbe.load(stem)
 
 
 def _check_encoder(probe, embedder) -> None:
@@ -200,13 +201,14 @@ def evaluate(probe_path: str, source: str, subset: str, fold: int, model: str | 
     import numpy as np
 
     from vcl_infer.classify import evaluate_predictions, video_probabilities
+    from vcl_infer.confusion_plot import confusion_png, require_matplotlib
     from vcl_infer.embedder import Embedder
     from vcl_infer.evaluation import embed_split, encoder_info, write_results
     from vcl_infer.labels import load_labels
-    from vcl_infer.png import confusion_png
 
     probe = _load_probe(probe_path)
     with _errors():
+        require_matplotlib()  # for confusion.png: fail before the embedding, not after
         items, classes = load_labels(source, split=fold, subset=subset)
         embedder = Embedder.load(model)
         _check_encoder(probe, embedder)

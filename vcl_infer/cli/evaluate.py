@@ -45,14 +45,17 @@ def main() -> None:
               help="Split number.")
 @click.option("--model", default=None, help=_MODEL_HELP)
 @click.option("--protocol", type=click.Choice(("tclr", "fame", "vcl")), default="tclr", show_default=True,
-              help="Clip count and pooling: tclr 9 clips mean+L2; fame 10 clips mean, per-set centering, L2; "
-                   "vcl 8 clips mean of normalised clips.")
+              help="tclr: 9 clips, mean of the clip features, L2 (TCLR's 512 x 4 layer4 feature when the bundle "
+                   "was exported with --features temporal); fame: 10 clips, ImageNet mean/std, per-clip L2, mean, "
+                   "per-set centering, L2; vcl: 8 clips, mean of normalised clips.")
 @click.option("--clips", type=click.IntRange(1), default=None, help="Override the protocol's clip count.")
+@click.option("--bundle-normalization", is_flag=True,
+              help="Normalise frames with the bundle's mean/std even where the protocol's paper uses others (fame).")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Decode processes.")
 @click.option("--out", "out_dir", default=None, help="Write results.json and results.md here.")
 @click.option("--json", "as_json", is_flag=True)
-def retrieval(source: str, split: int, model: str | None, protocol: str, clips: int | None, workers: int,
-              out_dir: str | None, as_json: bool) -> None:
+def retrieval(source: str, split: int, model: str | None, protocol: str, clips: int | None,
+              bundle_normalization: bool, workers: int, out_dir: str | None, as_json: bool) -> None:
     """Test videos query the train videos; R@1/5/10/20/50 (hit: a same-class video in the top k)."""
     import dataclasses
 
@@ -61,6 +64,8 @@ def retrieval(source: str, split: int, model: str | None, protocol: str, clips: 
         embed_split,
         encoder_info,
         evaluate_retrieval,
+        feature_layer_report,
+        protocol_clip_spec,
         retrieval_protocol,
         write_results,
     )
@@ -71,22 +76,30 @@ def retrieval(source: str, split: int, model: str | None, protocol: str, clips: 
         if clips is not None:
             proto = dataclasses.replace(proto, num_clips=clips)
         embedder = Embedder.load(model)
+        layer = feature_layer_report(proto, embedder.spec)
+        if "note" in layer:
+            click.echo(f"note: {layer['note']}", err=True)
+        clip = protocol_clip_spec(proto, embedder.spec.clip, keep_bundle_normalization=bundle_normalization)
         train_v, train_y, fail_train = embed_split(embedder, train, proto.num_clips, workers=workers,
-                                                   progress=not as_json)
+                                                   progress=not as_json, clip=clip)
         test_v, test_y, fail_test = embed_split(embedder, test, proto.num_clips, workers=workers,
-                                                progress=not as_json)
+                                                progress=not as_json, clip=clip)
         if not train_v or not test_v:
             raise click.ClickException("no readable videos on one side of the split")
         scores = evaluate_retrieval(train_v, train_y, test_v, test_y, protocol=proto)
         result = {"task": f"retrieval ({protocol} protocol)",
                   "metrics": {**scores["recall"], "queries": scores["num_queries"], "gallery": scores["num_gallery"]},
                   "config": {"labels": source, "split": split, "protocol": scores["protocol"], "classes": len(classes),
-                             "chance_R@1": _chance(train_y, test_y)},
+                             "chance_R@1": _chance(train_y, test_y), "feature_layer": layer,
+                             "normalization": {"mean": list(clip.mean), "std": list(clip.std),
+                                               "channel_order": clip.channel_order,
+                                               "from": "bundle" if clip is embedder.spec.clip else "protocol"}},
                   "encoder": encoder_info(embedder), "failures": fail_train + fail_test}
         paths = write_results(result, out_dir) if out_dir else None
     _report_failures(result["failures"], as_json)
     if as_json:
-        click.echo(json.dumps({**result["metrics"], "protocol": protocol, "failures": len(result["failures"]),
+        click.echo(json.dumps({**result["metrics"], "protocol": protocol, "feature_layer": layer["bundle_layer"],
+                               "paper_feature_layer": layer["matches"], "failures": len(result["failures"]),
                                "results": str(paths[0]) if paths else None}, indent=2))
         return
     click.echo(f"{protocol}: " + "  ".join(f"{k} {v:.3f}" for k, v in scores["recall"].items())
@@ -124,13 +137,17 @@ def linear(source: str, split: int, model: str | None, clips: int, mode: str, la
 
     import numpy as np
 
+    from vcl_infer._optional import require
     from vcl_infer.classify import evaluate_predictions, fit_probe, video_probabilities
+    from vcl_infer.confusion_plot import confusion_png, require_matplotlib
     from vcl_infer.embedder import Embedder
     from vcl_infer.evaluation import embed_split, encoder_info, write_results
-    from vcl_infer.png import confusion_png
     from vcl_infer.retrieval_metrics import pool_clips
 
     with _errors():
+        require("sklearn")  # the probe; fail before the embedding, not after
+        if out_dir:
+            require_matplotlib()  # for confusion.png
         train, test, classes = _sides(source, split)
         embedder = Embedder.load(model)
         train_v, train_y, fail_train = embed_split(embedder, train, clips, workers=workers, progress=not as_json)

@@ -11,7 +11,9 @@ import click
 from vcl_infer import __version__
 
 _INDEX_HELP = "Index folder."
-_MODEL_HELP = "Encoder bundle (.onnx); default: the bundled default encoder."
+_MODEL_HELP = ("Encoder bundle (.onnx or its folder), or a published encoder's name (e.g. r2plus1d_18-k400; "
+               "`vcl-export --list-pretrained`), downloaded, verified and converted once into ~/.cache/vcl; "
+               "default: the bundled default encoder.")
 
 
 def _sampling_options(f):
@@ -45,8 +47,10 @@ def _print_report(report, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
+    from vcl_infer.index.catalog import printable_path
+
     for failure in report.failed:
-        click.echo(f"failed  {failure.path}: [{failure.kind}] {failure.reason}", err=True)
+        click.echo(f"failed  {printable_path(failure.path)}: [{failure.kind}] {failure.reason}", err=True)
     click.echo(report.summary())
 
 
@@ -65,14 +69,27 @@ def main() -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Decode worker processes (default: one per core, at most 8).")
 @click.option("--index-type", default=None,
-              help="FAISS factory string (Flat, IVF1024,Flat, HNSW32, ...); chosen by size when not given.")
+              help="flat, ivf, ivf-pq, hnsw (sized automatically) or a FAISS factory string (IVF1024,Flat, "
+                   "HNSW32, ...); chosen by size and memory when not given.")
+@click.option("--recall", "target_recall", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Target recall@10 vs exact search that nprobe/efSearch are tuned to (default 0.95).")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any file failed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the build report as JSON.")
 @click.option("--commit-every", type=click.IntRange(min=1), default=None, hidden=True,
               help="Videos per commit (default 32).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: decode workers on this machine. ray: Ray Data decode tasks and encoder actors "
+                   "(one per GPU) writing Parquet shards, ingested here (needs vcl[distributed]).")
+@click.option("--address", default=None, help="--engine ray: the Ray cluster (HOST:PORT or ray://...); "
+                                              "default: a local Ray instance on loopback.")
+@click.option("--shards", "shards_dir", default=None, help="--engine ray: shard folder (default INDEX/shards).")
+@click.option("--no-ingest", is_flag=True, help="--engine ray: only write shards (ingest later with `vcl-index ingest`).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="--engine ray: files per batch and shard (default 8).")
 def build(videos_dir: str, index_dir: str, model: str | None, clip_every: float | None, min_clips: int | None,
           max_clips: int | None, clips: int | None, workers: int | None,
-          index_type: str | None, strict: bool, as_json: bool, commit_every: int | None) -> None:
+          index_type: str | None, target_recall: float | None, strict: bool, as_json: bool,
+          commit_every: int | None, engine: str, address: str | None, shards_dir: str | None,
+          no_ingest: bool, batch_size: int | None) -> None:
     """Index every video under VIDEOS_DIR (incremental on re-runs).
 
     Each video is cut into clips every --clip-every seconds (between --min-clips and
@@ -84,11 +101,27 @@ def build(videos_dir: str, index_dir: str, model: str | None, clip_every: float 
     """
     from vcl_infer.build import DEFAULT_COMMIT_EVERY, REPORT_NAME, build_index
 
+    if engine == "local" and (address or shards_dir or no_ingest or batch_size):
+        raise click.ClickException("--address, --shards, --no-ingest and --batch-size need --engine ray")
+    if engine == "ray" and any(v is not None for v in (clip_every, min_clips, max_clips)):
+        raise click.ClickException("--engine ray cuts every video into a fixed number of clips (--clips N, default 8); "
+                                   "drop --clip-every/--min-clips/--max-clips, or build with --engine local")
+    if engine == "ray" and target_recall is not None:
+        raise click.ClickException("--recall is tuned by --engine local builds only; drop it, or build with "
+                                   "--engine local")
     with _errors(model):
-        report = build_index(videos_dir, index_dir, model=model, clips=clips, clip_every=clip_every,
-                             min_clips=min_clips, max_clips=max_clips, workers=workers,
-                             index_type=index_type, progress=not as_json,
-                             commit_every=commit_every or DEFAULT_COMMIT_EVERY)
+        if engine == "ray":
+            from vcl_infer.distributed.pipeline import DEFAULT_BATCH, build_with_ray
+
+            report = build_with_ray(videos_dir, index_dir, address=address, model=model, clips=clips,
+                                    shards_dir=shards_dir, ingest=not no_ingest, index_type=index_type,
+                                    batch_size=batch_size or DEFAULT_BATCH, progress=not as_json)
+        else:
+            report = build_index(videos_dir, index_dir, model=model, clips=clips, clip_every=clip_every,
+                                 min_clips=min_clips, max_clips=max_clips, workers=workers,
+                                 index_type=index_type, progress=not as_json,
+                                 commit_every=commit_every or DEFAULT_COMMIT_EVERY,
+                                 target_recall=target_recall)
     _print_report(report, as_json)
     if not as_json:
         click.echo(f"report: {index_dir.rstrip('/')}/{REPORT_NAME}")
@@ -121,15 +154,57 @@ def add(files: tuple[str, ...], index_dir: str, model: str | None, clip_every: f
 
 
 @main.command()
+@click.argument("shards", nargs=-1, required=True)
+@click.option("--index", "index_dir", default="./vcl-index", show_default=True, help=_INDEX_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the ingest report as JSON.")
+def ingest(shards: tuple[str, ...], index_dir: str, as_json: bool) -> None:
+    """Put vector shards (files or folders written by `build --engine ray`) into the index.
+
+    The single writer: atomic commits (one per shard), idempotent (files already indexed with
+    the same size and mtime are skipped), a damaged shard is reported and writes nothing.
+    """
+    from vcl_infer.distributed.ingest import ingest_shards
+
+    with _errors():
+        report = ingest_shards(list(shards), index_dir, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        for failure in report.failed:
+            click.echo(f"failed  {failure.path}: [{failure.kind}] {failure.reason}", err=True)
+        click.echo(report.summary())
+    if report.bad_shards:
+        for problem in report.bad_shards:
+            click.echo(f"bad shard: {problem}", err=True)
+        raise click.ClickException(f"{len(report.bad_shards)} shard(s) could not be ingested (see above)")
+
+
+@main.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("--index", "index_dir", default="./vcl-index", show_default=True, help=_INDEX_HELP)
-def remove(files: tuple[str, ...], index_dir: str) -> None:
-    """Remove FILES from the index."""
+@click.option("--missing-ok", is_flag=True, help="Exit 0 even when none of FILES was in the index.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (files not removed under 'failed').")
+def remove(files: tuple[str, ...], index_dir: str, missing_ok: bool, as_json: bool) -> None:
+    """Remove FILES from the index (as the build recorded them: absolute paths, or as given).
+
+    Each file that is not removed is named with the reason: not in the index, in it under
+    another spelling of the path (which is shown), or not on disk either.
+
+    Exit status: 0 when at least one of FILES was removed (or --missing-ok), 1 when none was.
+    """
     from vcl_infer.build import remove_files
 
     with _errors():
         report = remove_files(index_dir, files)
-    click.echo(f"removed {report.removed} of {len(files)} file(s)")
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        for failure in report.failed:
+            click.echo(f"not removed  {failure.path}: {failure.reason}", err=True)
+        click.echo(f"removed {report.removed} of {len(files)} file(s)")
+    if report.removed == 0 and not missing_ok:
+        raise click.ClickException("nothing was removed: none of the files is in the index "
+                                   "(see above; --missing-ok to accept that)")
 
 
 def _open(index_dir: str):
@@ -164,7 +239,8 @@ def info(where: str | None, index_dir: str, as_json: bool) -> None:
 @_WHERE
 @click.option("--index", "index_dir", default="./vcl-index", show_default=True, help=_INDEX_HELP)
 def verify(where: str | None, index_dir: str) -> None:
-    """Check the FAISS files against the catalog's counts and checksums."""
+    """Check the catalog (SQLite integrity, a CRC-32 per stored vector) and the FAISS files against
+    the catalog's counts and checksums. Exits 1 with each problem and its fix."""
     index_dir = where or index_dir
     with _errors():
         problems = list(_open(index_dir).verify())
@@ -172,19 +248,66 @@ def verify(where: str | None, index_dir: str) -> None:
         for p in problems:
             click.echo(f"problem: {p}", err=True)
         raise click.ClickException(f"{len(problems)} problem(s); fix with `vcl-index repair --index {index_dir}`")
-    click.echo("ok: the FAISS files match the catalog")
+    click.echo("ok: the catalog is sound, every stored vector matches its checksum, the FAISS files match the catalog")
 
 
 @main.command()
 @_WHERE
 @click.option("--index", "index_dir", default="./vcl-index", show_default=True, help=_INDEX_HELP)
 def repair(where: str | None, index_dir: str) -> None:
-    """Rebuild the FAISS files from the vectors stored in the catalog (INDEX_DIR or --index)."""
+    """Repair the index (INDEX_DIR or --index); it never leaves it worse than it was.
+
+    First the catalog is checked (PRAGMA integrity_check): a damaged one is replaced by a
+    recovered copy only when every row could be read (the counts recorded at the last commit
+    and the FAISS files' ids prove it), else nothing is touched and the message says to
+    rebuild. Stored vectors failing their checksum are restored exactly from the FAISS files
+    where possible, else their videos are removed so the next build embeds them again. Then
+    both FAISS files are rebuilt from the catalog and their search parameters re-tuned.
+    """
     index_dir = where or index_dir
     from vcl_infer.index import VideoIndex
+    from vcl_infer.index.catalog import printable_path
 
     with _errors():
-        index = VideoIndex.open(index_dir, writable=True, repair=True)  # rebuilds without reading them
+        index = VideoIndex.open(index_dir, writable=True, repair=True)  # checks the catalog first
         data = dict(index.info())
+        done = dict(index.repair_report)
         index.close()
+    if done.get("catalog") == "recovered":
+        click.echo(f"catalog: damaged; every row recovered into a new catalog (the damaged one kept as "
+                   f"{done.get('damaged_copy')})")
+    if done.get("restored"):
+        click.echo(f"vectors: {done['restored']} damaged stored vector(s) restored exactly from the FAISS files")
+    for path in done.get("removed", []):
+        click.echo(f"removed  {printable_path(path)}: its stored vectors were damaged; re-run the build "
+                   "to embed it again", err=True)
     click.echo(f"repaired: {data.get('videos_ok', 0)} videos, {data.get('clips', 0)} clips re-indexed from the catalog")
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True, metavar="INDEX_DIR...")
+@click.option("--into", "into", required=True, type=click.Path(file_okay=False),
+              help="New (or empty) folder for the merged index.")
+@click.option("--json", "as_json", is_flag=True, help="Print the merge report as JSON.")
+def merge(sources: tuple[str, ...], into: str, as_json: bool) -> None:
+    """Merge indexes built with the same encoder into a new one (INTO).
+
+    Each source is checked (FAISS checksums, vector checksums) and its vectors copied bit for
+    bit; the encoder fingerprint and preprocessing spec must match. INTO appears only when
+    complete. A file held by several sources is taken from the first one listed.
+    """
+    from tqdm import tqdm
+
+    from vcl_infer.index.merge import merge_indexes
+
+    if len(sources) < 2:
+        raise click.ClickException("give at least two indexes to merge")
+    bar = tqdm(unit="video", desc="merging", disable=as_json, dynamic_ncols=True)
+    with _errors():
+        report = merge_indexes(sources, into, progress=bar.update)
+    bar.close()
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, default=str))
+        return
+    click.echo(f"merged {len(sources)} indexes into {into}: {report.videos} videos, {report.clips} clips, "
+               f"{report.failures} failure records; {len(report.duplicates)} file(s) held twice, taken once")

@@ -18,7 +18,8 @@ from vcl_infer import __version__
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--html", type=click.Path(dir_okay=False), default=None, help="Write a results page with thumbnails.")
 @click.option("--model", default=None,
-              help="Encoder bundle; must be the one the index was built with (default: found automatically).")
+              help="Encoder bundle or published encoder name; must be the one the index was built with "
+                   "(default: found automatically).")
 def main(query: str, index_dir: str, k: int, moments: bool, as_json: bool, html: str | None,
          model: str | None) -> None:
     """Find the videos most similar to QUERY (a video file, or FILE@START-END in seconds).

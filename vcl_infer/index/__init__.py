@@ -4,7 +4,15 @@ Importing this package does not import faiss; it is loaded on first use.
 """
 
 from vcl_infer.index._faiss import choose_factory
-from vcl_infer.index.errors import EncoderMismatch, IndexCorrupt, IndexExists, IndexLocked, IndexNotFound
+from vcl_infer.index.errors import (
+    EncoderMismatch,
+    IndexCorrupt,
+    IndexDiskFull,
+    IndexExists,
+    IndexLocked,
+    IndexNotFound,
+)
+from vcl_infer.index.merge import MergeReport, merge_indexes
 from vcl_infer.index.store import ClipRecord, VideoIndex, VideoRecord
 
 __all__ = [
@@ -12,6 +20,9 @@ __all__ = [
     "VideoRecord",
     "ClipRecord",
     "IndexCorrupt",
+    "IndexDiskFull",
+    "merge_indexes",
+    "MergeReport",
     "IndexLocked",
     "EncoderMismatch",
     "IndexNotFound",

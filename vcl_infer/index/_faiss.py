@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 
 import numpy as np
@@ -15,11 +16,12 @@ import numpy as np
 from vcl_infer._optional import require
 
 FLAT_MAX = 50_000  # below this many vectors an exact Flat index is fast enough
-IVF_FLAT_MAX = 3_000_000  # above this, IVF+PQ to bound memory
+IVF_FLAT_MAX = 3_000_000  # above this (or above the memory budget), IVF+PQ to bound memory
 IVF_MIN_POINTS_PER_LIST = 39  # faiss k-means wants >= 39 training points per centroid
 TRAIN_POINTS_PER_LIST = 40  # training subsample size per IVF list (bounded build time)
 PQ_MIN_TRAIN = 10_000
 TRAIN_SEED = 1234
+MEMORY_ENV = "VCL_INDEX_MEMORY_GB"  # the memory the index may take; default a quarter of the RAM
 
 
 def _faiss():
@@ -30,23 +32,45 @@ def _pow2(x: float) -> int:
     return 1 << max(0, round(math.log2(max(1.0, x))))
 
 
-def choose_factory(n: int, dim: int) -> str:
-    """The FAISS factory string for an index of ``n`` vectors of dimension ``dim``.
+def memory_budget() -> int:
+    """Bytes the vectors of one index level may take in memory (``$VCL_INDEX_MEMORY_GB``, else RAM / 4)."""
+    env = os.environ.get(MEMORY_ENV)
+    if env:
+        return int(float(env) * 2**30)
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    except (ValueError, OSError):
+        return 4 * 2**30
 
-    ``Flat`` (exact) below 50k vectors; ``IVF{nlist},Flat`` with nlist the power of two
-    nearest ``4*sqrt(n)`` up to 3M; then ``IVF{nlist},PQ{m}`` (m bytes a vector, m | dim).
-    nlist is rounded to a power of two so the choice changes (and the index is retrained)
-    only when the collection roughly quadruples.
+
+def pq_bytes(dim: int, n: int, budget: int) -> int:
+    """Bytes per vector of the PQ code: ``dim / 4`` (16x smaller than float32 vectors) or fewer when
+    even that does not fit ``budget``; always a divisor of ``dim`` and at least 8 (or ``dim``)."""
+    m = max(1, dim // 4)
+    while m > 8 and n * m > budget:
+        m //= 2
+    while dim % m:
+        m -= 1
+    return m
+
+
+def choose_factory(n: int, dim: int, memory_bytes: int | None = None) -> str:
+    """The FAISS factory string for an index of ``n`` vectors of dimension ``dim``, by size and memory.
+
+    ``Flat`` (exact) below 50k vectors; ``IVF{nlist},Flat`` while the float32 vectors fit the
+    memory budget (:func:`memory_budget`) and n <= 3M; else ``IVF{nlist},PQ{m}`` (m bytes a
+    vector, :func:`pq_bytes`). nlist is the power of two nearest ``sqrt(n)`` (at least 256),
+    so the choice changes (and the index is retrained) only when the collection roughly
+    quadruples, and k-means works on a bounded sample (40 points a list: 41k vectors at 1M,
+    16x the work of 100k, where it took 11 s on two heavily loaded cores). The search parameter (nprobe) is then tuned to the target recall.
     """
     if n < FLAT_MAX:
         return "Flat"
-    nlist = min(max(_pow2(4 * math.sqrt(n)), 256), 65536)
-    if n <= IVF_FLAT_MAX:
+    budget = memory_budget() if memory_bytes is None else memory_bytes
+    nlist = min(max(_pow2(math.sqrt(n)), 256), 65536)
+    if n <= IVF_FLAT_MAX and n * dim * 4 <= budget:
         return f"IVF{nlist},Flat"
-    m = max(1, dim // 4)
-    while dim % m:
-        m -= 1
-    return f"IVF{nlist},PQ{m}"
+    return f"IVF{nlist},PQ{pq_bytes(dim, n, budget)}"
 
 
 def nlist_of(factory: str) -> int | None:
@@ -65,14 +89,33 @@ def min_train_points(factory: str) -> int:
     return need
 
 
+FAMILIES = ("flat", "ivf", "ivfpq", "hnsw")  # --index-type shorthands, sized like "auto"
+
+
+def _family(requested: str) -> str | None:
+    name = requested.lower().replace("-", "").replace("_", "").replace(",", "")
+    return name if name in FAMILIES else None
+
+
 def effective_factory(requested: str | None, n: int, dim: int) -> str:
     """The factory actually built for ``n`` vectors.
 
-    ``None``/``"auto"`` follows :func:`choose_factory`. A requested type that needs training
-    falls back to exact ``Flat`` until there are enough vectors to train it.
+    ``None``/``"auto"`` follows :func:`choose_factory`; a family name (``flat``, ``ivf``,
+    ``ivf-pq``, ``hnsw``) picks that structure with sizes chosen as ``auto`` would; anything
+    else is a FAISS factory string used as given. A structure that needs training falls back
+    to exact ``Flat`` until there are enough vectors to train it.
     """
     if not requested or requested == "auto":
         return choose_factory(n, dim)
+    family = _family(requested)
+    if family is not None:
+        nlist = min(max(_pow2(math.sqrt(n)), 256), 65536)
+        requested = {
+            "flat": "Flat",
+            "ivf": f"IVF{nlist},Flat",
+            "ivfpq": f"IVF{nlist},PQ{pq_bytes(dim, n, memory_budget())}",
+            "hnsw": "HNSW32",
+        }[family]
     if n < min_train_points(requested):
         return "Flat"
     return requested
@@ -87,7 +130,7 @@ def default_nprobe(factory: str) -> int:
 
 def validate_factory(factory: str, dim: int) -> None:
     """Raise ``ValueError`` naming the string when faiss cannot build ``factory``."""
-    if not factory or factory == "auto":
+    if not factory or factory == "auto" or _family(factory):
         return
     faiss = _faiss()
     try:
@@ -96,7 +139,9 @@ def validate_factory(factory: str, dim: int) -> None:
         raise ValueError(f"invalid FAISS index type {factory!r} for dim {dim}: {exc}") from exc
 
 
-def set_search_params(index, factory: str, nprobe: int | None) -> None:
+def set_search_params(index, factory: str, nprobe: int | None, efsearch: int | None = None) -> None:
+    """Set an IVF index's ``nprobe`` / an HNSW index's ``efSearch`` (0 or None: leave as is; HNSW
+    without a tuned value gets at least 64)."""
     faiss = _faiss()
     if nlist_of(factory) and nprobe:
         try:
@@ -107,11 +152,19 @@ def set_search_params(index, factory: str, nprobe: int | None) -> None:
         inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
         hnsw = getattr(inner, "hnsw", None)
         if hnsw is not None:
-            hnsw.efSearch = max(hnsw.efSearch, 64)
+            hnsw.efSearch = int(efsearch) if efsearch else max(hnsw.efSearch, 64)
 
 
-def build(factory: str, dim: int, ids: np.ndarray, vectors: np.ndarray, nprobe: int | None = None):
-    """An ``IndexIDMap2`` (inner product) over ``factory``, trained when needed, holding ``vectors``."""
+def build(factory: str, dim: int, ids: np.ndarray, vectors: np.ndarray, nprobe: int | None = None,
+          timings: dict | None = None):
+    """An ``IndexIDMap2`` (inner product) over ``factory``, trained when needed, holding ``vectors``.
+
+    Training uses a bounded sample (40 vectors a list, at least 10k for PQ). ``timings``, when
+    given, receives ``train_s`` and ``add_s``.
+    """
+    import time
+
+    t0 = time.perf_counter()
     faiss = _faiss()
     base = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     # IVF indexes store ids natively (add_with_ids / remove_ids are exact). Wrapping them in an
@@ -129,10 +182,13 @@ def build(factory: str, dim: int, ids: np.ndarray, vectors: np.ndarray, nprobe: 
         else:
             sample = vectors
         base.train(np.ascontiguousarray(sample))
+    t1 = time.perf_counter()
     set_search_params(index, factory, nprobe)
     step = 262_144
     for s in range(0, len(ids), step):
         index.add_with_ids(vectors[s : s + step], ids[s : s + step])
+    if timings is not None:
+        timings.update(train_s=t1 - t0, add_s=time.perf_counter() - t1)
     return index
 
 

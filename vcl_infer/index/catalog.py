@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-FORMAT_VERSION = 1
+# 1: first layout. 2: a CRC-32 per stored vector (clips.checksum, videos.vector_checksum);
+# a format-1 catalog is read as is and migrated on its first writable open.
+FORMAT_VERSION = 2
 CATALOG = "catalog.sqlite"
 LOCK = ".lock"
 LEVELS = ("clip", "video")
@@ -25,13 +29,15 @@ CREATE TABLE IF NOT EXISTS videos(
     status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
     error_kind TEXT, error TEXT,
     vector BLOB,
-    added_at REAL
+    added_at REAL,
+    vector_checksum INTEGER
 );
 CREATE TABLE IF NOT EXISTS clips(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     video_id INTEGER NOT NULL REFERENCES videos(id) ON DELETE CASCADE,
     start_sec REAL, end_sec REAL,
-    vector BLOB NOT NULL
+    vector BLOB NOT NULL,
+    checksum INTEGER
 );
 CREATE INDEX IF NOT EXISTS clips_video ON clips(video_id);
 """
@@ -99,5 +105,49 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 def _fix(name: str, path: Path) -> str:
     return f"run `vcl-index repair {path}` to rebuild {name} from the catalog"
+
+
+# ---------------------------------------------------------------- file names in the catalog
+
+
+def path_to_db(path: str) -> str | bytes:
+    """How a file name is stored: as TEXT when it is valid UTF-8, else as the raw file system bytes.
+
+    ``os.walk`` hands out a name with undecodable bytes as a str with surrogate escapes, which
+    SQLite cannot store as TEXT; its bytes (``os.fsencode``) go in a BLOB instead, so the name
+    round-trips exactly and still opens the file.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return path
+
+
+def path_from_db(value: str | bytes) -> str:
+    """The inverse of :func:`path_to_db` (the str ``os.walk`` gave, surrogate escapes included)."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def printable_path(path: str) -> str:
+    """``path`` safe to print or put in JSON/HTML: undecodable bytes shown as ``\\xff``."""
+    try:
+        raw = path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that did not come from os.fsdecode
+        return path.encode("utf-8", "backslashreplace").decode("ascii")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+# ---------------------------------------------------------------- vector checksums
+
+
+def clip_checksum(vector: bytes, start_sec: float, end_sec: float) -> int:
+    """CRC-32 of a stored clip: its vector bytes and its window (SQLite itself has no checksums)."""
+    return zlib.crc32(struct.pack("<dd", float(start_sec), float(end_sec)), zlib.crc32(vector))
+
+
+def video_checksum(vector: bytes) -> int:
+    """CRC-32 of a stored pooled video vector."""
+    return zlib.crc32(vector)
 
 

@@ -27,3 +27,7 @@ class IndexNotFound(IndexError_, FileNotFoundError):
 
 class IndexExists(IndexError_, FileExistsError):
     """``create`` was asked to write into a folder that is not empty."""
+
+
+class IndexDiskFull(IndexError_, OSError):
+    """The disk (or the catalog's size limit) ran out while writing; the last commit is intact."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import time
 
 from vcl_infer.index import _faiss as F
+from vcl_infer.index import tuning as T
 from vcl_infer.index.catalog import (
     FILES,
     LEVELS,
@@ -17,6 +19,7 @@ from vcl_infer.index.catalog import (
 from vcl_infer.index.errors import (
     IndexCorrupt,
 )
+from vcl_infer.index.faults import disk_full, wal_lost_note
 
 
 class DerivedFiles:
@@ -66,8 +69,15 @@ class DerivedFiles:
                 f"{fpath}: holds {index.ntotal} vectors of dim {index.d}, the catalog "
                 f"records {expect} and has {actual} rows of dim {self.dim}",
             )
-        F.set_search_params(index, meta[f"{level}.factory"], int(meta.get(f"{level}.nprobe", 0) or 0))
+        params = T.recorded_params(meta, level)
+        F.set_search_params(index, meta[f"{level}.factory"], params["nprobe"], params["efsearch"])
         return index, None
+
+    def _explained(self, problem: str, fix: str) -> str:
+        """A FAISS-file problem and its fix; after a lost write-ahead log, that cause first."""
+        if self.wal_lost:
+            return f"{wal_lost_note(self.path)}. Now {problem}. Otherwise {fix}; re-running the build re-adds the lost videos"
+        return f"{problem}; {fix}"
 
     def _load_files_writable(self) -> None:
         meta = self._meta()
@@ -79,7 +89,7 @@ class DerivedFiles:
             elif problem[0] == "stale":
                 stale.append(level)
             else:
-                raise IndexCorrupt(f"{problem[1]}; {_fix(FILES[level], self.path)}")
+                raise IndexCorrupt(self._explained(problem[1], _fix(FILES[level], self.path)))
         if stale:
             self._rebuild(tuple(stale))
 
@@ -119,7 +129,7 @@ class DerivedFiles:
                 )
             else:
                 fix = _fix(FILES[level], self.path)
-            raise IndexCorrupt(f"{msg}; {fix}")
+            raise IndexCorrupt(self._explained(msg, fix))
 
     def _write_file(self, level: str, index) -> tuple[str, int]:
         """Atomically replace one FAISS file; returns (sha256, ntotal)."""
@@ -132,27 +142,32 @@ class DerivedFiles:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, final)
-        except BaseException:
+        except BaseException as exc:
             try:
                 tmp.unlink()
             except OSError:
                 pass
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                raise disk_full(self.path, f"writing {FILES[level]}: {exc.strerror}", catalog_committed=True) from exc
             raise
         _fsync_dir(self.path)
         return F.sha256(data), int(index.ntotal)
 
-    def _publish(self, indexes: dict[str, tuple[object, str, int]]) -> None:
-        """Steps 2 and 3 of a commit for the levels in ``indexes`` ({level: (index, factory, nprobe)})."""
+    def _publish(self, indexes: dict[str, tuple[object, str, dict]]) -> None:
+        """Steps 2 and 3 of a commit for the levels in ``indexes`` ({level: (index, factory, params)},
+        params as :func:`tuning.tune` returns them)."""
         gen = int(self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
-        rows = []
-        for level, (index, factory, nprobe) in indexes.items():
+        rows = [("rows.videos", str(self._db.execute("SELECT COUNT(*) FROM videos").fetchone()[0]))]
+        for level, (index, factory, params) in indexes.items():
             digest, count = self._write_file(level, index)
             rows += [
                 (f"{level}.generation", str(gen)),
                 (f"{level}.count", str(count)),
                 (f"{level}.sha256", digest),
                 (f"{level}.factory", factory),
-                (f"{level}.nprobe", str(nprobe)),
+                (f"{level}.nprobe", str(int(params["nprobe"]))),
+                (f"{level}.efsearch", str(int(params["efsearch"]))),
+                (f"{level}.recall", f"{float(params['recall']):.4f}"),
             ]
         with self._tx():
             self._db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", rows)
@@ -162,10 +177,12 @@ class DerivedFiles:
         self._meta_cache = self._meta()
 
     def _build_level(self, level: str):
+        """Build ``level`` from the catalog: factory by size and memory, trained on a bounded sample,
+        search parameters tuned to the target recall (:mod:`.tuning`)."""
         ids, vecs = self._catalog_vectors(level)
         factory = F.effective_factory(self.index_type, len(ids), self.dim)
-        nprobe = F.default_nprobe(factory)
-        return F.build(factory, self.dim, ids, vecs, nprobe), factory, nprobe
+        index = F.build(factory, self.dim, ids, vecs, F.default_nprobe(factory))
+        return index, factory, T.tune(index, factory, ids, vecs, self.target_recall)
 
     def _rebuild(self, levels) -> None:
         # bump the generation first so a crash while writing leaves the files marked stale

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 
 import numpy as np
@@ -17,12 +18,18 @@ from vcl_infer.index.catalog import (
     ClipRecord,
     VideoRecord,
     _normalise,
+    path_from_db,
+    path_to_db,
 )
+from vcl_infer.index.checksums import bad_rows, check_rows, verify_vectors
+from vcl_infer.index.errors import IndexCorrupt
+from vcl_infer.index.faults import guarded
 
 
 class Queries:
     """Mixin of :class:`~vcl_infer.index.store.VideoIndex`: the read-only API."""
 
+    @guarded
     def search(self, vectors, k: int, *, level: str = "video", nprobe: int | None = None):
         """Top-``k`` by cosine: (scores (Q, k) float32, ids (Q, k) int64), -1 / -inf padded.
 
@@ -49,7 +56,7 @@ class Queries:
         if index.ntotal == 0:
             return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
         if nprobe is not None:
-            F.set_search_params(index, factory, nprobe)
+            F.set_search_params(index, factory, nprobe, None)
         try:
             target = index
             if level not in self._gpu:
@@ -59,7 +66,7 @@ class Queries:
             scores, ids = target.search(q, k)
         finally:
             if nprobe is not None:
-                F.set_search_params(index, factory, int(self._meta_cache.get(f"{level}.nprobe", 0) or 0))
+                F.set_search_params(index, factory, int(self._meta_cache.get(f"{level}.nprobe", 0) or 0), None)
         scores = scores.astype(np.float32, copy=False)
         ids = ids.astype(np.int64, copy=False)
         scores[ids < 0] = -np.inf
@@ -69,8 +76,9 @@ class Queries:
         return self._db.execute("SELECT COUNT(*) FROM clips WHERE video_id = ?", (vid,)).fetchone()[0]
 
     def _video_rec(self, row) -> VideoRecord:
-        return VideoRecord(*row, num_clips=self._num_clips(row[0]))
+        return VideoRecord(row[0], path_from_db(row[1]), *row[2:], num_clips=self._num_clips(row[0]))
 
+    @guarded
     def video(self, id: int) -> VideoRecord:
         row = self._db.execute(f"SELECT {_VIDEO_COLS} FROM videos WHERE id = ?", (int(id),)).fetchone()
         if row is None:
@@ -79,9 +87,10 @@ class Queries:
 
     def video_id(self, path: str) -> int | None:
         """Catalog id of the video stored under ``path`` (as indexed), or None."""
-        row = self._db.execute("SELECT id FROM videos WHERE path = ?", (str(path),)).fetchone()
+        row = self._db.execute("SELECT id FROM videos WHERE path = ?", (path_to_db(os.fspath(path)),)).fetchone()
         return None if row is None else int(row[0])
 
+    @guarded
     def clip(self, id: int) -> ClipRecord:
         row = self._db.execute(
             "SELECT c.id, c.video_id, v.path, c.start_sec, c.end_sec FROM clips c JOIN videos v "
@@ -90,32 +99,42 @@ class Queries:
         ).fetchone()
         if row is None:
             raise KeyError(f"no clip with id {id} in {self.path}")
-        return ClipRecord(*row)
+        return ClipRecord(row[0], row[1], path_from_db(row[2]), row[3], row[4])
 
+    @guarded
     def clips_of(self, video_id: int) -> list[ClipRecord]:
         rows = self._db.execute(
             "SELECT c.id, c.video_id, v.path, c.start_sec, c.end_sec FROM clips c JOIN videos v "
             "ON v.id = c.video_id WHERE c.video_id = ? ORDER BY c.start_sec, c.id",
             (int(video_id),),
         ).fetchall()
-        return [ClipRecord(*r) for r in rows]
+        return [ClipRecord(r[0], r[1], path_from_db(r[2]), r[3], r[4]) for r in rows]
 
+    @guarded
     def clip_vectors(self, video_id: int) -> np.ndarray:
+        """The stored clip vectors of a video (``N x dim``, in time order), checked against their checksums."""
+        bad = check_rows(self._db, "clip", self.dim, "WHERE video_id = ?", (int(video_id),))
+        if bad:
+            raise IndexCorrupt(bad_rows(self.path, "clip", bad))
         rows = self._db.execute(
             "SELECT vector FROM clips WHERE video_id = ? ORDER BY start_sec, id", (int(video_id),)
         ).fetchall()
         return np.frombuffer(b"".join(r[0] for r in rows), dtype="<f4").reshape(len(rows), self.dim).copy()
 
+    @guarded
     def known_files(self) -> dict[str, tuple[int, int, str]]:
+        """{path: (size, mtime_ns, status)} of every file in the catalog, ok or failed."""
         return {
-            p: (s, m, st)
+            path_from_db(p): (s, m, st)
             for p, s, m, st in self._db.execute("SELECT path, size, mtime_ns, status FROM videos")
         }
 
+    @guarded
     def failures(self) -> list[VideoRecord]:
         rows = self._db.execute(f"SELECT {_VIDEO_COLS} FROM videos WHERE status = 'failed' ORDER BY path")
-        return [VideoRecord(*r, num_clips=0) for r in rows.fetchall()]
+        return [VideoRecord(r[0], path_from_db(r[1]), *r[2:], num_clips=0) for r in rows.fetchall()]
 
+    @guarded
     def info(self) -> dict:
         meta = self._meta_cache
         try:
@@ -139,11 +158,15 @@ class Queries:
             "index_type": self.index_type,
             "index_types": {lv: meta.get(f"{lv}.factory") for lv in LEVELS},
             "nprobe": {lv: int(meta.get(f"{lv}.nprobe", 0) or 0) for lv in LEVELS},
+            "efsearch": {lv: int(meta.get(f"{lv}.efsearch", 0) or 0) for lv in LEVELS},
+            "recall_at_10": {lv: float(meta.get(f"{lv}.recall", 1.0) or 1.0) for lv in LEVELS},
+            "target_recall": self.target_recall,
             "size_bytes": size,
             "generation": int(meta["generation"]),
             "format_version": int(meta["format_version"]),
         }
 
+    @guarded
     def verify(self) -> list[str]:
         """Check the catalog and the FAISS files on disk; a list of problems, empty when clean.
 
@@ -174,6 +197,7 @@ class Queries:
         except sqlite3.DatabaseError as exc:
             problems.append(f"{self.path / CATALOG}: {exc}")
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        problems += verify_vectors(db, self.path, self.dim)
         for level in LEVELS:
             index, problem = self._read_checked(level, meta, db)
             if problem is not None:

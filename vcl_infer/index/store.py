@@ -37,6 +37,7 @@ import numpy as np
 
 from vcl_infer.errors import SpecMismatch
 from vcl_infer.index import _faiss as F
+from vcl_infer.index import tuning as T
 from vcl_infer.index.catalog import (
     _SCHEMA,
     CATALOG,
@@ -47,6 +48,9 @@ from vcl_infer.index.catalog import (
     VideoRecord,
     _normalise,
     _pid_alive,
+    clip_checksum,
+    path_to_db,
+    video_checksum,
 )
 from vcl_infer.index.errors import (
     EncoderMismatch,
@@ -55,8 +59,11 @@ from vcl_infer.index.errors import (
     IndexLocked,
     IndexNotFound,
 )
+from vcl_infer.index.faults import clear_wal_lost, guarded, translate, wal_was_lost
 from vcl_infer.index.files import DerivedFiles
+from vcl_infer.index.migrate import migrate
 from vcl_infer.index.queries import Queries
+from vcl_infer.index.recover import RECOVERED, finish_interrupted_swap
 
 __all__ = ["VideoIndex", "VideoRecord", "ClipRecord"]
 
@@ -82,13 +89,21 @@ class VideoIndex(DerivedFiles, Queries):
         self._pending_add: dict[str, list] = {"clip": [], "video": []}
         self._pending_remove: dict[str, list] = {"clip": [], "video": []}
         self._in_tx = False
+        self._retune = False
+        self.repair_report: dict = {}
         self.fingerprint = ""
         self.spec_json = ""
         self.dim = 0
+        self.wal_lost = False  # set on open: see faults.wal_was_lost
 
     @classmethod
-    def create(cls, path, *, fingerprint: str, spec_json: str, dim: int, index_type: str | None = None):
-        """Create a new, empty index in ``path`` (which must not exist or be empty)."""
+    def create(cls, path, *, fingerprint: str, spec_json: str, dim: int, index_type: str | None = None,
+               target_recall: float | None = None):
+        """Create a new, empty index in ``path`` (which must not exist or be empty).
+
+        ``target_recall`` (default :data:`~vcl_infer.index.tuning.DEFAULT_RECALL`) is the
+        recall@10 against exact search that the search parameters are tuned to.
+        """
         path = Path(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise IndexExists(
@@ -100,6 +115,7 @@ class VideoIndex(DerivedFiles, Queries):
             raise ValueError(f"dim must be positive, got {dim}")
         if index_type and index_type != "auto":
             F.validate_factory(index_type, dim)
+        target = T.check_recall(target_recall)
         path.mkdir(parents=True, exist_ok=True)
         self = cls(path, writable=True)
         self._acquire_lock()
@@ -111,6 +127,7 @@ class VideoIndex(DerivedFiles, Queries):
                 "spec_json": spec_json,
                 "dim": dim,
                 "index_type": index_type or "auto",
+                "target_recall": target,
                 "generation": 0,
                 "created_at": time.time(),
             }
@@ -134,8 +151,13 @@ class VideoIndex(DerivedFiles, Queries):
                 )
             self._load_meta()
             self._rebuild(("clip", "video"))
-        except BaseException:
+            # the schema into the main file now: a log lost later must not take the tables with it
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except BaseException as exc:
             self.close()
+            err = translate(exc, path)
+            if err is not None:
+                raise err from exc
             raise
         return self
 
@@ -156,26 +178,47 @@ class VideoIndex(DerivedFiles, Queries):
         try:
             if writable:
                 self._acquire_lock()
-                self._connect()
-                self._load_meta()
-                self._check_encoder(fingerprint)
+                finish_interrupted_swap(path)
+                self.wal_lost = wal_was_lost(path)  # before connecting, which starts a new log
                 self._cleanup_temp()
-                if repair:
-                    self._rebuild(LEVELS)
+                if repair:  # connects by itself: it must get past a catalog that will not open
+                    from vcl_infer.index.repair import repair_index
+
+                    self.repair_report = repair_index(self)
+                    self._check_encoder(fingerprint)
                 else:
+                    self._connect()
+                    self._load_meta()
+                    self._check_encoder(fingerprint)
+                    migrate(self)
                     self._load_files_writable()
+                clear_wal_lost(path)  # consistent again (an error above keeps the evidence)
             else:
+                if (path / RECOVERED).exists():
+                    raise IndexCorrupt(
+                        f"{path}: a catalog recovery by `vcl-index repair` was interrupted; run "
+                        f"`vcl-index repair {path}` again to finish it"
+                    )
+                self.wal_lost = wal_was_lost(path) and not self._writer_active()
                 self._open_reader(fingerprint)
-        except BaseException:
+        except BaseException as exc:
             self.close()
+            err = translate(exc, path, wal_lost=self.wal_lost)
+            if err is not None:
+                raise err from exc
             raise
         return self
 
     @classmethod
     def open_or_create(
-        cls, path, *, fingerprint: str, spec_json: str, dim: int, index_type: str | None = None
+        cls, path, *, fingerprint: str, spec_json: str, dim: int, index_type: str | None = None,
+        target_recall: float | None = None,
     ):
-        """Open ``path`` for writing if it holds an index (checking the encoder), else create one."""
+        """Open ``path`` for writing if it holds an index (checking the encoder), else create one.
+
+        A ``target_recall`` given for an existing index replaces the recorded one; the search
+        parameters are tuned to it at the next commit.
+        """
         path = Path(path)
         if (path / CATALOG).is_file():
             self = cls.open(path, writable=True, fingerprint=fingerprint)
@@ -185,8 +228,11 @@ class VideoIndex(DerivedFiles, Queries):
                     f"{path}: the index holds {self.dim}-d vectors but the encoder gives {dim}-d; "
                     "rebuild the index in a new folder or use the same model"
                 )
+            if target_recall is not None:
+                self.set_target_recall(target_recall)
             return self
-        return cls.create(path, fingerprint=fingerprint, spec_json=spec_json, dim=dim, index_type=index_type)
+        return cls.create(path, fingerprint=fingerprint, spec_json=spec_json, dim=dim, index_type=index_type,
+                          target_recall=target_recall)
 
     def __enter__(self):
         return self
@@ -293,10 +339,7 @@ class VideoIndex(DerivedFiles, Queries):
         return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
 
     def _load_meta(self) -> None:
-        try:
-            meta = self._meta()
-        except sqlite3.DatabaseError as exc:
-            raise IndexCorrupt(f"{self.path / CATALOG}: cannot read the catalog ({exc})") from exc
+        meta = self._meta()  # a SQLite error here is translated by open()
         if "format_version" not in meta or "fingerprint" not in meta:
             raise IndexCorrupt(
                 f"{self.path / CATALOG}: the catalog has no index metadata (an interrupted create?); "
@@ -311,6 +354,8 @@ class VideoIndex(DerivedFiles, Queries):
         self.spec_json = meta["spec_json"]
         self.dim = int(meta["dim"])
         self.index_type = meta.get("index_type", "auto")
+        self.target_recall = float(meta.get("target_recall", T.DEFAULT_RECALL))
+        self.format_version = int(meta["format_version"])
         self._meta_cache = meta
 
     def _check_encoder(self, fingerprint: str | None) -> None:
@@ -328,15 +373,14 @@ class VideoIndex(DerivedFiles, Queries):
         return db.execute("SELECT COUNT(*) FROM videos WHERE status = 'ok'").fetchone()[0]
 
     def _catalog_vectors(self, level: str) -> tuple[np.ndarray, np.ndarray]:
-        sql = (
-            "SELECT id, vector FROM clips ORDER BY id"
-            if level == "clip"
-            else "SELECT id, vector FROM videos WHERE status = 'ok' ORDER BY id"
-        )
-        rows = self._db.execute(sql).fetchall()
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), self.dim)
-        return ids, vecs.astype(np.float32, copy=False)
+        """Every stored vector of ``level`` (ids ascending), each checked against its checksum, so a
+        damaged row is never built into a FAISS file."""
+        from vcl_infer.index.checksums import bad_rows, scan
+
+        ids, vecs, bad = scan(self._db, level, self.dim)
+        if bad:
+            raise IndexCorrupt(bad_rows(self.path, level, bad))
+        return ids, vecs
 
 
     # ------------------------------------------------------------------ writes
@@ -344,8 +388,21 @@ class VideoIndex(DerivedFiles, Queries):
         if not self.writable or self._db is None:
             raise PermissionError(f"{self.path}: the index is open read-only (or closed)")
 
+    def _abandon_batch(self) -> None:
+        """Drop the uncommitted batch after a failed write (see :func:`faults.guarded`)."""
+        if self._db is None or not self.writable:
+            return
+        try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        self._in_tx = False
+        self._pending_add = {"clip": [], "video": []}
+        self._pending_remove = {"clip": [], "video": []}
+
     def _delete_path(self, path: str) -> bool:
-        row = self._db.execute("SELECT id, status FROM videos WHERE path = ?", (path,)).fetchone()
+        row = self._db.execute("SELECT id, status FROM videos WHERE path = ?", (path_to_db(path),)).fetchone()
         if row is None:
             return False
         vid, status = row
@@ -356,12 +413,16 @@ class VideoIndex(DerivedFiles, Queries):
             self._pending_remove["video"].append(vid)
         return True
 
+    @guarded
     def add_video(
         self, path, *, size, mtime_ns, content_hash, info: dict, video_vector, clip_vectors, windows
     ) -> int:
-        """Add (or replace) an ok video with its pooled vector and one vector per clip window."""
+        """Add (or replace) an ok video with its pooled vector and one vector per clip window.
+
+        The vectors are stored L2-normalised, each with a CRC-32 (:mod:`.checksums`).
+        """
         self._require_writable()
-        path = str(path)
+        path = os.fspath(path)
         vv = np.asarray(video_vector, dtype=np.float32).reshape(-1)
         cv = np.asarray(clip_vectors, dtype=np.float32)
         if cv.size == 0:
@@ -375,16 +436,21 @@ class VideoIndex(DerivedFiles, Queries):
             raise ValueError(f"{path}: {len(cv)} clip vectors but {len(windows)} windows")
         if not (np.isfinite(vv).all() and np.isfinite(cv).all()):
             raise SpecMismatch(f"{path}: the encoder produced non-finite values (NaN/inf); not indexed")
-        vv = _normalise(vv)
-        cv = _normalise(cv)
+        vv = _normalise(vv).astype("<f4").tobytes()
+        cv = _normalise(cv).astype("<f4")
+        return self._insert_video(path, size, mtime_ns, content_hash, info or {}, vv,
+                                  [(a, b, vec.tobytes()) for (a, b), vec in zip(windows, cv)])
+
+    def _insert_video(self, path: str, size, mtime_ns, content_hash, info: dict, video_vector: bytes,
+                      clips: list[tuple[float, float, bytes]]) -> int:
+        """Store an ok video from its vector bytes (little-endian float32, already normalised)."""
         self._begin()
         self._delete_path(path)
-        info = info or {}
         cur = self._db.execute(
             "INSERT INTO videos(path, size, mtime_ns, content_hash, duration, fps, frames, width, height, "
-            "backend, status, vector, added_at) VALUES (?,?,?,?,?,?,?,?,?,?, 'ok', ?, ?)",
+            "backend, status, vector, added_at, vector_checksum) VALUES (?,?,?,?,?,?,?,?,?,?, 'ok', ?, ?, ?)",
             (
-                path,
+                path_to_db(path),
                 size,
                 mtime_ns,
                 content_hash,
@@ -394,48 +460,57 @@ class VideoIndex(DerivedFiles, Queries):
                 info.get("width"),
                 info.get("height"),
                 info.get("backend"),
-                vv.astype("<f4").tobytes(),
+                video_vector,
                 time.time(),
+                video_checksum(video_vector),
             ),
         )
         vid = int(cur.lastrowid)
         clip_ids = []
-        for (start, end), vec in zip(windows, cv):
+        for start, end, vec in clips:
             c = self._db.execute(
-                "INSERT INTO clips(video_id, start_sec, end_sec, vector) VALUES (?,?,?,?)",
-                (vid, start, end, vec.astype("<f4").tobytes()),
+                "INSERT INTO clips(video_id, start_sec, end_sec, vector, checksum) VALUES (?,?,?,?,?)",
+                (vid, start, end, vec, clip_checksum(vec, start, end)),
             )
             clip_ids.append(int(c.lastrowid))
-        self._pending_add["video"].append((np.array([vid], np.int64), vv.reshape(1, -1)))
+        vv = np.frombuffer(video_vector, dtype="<f4").astype(np.float32).reshape(1, self.dim)
+        self._pending_add["video"].append((np.array([vid], np.int64), vv))
         if clip_ids:
-            self._pending_add["clip"].append((np.array(clip_ids, np.int64), cv))
+            cv = np.frombuffer(b"".join(c[2] for c in clips), dtype="<f4").astype(np.float32)
+            self._pending_add["clip"].append((np.array(clip_ids, np.int64), cv.reshape(len(clips), self.dim)))
         return vid
 
+    @guarded
     def add_failure(self, path, *, size, mtime_ns, error_kind: str, error: str) -> int:
         """Record (or replace) a file that could not be indexed, with its error."""
         self._require_writable()
-        path = str(path)
+        path = os.fspath(path)
         self._begin()
         self._delete_path(path)
         cur = self._db.execute(
             "INSERT INTO videos(path, size, mtime_ns, status, error_kind, error, added_at) "
             "VALUES (?,?,?, 'failed', ?, ?, ?)",
-            (path, size, mtime_ns, error_kind, error, time.time()),
+            (path_to_db(path), size, mtime_ns, error_kind, error, time.time()),
         )
         return int(cur.lastrowid)
 
+    @guarded
     def remove(self, paths) -> int:
         """Remove these paths (ok or failed) and their clips; returns how many were present."""
         self._require_writable()
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         self._begin()
-        return sum(self._delete_path(str(p)) for p in paths)
+        return sum(self._delete_path(os.fspath(p)) for p in paths)
 
+    @guarded
     def commit(self) -> None:
         """Make the buffered writes durable and searchable (the three-step protocol)."""
         self._require_writable()
         if not self._db.in_transaction:
+            if self._retune:  # a new target recall and no rows changed: re-tune on fresh files
+                self._rebuild(LEVELS)
+                self._retune = False
             return
         # step 1: rows + generation bump, one transaction
         self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
@@ -450,7 +525,7 @@ class VideoIndex(DerivedFiles, Queries):
             n = self._catalog_count(level)
             factory = F.effective_factory(self.index_type, n, self.dim)
             index = self._index.get(level)
-            if index is None or factory != self._meta_cache.get(f"{level}.factory"):
+            if index is None or factory != self._meta_cache.get(f"{level}.factory") or self._retune:
                 out[level] = self._build_level(level)
                 continue
             try:
@@ -460,10 +535,22 @@ class VideoIndex(DerivedFiles, Queries):
                     index.add_with_ids(vecs, ids)
                 if index.ntotal != n:
                     raise RuntimeError("count drift")
-                out[level] = (index, factory, int(self._meta_cache.get(f"{level}.nprobe", 0) or 0))
+                out[level] = (index, factory, T.recorded_params(self._meta_cache, level))
             except RuntimeError:  # remove not supported (HNSW) or drift: rebuild from the catalog
                 out[level] = self._build_level(level)
         self._publish(out)
+        self._retune = False
+
+    def set_target_recall(self, target: float) -> None:
+        """Record a new target recall@10; the next commit re-tunes the search parameters to it."""
+        self._require_writable()
+        target = T.check_recall(target)
+        if target != self.target_recall:
+            with self._tx():
+                self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('target_recall', ?)",
+                                 (str(target),))
+            self.target_recall = target
+            self._retune = True
 
     def rollback(self) -> None:
         """Discard the buffered writes."""
@@ -474,10 +561,18 @@ class VideoIndex(DerivedFiles, Queries):
         self._pending_add = {"clip": [], "video": []}
         self._pending_remove = {"clip": [], "video": []}
 
-    def repair(self) -> None:
-        """Rebuild both FAISS files from the catalog (what `vcl-index repair` runs)."""
+    @guarded
+    def repair(self) -> dict:
+        """Check the catalog, fix damaged vectors where it can, rebuild both FAISS files.
+
+        What `vcl-index repair` runs; see :func:`vcl_infer.index.repair.repair_index` for what
+        is done about each kind of damage. Returns its report.
+        """
+        from vcl_infer.index.repair import repair_index
+
         self._require_writable()
         if self._db.in_transaction:
             raise RuntimeError("commit() or rollback() the pending writes before repair()")
-        self._rebuild(LEVELS)
+        self.repair_report = repair_index(self)
+        return self.repair_report
 

@@ -4,7 +4,8 @@
   header checks, decord first and PyAV as the fallback; returns a :class:`VideoReader`.
 * :func:`read_clips` (``vcl_infer.video.clips``): a file to fitted uint8 clips, in-process.
 * :class:`DecodePool` and :func:`decode_clips` (``vcl_infer.video.isolated``): the same in
-  spawn-ed worker processes with a hard timeout, for untrusted files.
+  worker processes (fresh interpreters, see ``_child``) with a hard timeout, for untrusted files;
+  :func:`run_isolated` runs any other read of such a file (a query's time range) in one.
 
 Importing this package loads neither decord nor PyAV; they are imported when a file is opened.
 """
@@ -21,6 +22,7 @@ _LAZY = {
     "DecodePool": "vcl_infer.video.isolated",
     "DecodeRequest": "vcl_infer.video.isolated",
     "decode_clips": "vcl_infer.video.isolated",
+    "run_isolated": "vcl_infer.video.isolated",
     "VideoInfo": "vcl_infer.video.reader",
     "VideoReader": "vcl_infer.video.reader",
 }

@@ -8,6 +8,7 @@ not a text playlist or description.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -43,6 +44,9 @@ def regular_file(path: str | os.PathLike) -> str:
     try:
         mode = os.stat(resolved).st_mode
     except OSError as exc:
+        broken = _broken_link(os.fspath(path), exc)
+        if broken:
+            raise NotARegularFile(str(path), f"refused: {broken}") from None
         raise VideoError(str(path), f"cannot stat file: {exc.strerror or exc}") from None
     if not stat.S_ISREG(mode):
         kind = (
@@ -54,6 +58,21 @@ def regular_file(path: str | os.PathLike) -> str:
         )
         raise NotARegularFile(str(path), f"refused: {kind} (only regular files are read)")
     return resolved
+
+
+def _broken_link(path: str, exc: OSError) -> str | None:
+    """What is wrong with ``path`` if it is a symbolic link that cannot be followed, else None."""
+    if not os.path.islink(path):
+        return None
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    if exc.errno == errno.ELOOP:
+        return f"a symbolic link loop ({os.path.basename(path)} -> {target} -> ... never reaches a file)"
+    if exc.errno == errno.ENOENT:
+        return f"a dangling symbolic link (its target {target} does not exist)"
+    return f"a symbolic link to {target} that cannot be followed ({exc.strerror or exc})"
 
 
 def sniff(path: str, shown: str | None = None) -> None:

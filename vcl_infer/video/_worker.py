@@ -1,7 +1,7 @@
 """The decode worker process: receives requests on a pipe, answers with clips or errors.
 
-Runs in a ``spawn``-ed child (never ``fork``: FFmpeg and decord threads are not fork-safe,
-reliability.md A15). Whatever happens in here (a native crash, an infinite loop holding the
+Runs in a fresh child interpreter started by :mod:`vcl_infer.video._child` (never ``fork``:
+FFmpeg and decord threads are not fork-safe, reliability.md A15). Whatever happens in here (a native crash, an infinite loop holding the
 GIL, an allocation that exhausts the memory limit), the parent only loses this process.
 """
 
@@ -11,7 +11,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from vcl_infer.spec import ClipSpec
 
@@ -35,6 +35,43 @@ class DecodeRequest:
     test_fault: str | None = field(default=None, repr=False)
 
 
+@dataclass(frozen=True)
+class CallRequest:
+    """Run ``target(*args)`` in a worker instead of :func:`read_clips` (e.g. a range query).
+
+    Attributes:
+        path: the untrusted file the call reads; it names the file in timeouts and crashes.
+        target: a module-level function as ``"module:function"``.
+        args: its arguments (sent to the worker like any message).
+    """
+
+    path: str
+    target: str
+    args: tuple = ()
+    test_fault: str | None = field(default=None, repr=False)
+
+
+def _run(request: DecodeRequest | CallRequest, config: dict[str, Any]) -> Iterator[Any]:
+    """The request's results: the file's clip parts then its last part, or the called
+    function's value alone."""
+    if isinstance(request, CallRequest):
+        import importlib
+
+        module, _, name = request.target.partition(":")
+        yield getattr(importlib.import_module(module), name)(*request.args)
+        return
+    from vcl_infer.video.clips import stream_clips
+
+    yield from stream_clips(
+        request.path,
+        request.spec,
+        request.num_clips,
+        backend=config["backend"],
+        max_pixels=config["max_pixels"],
+        num_threads=config["num_threads"],
+    )
+
+
 def _misbehave(fault: str) -> None:
     if fault == "hang":
         while True:  # a native decoder stuck in a loop looks like this from outside
@@ -47,6 +84,24 @@ def _misbehave(fault: str) -> None:
         os.abort()
 
 
+def _lower_priority(nice: int, batch: bool) -> None:
+    """Nice this worker by ``nice`` and, with ``batch``, put it in ``SCHED_BATCH``.
+
+    ``SCHED_BATCH`` keeps the worker's CPU share (its weight is its nice value's) but its
+    wake-ups never preempt a running thread, so the encoder's threads run their parallel
+    operators without being cut by a decoder. A large nice would instead make the workers
+    nearly idle-class: beside any other job (weight 1024 against 110 at nice 10) decoding
+    starves. Decoder threads started later inherit both settings.
+    """
+    if nice:
+        os.nice(nice)
+    if batch and hasattr(os, "SCHED_BATCH"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        except OSError:
+            pass  # not permitted here (or not Linux): the worker runs as a normal process
+
+
 def worker_main(conn: Any, config: dict[str, Any]) -> None:
     """Serve requests until told to stop (``None``) or the parent goes away.
 
@@ -54,20 +109,21 @@ def worker_main(conn: Any, config: dict[str, Any]) -> None:
     counts against a file's timeout), then per request zero or more ``("part", index,
     ClipBatch)`` (a long video streams its clips a bounded batch at a time; the pipe's
     buffer holds the worker back while the parent is busy) and one ``("done", index,
-    DecodedVideo | VideoError)``.
+    result | VideoError)``: the result is the last ``DecodedVideo`` part for a
+    :class:`DecodeRequest`, the function's value for a :class:`CallRequest` (which sends no parts).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    if config.get("nice"):  # lower priority: the encoder comes first, decoding fills idle cores
-        os.nice(int(config["nice"]))
+    _lower_priority(int(config.get("nice") or 0), bool(config.get("batch")))
     limit = config.get("memory_limit_bytes")
     if limit:
         import resource
 
         resource.setrlimit(resource.RLIMIT_AS, (int(limit), int(limit)))
+    import vcl_infer.video.clips  # noqa: F401 - imported now, not inside the first timed task
     from vcl_infer.errors import DecoderCrashed, VideoError
-    from vcl_infer.video.clips import ClipBatch, stream_clips
+    from vcl_infer.video.clips import ClipBatch
 
-    for module in ("decord", "av"):  # import decoders now, not inside the first timed task
+    for module in ("decord", "av"):  # likewise the decoders, where installed
         try:
             __import__(module)
         except ImportError:
@@ -84,14 +140,8 @@ def worker_main(conn: Any, config: dict[str, Any]) -> None:
         if request.test_fault:
             _misbehave(request.test_fault)
         try:
-            for result in stream_clips(
-                request.path,
-                request.spec,
-                request.num_clips,
-                backend=config["backend"],
-                max_pixels=config["max_pixels"],
-                num_threads=config["num_threads"],
-            ):
+            result: Any = None
+            for result in _run(request, config):
                 if isinstance(result, ClipBatch):
                     conn.send(("part", index, result))
         except VideoError as exc:

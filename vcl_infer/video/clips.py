@@ -19,14 +19,14 @@ from typing import Iterator, Union
 import numpy as np
 
 from vcl_infer.errors import VideoError
-from vcl_infer.preprocess import fit_frames
+from vcl_infer.preprocess import fit_frames, resized_size
 from vcl_infer.sampling import ClipSampling, ClipWindow, sample_windows
 from vcl_infer.spec import ClipSpec
 from vcl_infer.video.open import DEFAULT_MAX_PIXELS, open_video
 from vcl_infer.video.reader import VideoInfo, VideoReader
 
 MAX_BATCH_BYTES = 48 << 20
-"""Decoded source frames held at once (full resolution, before fitting): the decode memory
+"""Decoded source frames held at once (at the decoder's output size, before fitting): the decode memory
 bound. Counted in bytes so a low-resolution video gets large groups (few passes of PyAV, which
 decodes from the start for every request) and a 4K one small groups (at least one clip)."""
 PART_CLIPS = 64
@@ -74,12 +74,44 @@ class ClipBatch:
     windows: list[ClipWindow]
 
 
-def _frame_budget(reader: VideoReader, max_bytes: int) -> int:
-    """Frames decoded in one request: those that fit in ``max_bytes`` (RGB, full size), and
-    at most ``SEEKING_GROUP_FRAMES`` for a reader that seeks (decord), so parts come out
-    steadily and each restarts the worker's time limit; PyAV decodes from the start on every
-    request, so it gets the whole budget (fewer passes)."""
-    fit = max(1, int(max_bytes) // max(1, 3 * int(reader.info.width) * int(reader.info.height)))
+def inside_video(windows: list[ClipWindow], reader: VideoReader) -> list[ClipWindow]:
+    """``windows`` with each end cut at the end of the video (first timestamp + duration).
+
+    The sampler ends a clip whose last frame is the video's last one a median frame step
+    after it; on variable frame rate (frames at 0 s, 1 h, 10 h) that is hours past the end.
+    """
+    end = float(reader.timestamps[0]) + float(reader.info.duration)
+    return [w if w.end_sec <= end else ClipWindow(w.indices, w.start_sec, max(w.start_sec, end)) for w in windows]
+
+
+DECORD_MIN_SHRINK = 16
+"""decord scales inside the decoder only for frames at least this many times the target area."""
+
+
+def decoder_size(info: VideoInfo, spec: ClipSpec) -> tuple[int, int] | None:
+    """``(height, width)`` the decoder should scale frames to for ``spec`` (the size
+    :func:`~vcl_infer.preprocess.fit_frames` resizes to), or None to decode at full size.
+
+    Only shrinking is done in the decoder: FFmpeg's scaler then costs a fraction of the numpy
+    resize of full frames (which cost as much CPU as decoding itself), and ``fit_frames`` is
+    left with the crop. Its pixels differ from the numpy filter's by a little (see
+    ``tests/test_decoder_resize.py`` for the stated tolerance).
+    """
+    out = resized_size(info.height, info.width, spec)
+    if out == (info.height, info.width) or out[0] > info.height or out[1] > info.width:
+        return None
+    if info.backend == "decord" and out[0] * out[1] * DECORD_MIN_SHRINK > info.height * info.width:
+        return None  # decord scales in a second reader: opening it costs more than a small resize
+    return out
+
+
+def _frame_budget(reader: VideoReader, max_bytes: int, size: tuple[int, int] | None) -> int:
+    """Frames decoded in one request: those that fit in ``max_bytes`` (RGB, at the size the
+    decoder delivers: ``size`` or full), and at most ``SEEKING_GROUP_FRAMES`` for a reader
+    that seeks (decord), so parts come out steadily and each restarts the worker's time limit;
+    PyAV decodes from the start on every request, so it gets the whole budget (fewer passes)."""
+    height, width = size or (int(reader.info.height), int(reader.info.width))
+    fit = max(1, int(max_bytes) // max(1, 3 * int(width) * int(height)))
     return fit if reader.info.backend == "pyav" else min(fit, SEEKING_GROUP_FRAMES)
 
 
@@ -98,13 +130,15 @@ def _batches(windows: list[ClipWindow], max_frames: int) -> Iterator[list[ClipWi
         yield group
 
 
-def _decode_parts(reader: VideoReader, spec: ClipSpec, windows: list[ClipWindow],
-                  max_bytes: int) -> Iterator[tuple[np.ndarray, list[ClipWindow]]]:
+def _decode_parts(reader: VideoReader, spec: ClipSpec, windows: list[ClipWindow], max_bytes: int,
+                  decoder_resize: bool = True) -> Iterator[tuple[np.ndarray, list[ClipWindow]]]:
     """``(fitted clips, their windows)``, ``PART_CLIPS`` at a time, in order; the frames of each
-    group of clips are decoded once, in one request to the reader."""
-    for group in _batches(windows, _frame_budget(reader, max_bytes)):
+    group of clips are decoded once, in one request to the reader (scaled by the decoder
+    where :func:`decoder_size` says so, unless ``decoder_resize`` is False)."""
+    size = decoder_size(reader.info, spec) if decoder_resize else None
+    for group in _batches(windows, _frame_budget(reader, max_bytes, size)):
         union = np.unique(np.concatenate([w.indices for w in group]))
-        frames = reader.get_frames(union)
+        frames = reader.get_frames(union, size) if size else reader.get_frames(union)
         position = {int(i): k for k, i in enumerate(union)}
         for s in range(0, len(group), PART_CLIPS):
             part = group[s : s + PART_CLIPS]
@@ -124,7 +158,7 @@ def fit_windows(reader: VideoReader, spec: ClipSpec, windows: list[ClipWindow],
 
 def clips_from_reader(reader: VideoReader, path: str, spec: ClipSpec, num_clips: Sampling) -> DecodedVideo:
     """Sample clips (a count or a :class:`ClipSampling`) from an opened reader and fit them."""
-    windows = sample_windows(reader.timestamps, spec, num_clips)
+    windows = inside_video(sample_windows(reader.timestamps, spec, num_clips), reader)
     return DecodedVideo(path=path, info=reader.info, clips=fit_windows(reader, spec, windows), windows=windows,
                         damaged_frames=_damaged(reader))
 
@@ -138,11 +172,16 @@ def stream_clips(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     num_threads: int = 0,
     max_bytes: int = MAX_BATCH_BYTES,
+    decoder_resize: bool = True,
 ) -> Iterator[Union[ClipBatch, DecodedVideo]]:
     """Decode the clips of ``path`` a batch at a time, in time order.
 
     Yields zero or more :class:`ClipBatch` parts, then one :class:`DecodedVideo` holding the
-    last batch (``streamed`` says how many clips came before it).
+    last batch (``streamed`` says how many clips came before it). Windows end inside the
+    video (:func:`inside_video`).
+
+    ``decoder_resize``: shrink frames inside the decoder (see :func:`decoder_size`); False
+    resizes full-size frames with :func:`~vcl_infer.preprocess.fit_frames` only.
 
     With ``backend="auto"``, a decord read whose first group had to patch undecodable frames,
     or decoded nothing, is redone with PyAV, which skips bad packets and usually recovers
@@ -157,7 +196,8 @@ def stream_clips(
     shown = os.fspath(path)
     reader = open_video(shown, backend, max_pixels, num_threads=num_threads)
     try:
-        parts = _decode_parts(reader, spec, sample_windows(reader.timestamps, spec, num_clips), max_bytes)
+        windows = inside_video(sample_windows(reader.timestamps, spec, num_clips), reader)
+        parts = _decode_parts(reader, spec, windows, max_bytes, decoder_resize)
         try:
             pending, error = next(parts), None
         except VideoError as exc:
@@ -166,7 +206,8 @@ def stream_clips(
             out = 0
             try:
                 for part in stream_clips(shown, spec, num_clips, backend="pyav", max_pixels=max_pixels,
-                                         num_threads=num_threads, max_bytes=max_bytes):
+                                         num_threads=num_threads, max_bytes=max_bytes,
+                                         decoder_resize=decoder_resize):
                     out += 1
                     yield part
                 return
@@ -207,10 +248,11 @@ def read_clips(
     backend: str = "auto",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     num_threads: int = 0,
+    decoder_resize: bool = True,
 ) -> DecodedVideo:
     """Decode the clips of ``path`` in this process: ``num_clips`` uniformly spaced ones, or
     as a :class:`ClipSampling` says (all of them in memory: for long videos use
-    :func:`stream_clips`). Backend fallback as in :func:`stream_clips`.
+    :func:`stream_clips`). Backend fallback and ``decoder_resize`` as in :func:`stream_clips`.
 
     Returns:
         A :class:`DecodedVideo`.
@@ -219,4 +261,4 @@ def read_clips(
         VideoError: the file cannot be read (the subclass says why).
     """
     return collect(stream_clips(path, spec, num_clips, backend=backend, max_pixels=max_pixels,
-                                num_threads=num_threads))
+                                num_threads=num_threads, decoder_resize=decoder_resize))

@@ -14,13 +14,12 @@ decord's weak spots, and what this wrapper does about them (reliability.md 1.1, 
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 
 from vcl_infer._optional import require
 from vcl_infer.errors import CorruptVideo, FrameTooLarge, UnsupportedFormat
-from vcl_infer.video.reader import VideoInfo
+from vcl_infer.video.reader import FrameIndices, VideoInfo
+from vcl_infer.video.timeline import collapsed
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
 _BATCH = 32  # frames per get_batch call: bounds decord's temporary buffers
@@ -52,7 +51,14 @@ class DecordReader:
         decord = require("decord")
         decord.logging.set_level(decord.logging.QUIET)
         self._path = str(path)
+        self._threads = num_threads
+        self._scaled_vr: tuple[object, tuple[int, int]] | None = None
         self.failed_frames = 0
+        try:
+            self._path.encode()
+        except UnicodeEncodeError:  # decord takes str paths only and cannot pass these on
+            raise UnsupportedFormat(self._path, "decord cannot open a file name that is not valid UTF-8 "
+                                                "(PyAV can: backend auto or pyav)") from None
         try:
             self._vr = decord.VideoReader(self._path, ctx=decord.cpu(0), num_threads=num_threads)
         except (decord.DECORDError, RuntimeError) as exc:
@@ -72,6 +78,10 @@ class DecordReader:
         if width * height > max_pixels:
             raise FrameTooLarge(self._path, f"frames are {width}x{height}, over the cap of {max_pixels} pixels")
         self._timestamps, duration = _timeline(stamps.reshape(n, -1), float(self._vr.get_avg_fps() or 0.0))
+        if collapsed(self._timestamps):
+            # decord's frame skipping discards frames by pts and can spin on such a file
+            raise CorruptVideo(self._path, f"timestamps collapse ({n} frames within {duration:.3f} s); "
+                                           "decord cannot seek in it")
         self._shape = (height, width)
         self.info = VideoInfo(
             path=self._path,
@@ -92,23 +102,31 @@ class DecordReader:
         """``(num_frames,)`` float64 seconds, presentation order, non-decreasing."""
         return self._timestamps
 
-    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+    def get_frames(self, indices: FrameIndices, size: tuple[int, int] | None = None) -> np.ndarray:
         """Frames at ``indices`` (clamped to ``[0, num_frames)``).
+
+        Args:
+            indices: presentation-order frame indices.
+            size: ``(height, width)`` to scale the frames to inside the decoder (FFmpeg's
+                scaler, bicubic), instead of returning them at full size; None: full size.
 
         Returns:
             ``T x H x W x 3`` uint8 RGB, displayed orientation.
 
         Raises:
-            CorruptVideo: not one of the requested frames decodes.
+            CorruptVideo: not one of the requested frames decode.
         """
+        vr, shape = self._vr, self._shape
+        if size is not None and tuple(size) != self._shape:
+            vr, shape = self._scaled((int(size[0]), int(size[1])))
         idx = np.clip(np.asarray(indices, dtype=np.int64).reshape(-1), 0, self.info.num_frames - 1)
         if idx.size == 0:
-            return np.zeros((0, *self._shape, 3), np.uint8)
+            return np.zeros((0, *shape, 3), np.uint8)
         unique = np.unique(idx)
         got: dict[int, np.ndarray] = {}
         for start in range(0, unique.size, _BATCH):
             chunk = [int(i) for i in unique[start : start + _BATCH]]
-            got.update(self._read(chunk))
+            got.update(self._read(vr, shape, chunk))
         if not got:
             raise CorruptVideo(self._path, f"none of {unique.size} requested frames decoded")
         known = np.array(sorted(got))
@@ -118,28 +136,43 @@ class DecordReader:
             got[int(i)] = got[int(known[np.abs(known - i).argmin()])]
         return np.stack([got[int(i)] for i in idx])
 
-    def _read(self, chunk: list[int]) -> dict[int, np.ndarray]:
-        """Decode ``chunk``: one batch, or frame by frame when the batch fails."""
+    def _scaled(self, size: tuple[int, int]) -> tuple[object, tuple[int, int]]:
+        """A second decord reader that scales to ``size`` (height, width) while decoding;
+        the full-size reader when decord will not, or sees another frame count."""
+        if self._scaled_vr is None or self._scaled_vr[1] != size:
+            decord = require("decord")
+            height, width = size
+            try:
+                vr = decord.VideoReader(self._path, ctx=decord.cpu(0), num_threads=self._threads,
+                                        width=width, height=height)
+                usable = len(vr) == self.info.num_frames and vr[0].shape == (height, width, 3)
+            except (decord.DECORDError, RuntimeError, IndexError):
+                usable = False
+            self._scaled_vr = (vr if usable else self._vr, size if usable else self._shape)
+        return self._scaled_vr
+
+    def _read(self, vr: object, shape: tuple[int, int], chunk: list[int]) -> dict[int, np.ndarray]:
+        """Decode ``chunk`` with ``vr``: one batch, or frame by frame when the batch fails."""
         decord = require("decord")
         try:
-            batch = self._vr.get_batch(chunk).asnumpy()
-            if batch.shape[1:] == (*self._shape, 3):
+            batch = vr.get_batch(chunk).asnumpy()  # type: ignore[attr-defined]
+            if batch.shape[1:] == (*shape, 3):
                 return dict(zip(chunk, batch))
         except (decord.DECORDError, RuntimeError):
             pass
         out = {}
         for i in chunk:
             try:
-                frame = self._vr[i].asnumpy()
+                frame = vr[i].asnumpy()  # type: ignore[index]
             except (decord.DECORDError, RuntimeError):
                 continue
-            if frame.shape == (*self._shape, 3):
+            if frame.shape == (*shape, 3):
                 out[i] = frame
         return out
 
     def close(self) -> None:
         # decord frees its demuxer and decoder threads when the reader is collected
-        self._vr = None
+        self._vr = self._scaled_vr = None
 
     def __enter__(self) -> "DecordReader":
         return self

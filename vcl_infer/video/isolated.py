@@ -2,44 +2,47 @@
 
 decord and FFmpeg can hang forever holding the GIL or abort the process on bad input
 (decord issues 373, 269, 229, 318, 113); signals and thread timeouts cannot stop native
-code, so each file is decoded in a ``spawn``-ed worker that is SIGKILLed and replaced when
-it overruns its time or dies. The caller only ever sees a :class:`DecodedVideo` or a
+code, so each file is decoded in a worker process (a fresh interpreter, see
+:mod:`vcl_infer.video._child`: it never re-runs the caller's script, so a plain script without
+``if __name__ == "__main__":`` works) that is SIGKILLed and replaced when it overruns its time
+or dies. The caller only ever sees a :class:`DecodedVideo` or a
 :class:`VideoError` (``DecodeTimeout`` / ``DecoderCrashed`` naming the file).
+
+The same workers run other reads of untrusted files (a query's time range, the HTML
+report's thumbnails) through :func:`run_isolated`: one isolation mechanism for every decode.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import time
 from collections import deque
 from multiprocessing.connection import wait
-from typing import Any, Iterable, Iterator, Union
+from typing import Any, Callable, Iterable, Iterator, Union
 
 from vcl_infer.errors import DecoderCrashed, DecodeTimeout, VideoError
 from vcl_infer.sampling import ClipSampling
 from vcl_infer.spec import ClipSpec
-from vcl_infer.video._worker import DecodeRequest, worker_main
+from vcl_infer.video._child import ChildProcess, log_decoder_output
+from vcl_infer.video._worker import CallRequest, DecodeRequest
 from vcl_infer.video.clips import ClipBatch, DecodedVideo, collect
 from vcl_infer.video.open import DEFAULT_MAX_PIXELS
 
-Request = Union[DecodeRequest, tuple]  # (path, ClipSpec, num_clips or ClipSampling)
-Result = Union[DecodedVideo, VideoError]
+Request = Union[DecodeRequest, CallRequest, tuple]  # tuple: (path, ClipSpec, num_clips or ClipSampling)
+Result = Union[DecodedVideo, VideoError, Any]  # Any: a CallRequest's value
 
-__all__ = ["DecodePool", "DecodeRequest", "DecodedVideo", "decode_clips"]
+__all__ = ["CallRequest", "DecodePool", "DecodeRequest", "DecodedVideo", "decode_clips", "run_isolated"]
 
 
 class _Worker:
     """One child process and the pipe to it."""
 
-    def __init__(self, ctx: Any, config: dict[str, Any]):
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=worker_main, args=(child, config), daemon=True)
-        self.proc.start()
-        child.close()  # so EOF on our end means the child is gone
+    def __init__(self, config: dict[str, Any]):
+        self.proc = ChildProcess("vcl_infer.video._worker:worker_main", (config,))
+        self.conn = self.proc.conn
         self.ready = False
         self.done = 0
-        self.task: tuple[int, DecodeRequest, float] | None = None  # index, request, deadline
+        self.task: tuple[int, DecodeRequest | CallRequest, float] | None = None  # index, request, deadline
 
     def kill(self) -> None:
         if self.proc is None:
@@ -48,10 +51,11 @@ class _Worker:
             self.proc.kill()  # SIGKILL: native code cannot ignore it
         self.proc.join(5)
         self.conn.close()
+        self.proc.remove_log()
 
 
 class DecodePool:
-    """Persistent spawn workers that turn video files into clips.
+    """Persistent worker processes that turn video files into clips.
 
     Args:
         workers: number of child processes.
@@ -64,6 +68,9 @@ class DecodePool:
             decord issues 1, 157, 208).
         memory_limit_bytes: optional ``RLIMIT_AS`` for each worker, so a decompression
             bomb fails in the worker instead of exhausting the machine.
+        nice: niceness added to the workers' (0: the caller's priority).
+        batch: run the workers under ``SCHED_BATCH`` (Linux): the same CPU share, but they
+            never preempt the caller's threads on wake-up.
 
     Use as a context manager; :meth:`imap` yields one result per request.
     """
@@ -79,20 +86,21 @@ class DecodePool:
         max_tasks_per_worker: int = 200,
         memory_limit_bytes: int | None = None,
         nice: int = 0,
+        batch: bool = False,
     ):
         if workers < 1 or timeout_s <= 0 or max_tasks_per_worker < 1:
             raise ValueError("need workers >= 1, timeout_s > 0 and max_tasks_per_worker >= 1")
         self.timeout_s = float(timeout_s)
         self.max_tasks = max_tasks_per_worker
-        self._ctx = mp.get_context("spawn")
         self._config = {
             "nice": int(nice),
+            "batch": bool(batch),
             "backend": backend,
             "max_pixels": int(max_pixels),
             "num_threads": int(threads_per_worker),
             "memory_limit_bytes": memory_limit_bytes,
         }
-        self._workers = [_Worker(self._ctx, self._config) for _ in range(workers)]
+        self._workers = [_Worker(self._config) for _ in range(workers)]
         self._failed_starts = 0
 
     def __enter__(self) -> "DecodePool":
@@ -117,8 +125,9 @@ class DecodePool:
     def imap(self, requests: Iterable[Request]) -> Iterator[Result]:
         """Decode ``requests`` and yield their results in submission order.
 
-        Each request is a :class:`DecodeRequest` or a ``(path, ClipSpec, num_clips)`` tuple;
-        each result is a :class:`DecodedVideo` or the :class:`VideoError` for that file.
+        Each request is a :class:`DecodeRequest`, a ``(path, ClipSpec, num_clips)`` tuple or
+        a :class:`CallRequest`; each result is a :class:`DecodedVideo` (the function's value
+        for a call) or the :class:`VideoError` for that file.
         Requests are pulled from the iterable only as workers free up.
         """
         buffered: dict[int, Result] = {}
@@ -154,7 +163,7 @@ class DecodePool:
         if not self._workers:
             raise RuntimeError("the DecodePool is closed")
         source = iter(enumerate(_as_request(r) for r in requests))
-        queue: deque[tuple[int, DecodeRequest]] = deque()
+        queue: deque[tuple[int, DecodeRequest | CallRequest]] = deque()
         exhausted = False
         try:
             while True:
@@ -178,21 +187,22 @@ class DecodePool:
             for i, w in enumerate(self._workers):
                 if w.task is not None:
                     w.kill()
-                    self._workers[i] = _Worker(self._ctx, self._config)
+                    self._workers[i] = _Worker(self._config)
 
     def _collect(self) -> Iterator[tuple[int, Result]]:
         """Wait for messages, deaths or the earliest deadline; yield finished results."""
         deadlines = [w.task[2] for w in self._workers if w.task is not None]
         timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-        handles: list[Any] = [w.conn for w in self._workers] + [w.proc.sentinel for w in self._workers]
+        handles: list[Any] = [h for w in self._workers for h in w.proc.handles()]
         ready = set(wait(handles, timeout))
         for i, w in enumerate(list(self._workers)):
             outcome = None
-            if w.conn in ready or w.proc.sentinel in ready:
+            if any(h in ready for h in w.proc.handles()):
                 outcome = self._receive(w)
             elif w.task is not None and time.monotonic() >= w.task[2]:
                 index, request, _ = w.task
-                outcome = (index, DecodeTimeout(request.path, f"no result within {self.timeout_s:g} s; decoder killed"))
+                reason = f"no result within {self.timeout_s:g} s; decoder killed" + _last_words(w.proc)
+                outcome = (index, DecodeTimeout(request.path, reason))
                 w.kill()
                 w.proc = None  # type: ignore[assignment]
             if w.proc is None or not w.proc.is_alive() or w.done >= self.max_tasks:
@@ -211,6 +221,8 @@ class DecodePool:
                 if kind == "part":  # a long video in progress: its time limit restarts
                     w.task = (index, w.task[1], time.monotonic() + self.timeout_s) if w.task else None
                     return index, result
+                if w.task is not None:
+                    log_decoder_output(w.task[1].path, w.proc)
                 w.task, w.done = None, w.done + 1
                 return index, result
         except (EOFError, OSError):
@@ -218,17 +230,18 @@ class DecodePool:
         # the pipe is closed or the process ended: the worker died
         w.proc.join(1)
         code = w.proc.exitcode
+        said = _last_words(w.proc)
         w.kill()
         w.proc = None  # type: ignore[assignment]
         if w.task is None:
             if not w.ready:
                 self._failed_starts += 1
                 if self._failed_starts >= 3:
-                    raise RuntimeError(f"decode workers die while starting (exit code {code})")
+                    raise RuntimeError(f"decode workers die while starting (exit code {code}){said}")
             return None
         index, request, _ = w.task
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        return index, DecoderCrashed(request.path, f"decoder process died ({how})")
+        return index, DecoderCrashed(request.path, f"decoder process died ({how}){said}")
 
     def _replace(self, i: int, w: _Worker) -> None:
         if w.proc is not None:
@@ -240,14 +253,28 @@ class DecodePool:
                 pass
             w.proc.join(2)
             w.kill()
-        self._workers[i] = _Worker(self._ctx, self._config)
+        self._workers[i] = _Worker(self._config)
 
 
-def _as_request(request: Request) -> DecodeRequest:
-    if isinstance(request, DecodeRequest):
+def _last_words(child: ChildProcess) -> str:
+    said = child.last_words()
+    return f"; its last message: {said}" if said else ""
+
+
+def _as_request(request: Request) -> DecodeRequest | CallRequest:
+    if isinstance(request, (DecodeRequest, CallRequest)):
         return request
     path, spec, num_clips = request
     return DecodeRequest(os.fspath(path), spec, num_clips if isinstance(num_clips, ClipSampling) else int(num_clips))
+
+
+def _one_off(request: Request, timeout_s: float, **pool_options: Any) -> Any:
+    """``request``'s result from a one-off worker (about 1 s of start-up); its error raised."""
+    with DecodePool(1, timeout_s, **pool_options) as pool:
+        (result,) = list(pool.imap([request]))
+    if isinstance(result, VideoError):
+        raise result
+    return result
 
 
 def decode_clips(
@@ -267,8 +294,28 @@ def decode_clips(
     Raises:
         VideoError: the file's error, ``DecodeTimeout`` or ``DecoderCrashed``.
     """
-    with DecodePool(1, timeout_s, max_pixels, backend) as pool:
-        (result,) = list(pool.imap([(path, spec, num_clips)]))
-    if isinstance(result, VideoError):
-        raise result
-    return result
+    return _one_off((path, spec, num_clips), timeout_s, backend=backend, max_pixels=max_pixels)
+
+
+def run_isolated(fn: Callable[..., Any], args: tuple, path: str | os.PathLike, timeout_s: float = 60.0) -> Any:
+    """``fn(*args)`` in a one-off decode worker, with the pool's timeout and crash handling.
+
+    For reads of an untrusted file other than :func:`decode_clips` (a query's time range,
+    thumbnails). ``fn`` must be a module-level function; its arguments and value travel
+    between the processes like the pool's messages.
+
+    Args:
+        fn: the function, importable as ``fn.__module__`` + ``fn.__qualname__``.
+        args: its positional arguments.
+        path: the file it reads, named in the errors.
+        timeout_s: hard wall-clock limit, from the moment the worker is ready.
+
+    Returns:
+        What ``fn`` returned.
+
+    Raises:
+        VideoError: the function's own, ``DecodeTimeout``, or ``DecoderCrashed`` (also for an
+            exception other than a :class:`VideoError` inside ``fn``).
+    """
+    target = f"{fn.__module__}:{fn.__qualname__}"
+    return _one_off(CallRequest(os.fspath(path), target, tuple(args)), timeout_s)

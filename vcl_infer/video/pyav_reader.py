@@ -10,14 +10,15 @@ request, not the video.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 
 from vcl_infer._optional import require
 from vcl_infer.errors import CorruptVideo, FrameTooLarge, NoVideoStream, UnsupportedFormat
 from vcl_infer.video._guards import FORMAT_WHITELIST
-from vcl_infer.video.reader import VideoInfo
+from vcl_infer.video.reader import FrameIndices, VideoInfo
+from vcl_infer.video.timeline import by_index, collapsed, last_frame_duration, nominal_rate
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
@@ -67,21 +68,27 @@ class PyAvReader:
             self._check_size(ctx.width, ctx.height)
             codec, claimed = ctx.name, int(stream.frames or 0) or -1
             average_rate = float(stream.average_rate or 0.0)
+            framerate = float(ctx.framerate or 0.0)  # the codec's own (H.264 VUI) rate
+            guessed_rate = float(stream.guessed_rate or 0.0)
         finally:
             container.close()
-        pts, rotation, size = self._scan()
+        pts, rotation, size, last_duration = self._scan()
         if not pts:
             raise CorruptVideo(self._path, "no frame of the video stream could be decoded")
         raw = np.asarray(pts, dtype=np.float64)
         # decode position of the i-th frame in presentation order (stable: ties keep decode order)
         self._order = np.argsort(raw, kind="stable")
         self._timestamps = raw[self._order]
+        rate = nominal_rate(framerate, guessed_rate, average_rate)
+        self.collapsed_timestamps = collapsed(self._timestamps)
+        if self.collapsed_timestamps:  # frame i is shown at i / nominal rate (see timeline.py)
+            self._timestamps, duration = by_index(len(pts), rate)
+        else:
+            duration = float(self._timestamps[-1] - self._timestamps[0])
+            duration += last_frame_duration(self._timestamps, last_duration, rate)
         self._rot_k = (rotation // 90) % 4  # np.rot90 turns rotation=-90 (a "90" tag) clockwise
         height, width = size if self._rot_k % 2 == 0 else size[::-1]
         n = len(pts)
-        step = np.diff(self._timestamps)
-        step = float(np.median(step[step > 0])) if np.any(step > 0) else 0.0
-        duration = float(self._timestamps[-1] - self._timestamps[0] + step)
         self.info = VideoInfo(
             path=self._path,
             backend=self.backend,
@@ -125,14 +132,17 @@ class PyAvReader:
         finally:
             container.close()
 
-    def _scan(self) -> tuple[list[float], int, tuple[int, int]]:
-        """Presentation times of every decodable frame, the rotation, and the coded H x W."""
+    def _scan(self) -> tuple[list[float], int, tuple[int, int], float | None]:
+        """Presentation times of every decodable frame, the rotation, the coded H x W, and how
+        long the last frame (in presentation order) is shown (None when not declared)."""
         with open_container(self._path) as container:
             stream = container.streams[self._stream_index]
             time_base = float(stream.time_base) if stream.time_base else 0.0
             rate = float(stream.average_rate or stream.guessed_rate or 25)
         pts: list[float] = []
         rotation, size = 0, (0, 0)
+        last_duration: float | None = None
+        latest = -np.inf
         for frame in self._frames():
             if not pts:
                 rotation, size = int(round(frame.rotation or 0)), (frame.height, frame.width)
@@ -141,29 +151,40 @@ class PyAvReader:
                 pts.append(frame.pts * time_base)
             else:  # no timestamp (some AVI/raw streams): continue at the nominal rate
                 pts.append(pts[-1] + 1.0 / rate if pts else 0.0)
-        return pts, rotation, size
+            if pts[-1] >= latest:
+                latest = pts[-1]
+                declared = getattr(frame, "duration", None)
+                last_duration = declared * time_base if declared and time_base else None
+        return pts, rotation, size, last_duration
 
     @property
     def timestamps(self) -> np.ndarray:
         """``(num_frames,)`` float64 seconds, presentation order, non-decreasing."""
         return self._timestamps
 
-    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+    def get_frames(self, indices: FrameIndices, size: tuple[int, int] | None = None) -> np.ndarray:
         """Frames at ``indices`` (clamped to ``[0, num_frames)``).
+
+        Args:
+            indices: presentation-order frame indices.
+            size: ``(height, width)`` (displayed orientation) to scale the frames to in
+                FFmpeg's scaler (bilinear, area-aware when shrinking) during the colour
+                conversion; None: full size.
 
         Returns:
             ``T x H x W x 3`` uint8 RGB, rotated as the container says it is displayed;
             high bit depth (10-bit HEVC) is converted to 8 bits.
         """
+        shape = (self.info.height, self.info.width) if size is None else (int(size[0]), int(size[1]))
         idx = np.clip(np.asarray(indices, dtype=np.int64).reshape(-1), 0, self.info.num_frames - 1)
         if idx.size == 0:
-            return np.zeros((0, self.info.height, self.info.width, 3), np.uint8)
+            return np.zeros((0, *shape, 3), np.uint8)
         wanted = {int(self._order[i]) for i in np.unique(idx)}  # decode positions
         last = max(wanted)
         got: dict[int, np.ndarray] = {}
         for pos, frame in enumerate(self._frames()):
             if pos in wanted:
-                got[pos] = self._to_rgb(frame)
+                got[pos] = self._to_rgb(frame, shape)
             if pos >= last:
                 break
         if not got:
@@ -177,14 +198,18 @@ class PyAvReader:
             out.append(got[pos])
         return np.stack(out)
 
-    def _to_rgb(self, frame: Any) -> np.ndarray:
-        rgb = frame.to_ndarray(format="rgb24")  # swscale converts any bit depth to 8-bit RGB
+    def _to_rgb(self, frame: Any, shape: tuple[int, int]) -> np.ndarray:
+        if shape == (self.info.height, self.info.width):
+            rgb = frame.to_ndarray(format="rgb24")  # swscale converts any bit depth to 8-bit RGB
+        else:  # scale before rotating: the coded frame is (width, height) swapped for 90/270
+            height, width = shape if self._rot_k % 2 == 0 else shape[::-1]
+            rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR").to_ndarray()
         if self._rot_k:
             rgb = np.ascontiguousarray(np.rot90(rgb, self._rot_k))
-        if rgb.shape[:2] != (self.info.height, self.info.width):
+        if rgb.shape[:2] != shape:
             # mid-stream size change: keep one shape per video (the first frame's) by padding/cropping
-            canvas = np.zeros((self.info.height, self.info.width, 3), np.uint8)
-            h, w = min(rgb.shape[0], self.info.height), min(rgb.shape[1], self.info.width)
+            canvas = np.zeros((*shape, 3), np.uint8)
+            h, w = min(rgb.shape[0], shape[0]), min(rgb.shape[1], shape[1])
             canvas[:h, :w] = rgb[:h, :w]
             rgb = canvas
         return rgb

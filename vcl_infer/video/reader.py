@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
+
+FrameIndices = Union[Sequence[int], np.ndarray]
+"""Frame numbers: a list or a 1-D integer array."""
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,9 @@ class VideoReader(Protocol):
     @property
     def timestamps(self) -> np.ndarray: ...
 
-    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
-        """Frames at ``indices`` (clamped to ``[0, num_frames)``) as ``T x H x W x 3`` uint8 RGB."""
+    def get_frames(self, indices: FrameIndices, size: tuple[int, int] | None = None) -> np.ndarray:
+        """Frames at ``indices`` (clamped to ``[0, num_frames)``) as ``T x H x W x 3`` uint8 RGB,
+        scaled to ``size = (H, W)`` inside the decoder when given (full size otherwise)."""
         ...
 
     def close(self) -> None: ...

@@ -1,0 +1,174 @@
+"""int8 vs fp32 encoder bundles: speed, size and fidelity, measured side by side in one run.
+
+For each model (``r2plus1d_18`` untrained at 16 x 112 x 112, the speed target of issue 15; and
+the packaged default encoder, a trained ``r3d_small``, whose R@1 means something):
+
+1. the fp32 bundle is exported (or taken as shipped) and quantized with ``vcl-export --int8``'s
+   code path (``export.quantize.quantize_bundle``), calibrated on clips of the real videos in
+   ``../shared/videos/{mmaction2,decord}``;
+2. speed: ONNX Runtime CPU sessions of both models encode the same batch, alternating
+   fp32/int8 for ``--rounds`` rounds (so load drifts hit both); the ratio is taken per round
+   and reported as median with min-max, with the load average before and after;
+3. fidelity: min / mean cosine and max abs error of int8 vs fp32 on held-out clips (the export's
+   own check), and leave-one-out video R@1 of both on a generated labelled motion set
+   (``vcl-synth``; class folders).
+
+Goal (issue 15): >= 1.5x faster, <= 1 point R@1 loss. Usage::
+
+    PYTHONPATH=$PWD python benchmarks/int8.py [--rounds 7] [--batch 4] [--threads 2] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+VIDEOS = ROOT.parent / "shared" / "videos"
+HELD_OUT = VIDEOS / "decord" / "flipping_a_pancake.mkv"
+
+
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
+def _calibration_dir(tmp: Path) -> Path:
+    """The real action clips, linked into one folder (the broken test files are left out)."""
+    folder = tmp / "calibration"
+    folder.mkdir()
+    for rel in ("mmaction2/demo.mp4", "mmaction2/test.avi", "moviepy/big_buck_bunny_432_433.webm"):
+        (folder / Path(rel).name).write_bytes((VIDEOS / rel).read_bytes())
+    return folder
+
+
+def _labelled_set(tmp: Path, size: int, frames: int, classes: int, per_class: int) -> Path:
+    out = tmp / f"synth{size}"
+    subprocess.run([sys.executable, "-m", "training.synth_cli", str(out), "--classes", str(classes),
+                    "--videos-per-class", str(per_class), "--frames", str(frames), "--size", str(size)],
+                   check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return out / "videos"
+
+
+def _time(encoders: dict, batch: np.ndarray, rounds: int) -> dict:
+    for encode in encoders.values():  # warm up: first runs allocate and pick kernels
+        encode(batch)
+    seconds: dict[str, list[float]] = {name: [] for name in encoders}
+    for _ in range(rounds):
+        for name, encode in encoders.items():
+            start = time.perf_counter()
+            encode(batch)
+            seconds[name].append(time.perf_counter() - start)
+    ratios = [f / i for f, i in zip(seconds["fp32"], seconds["int8"])]
+    return {
+        "clips_per_s": {n: len(batch) / statistics.median(s) for n, s in seconds.items()},
+        "median_s": {n: statistics.median(s) for n, s in seconds.items()},
+        "speedup_median": statistics.median(ratios), "speedup_min": min(ratios), "speedup_max": max(ratios),
+    }
+
+
+def measure(name: str, fp32: Path, tmp: Path, calibration: Path, labelled: Path, args) -> dict:
+    from export.quantize import labelled_recall, quantize_bundle
+    from vcl_infer.bundle import load_bundle_spec
+
+    int8 = tmp / f"{name}.int8.onnx"
+    started = time.perf_counter()
+    result = quantize_bundle(fp32, int8, calibration, verify_videos=[HELD_OUT], clips_per_video=4,
+                             calibration_clips_per_video=args.calibration_clips)
+    quantize_s = time.perf_counter() - started
+    spec = load_bundle_spec(fp32)
+    batch = np.random.default_rng(0).standard_normal((args.batch, *spec.clip.input_shape)).astype(np.float32)
+    load_before = os.getloadavg()
+    speed = _time({"fp32": _session(fp32, args.threads), "int8": _session(int8, args.threads)}, batch, args.rounds)
+    load_after = os.getloadavg()
+    recall = labelled_recall(fp32, int8, labelled, spec, clips_per_video=args.recall_clips)
+    return {
+        "model": name, "arch": spec.arch, "trained": spec.trained, "input": list(spec.clip.input_shape),
+        "batch": args.batch, "threads": args.threads, "rounds": args.rounds, **speed,
+        "size_mb": {"fp32": fp32.stat().st_size / 1e6, "int8": int8.stat().st_size / 1e6},
+        "calibration": result.spec.quantization["calibration"], "quantize_s": quantize_s,
+        "fidelity": result.spec.quantization["fidelity_vs_fp32"], "retrieval": recall,
+        "loadavg_1m": {"before": load_before[0], "after": load_after[0]}, "cpus": os.cpu_count(),
+    }
+
+
+def _export_r2plus1d(tmp: Path) -> Path:
+    import torch
+
+    from export.pipeline import export_bundle
+    from training.models import create_backbone
+    from training.models.defaults import default_clip_spec
+    from vcl_infer.spec import EncoderSpec
+
+    torch.manual_seed(0)
+    backbone = create_backbone("r2plus1d_18")
+    spec = EncoderSpec(arch="r2plus1d_18", embed_dim=int(backbone.embed_dim), clip=default_clip_spec("r2plus1d_18"))
+    return export_bundle(backbone, spec, tmp / "r2plus1d_18.onnx").paths.onnx
+
+
+def _print(record: dict) -> None:
+    f, i = record["clips_per_s"]["fp32"], record["clips_per_s"]["int8"]
+    held = record["fidelity"]["held_out"]
+    r = record["retrieval"]
+    print(f"## {record['model']} ({record['arch']}, input {record['input']}, trained={record['trained']})")
+    print(f"- speed, batch {record['batch']}, {record['threads']} threads, {record['rounds']} alternating rounds: "
+          f"fp32 {f:.2f} clips/s, int8 {i:.2f} clips/s -> {record['speedup_median']:.2f}x "
+          f"(min {record['speedup_min']:.2f}, max {record['speedup_max']:.2f})")
+    print(f"- size: fp32 {record['size_mb']['fp32']:.1f} MB, int8 {record['size_mb']['int8']:.1f} MB "
+          f"({record['size_mb']['fp32'] / record['size_mb']['int8']:.2f}x smaller)")
+    print(f"- fidelity on {held['clips']} held-out clips: min cosine {held['min_cosine']:.5f}, mean "
+          f"{held['mean_cosine']:.5f}, max abs error {held['max_abs_error']:.4f}; calibration "
+          f"{record['calibration']['clips']} clips from {record['calibration']['videos']} videos")
+    print(f"- R@1 (leave-one-out, {r['videos']} videos, {r['classes']} classes): fp32 {r['fp32_R@1']:.3f}, "
+          f"int8 {r['int8_R@1']:.3f}, drop {r['R@1_drop_points']:.1f} points")
+    print(f"- load average (1 min) {record['loadavg_1m']['before']:.2f} -> {record['loadavg_1m']['after']:.2f} "
+          f"on {record['cpus']} CPUs")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--calibration-clips", type=int, default=4, help="clips per calibration video")
+    parser.add_argument("--recall-clips", type=int, default=2, help="clips per labelled video for R@1")
+    parser.add_argument("--per-class", type=int, default=6, help="labelled videos per class (6 classes)")
+    parser.add_argument("--only", choices=("r2plus1d_18", "default"), default=None)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    from vcl_infer.embedder import DEFAULT_BUNDLE
+
+    records = []
+    with tempfile.TemporaryDirectory(prefix="vcl-int8-bench-") as name:
+        tmp = Path(name)
+        calibration = _calibration_dir(tmp)
+        if args.only in (None, "r2plus1d_18"):
+            labelled = _labelled_set(tmp, 128, 32, 6, args.per_class)
+            records.append(measure("r2plus1d_18", _export_r2plus1d(tmp), tmp, calibration, labelled, args))
+        if args.only in (None, "default"):
+            labelled = _labelled_set(tmp, 64, 32, 6, args.per_class)  # its training data: 64 px
+            records.append(measure("default", DEFAULT_BUNDLE, tmp, calibration, labelled, args))
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return
+    for record in records:
+        _print(record)
+
+
+if __name__ == "__main__":
+    main()

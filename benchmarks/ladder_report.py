@@ -1,0 +1,204 @@
+"""The learnability ladder's report: table (mean +- std over seeds), claims, pictures.
+
+Called by ``benchmarks/reproduce.py`` after every finished run, so a partial ladder still
+gives a table; rows missing from it are listed as pending.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+METRICS = ("linear_top1", "r1", "r5", "r1_1clip")
+ORDER = ("supervised", "untrained", "simclr", "moco", "tclr", "fame", "videomoco", "cyclecontrast", "vclr",
+         "hcl", "mochi", "kcl", "tsc", "crossclr", "longshort")
+
+
+def group(rows: Sequence[dict[str, Any]], data: str) -> dict[str, dict[str, list[float]]]:
+    """method -> metric -> the seeds' values, for the runs on ``data``."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for r in rows:
+        if r["data"] != data:
+            continue
+        g = out.setdefault(r["method"], {m: [] for m in (*METRICS, "train_s", "seed")})
+        for m in (*METRICS, "train_s", "seed"):
+            g[m].append(float(r[m]))
+    return out
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+def verdict(a: Sequence[float], b: Sequence[float]) -> tuple[str, float, float]:
+    """Is mean(a) > mean(b)? Returns (verdict, gap, the spread that decided it).
+
+    Both sides with >= 2 seeds: HOLDS when the gap exceeds both stds, DOES NOT HOLD when it is
+    <= 0, INCONCLUSIVE in between. One side with
+    a single seed: its spread is unknown, so HOLDS needs the gap to exceed 3x the other side's std
+    and 5 points; a single seed on both sides is always INCONCLUSIVE.
+    """
+    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+    gap = ma - mb
+    if len(a) < 2 and len(b) < 2:
+        return "INCONCLUSIVE", gap, 0.0
+    if len(a) < 2 or len(b) < 2:
+        spread = 3 * max(sa, sb)
+        if gap > max(spread, 0.05):
+            return "HOLDS", gap, spread
+        return ("DOES NOT HOLD" if gap <= 0 else "INCONCLUSIVE"), gap, spread
+    spread = max(sa, sb)
+    if gap > spread and gap > 0:
+        return "HOLDS", gap, spread
+    if gap <= 0:
+        return "DOES NOT HOLD", gap, spread
+    return "INCONCLUSIVE", gap, spread
+
+
+def claims(rows: Sequence[dict[str, Any]], clips: int, bias: float) -> list[dict[str, Any]]:
+    motion, biased = group(rows, "motion"), group(rows, "biased")
+    out = []
+    floor = motion.get("untrained")
+    for m in ORDER[2:]:
+        if m in motion and floor:
+            word, gap, spread = verdict(motion[m]["linear_top1"], floor["linear_top1"])
+            out.append({"claim": f"{m} pretraining beats none (linear top-1)", "verdict": word,
+                        "detail": _detail(motion[m]["linear_top1"], floor["linear_top1"], gap, spread, m, "untrained")})
+    if "fame" in biased and "simclr" in biased:
+        word, gap, spread = verdict(biased["fame"]["linear_top1"], biased["simclr"]["linear_top1"])
+        out.append({"claim": f"FAME beats SimCLR when train backgrounds predict the class (bias {bias}, linear top-1)",
+                    "verdict": word,
+                    "detail": _detail(biased["fame"]["linear_top1"], biased["simclr"]["linear_top1"], gap, spread,
+                                      "fame", "simclr")})
+    if "tclr" in motion and "simclr" in motion:
+        def gains(g: dict[str, list[float]]) -> list[float]:
+            return [n - one for n, one in zip(g["r1"], g["r1_1clip"])]
+
+        word, gap, spread = verdict(gains(motion["tclr"]), gains(motion["simclr"]))
+        out.append({"claim": f"TCLR gains more R@1 than SimCLR from 1 to {clips} clips per video", "verdict": word,
+                    "detail": _detail(gains(motion["tclr"]), gains(motion["simclr"]), gap, spread,
+                                      "tclr gain", "simclr gain")})
+    return out
+
+
+def _detail(a: Sequence[float], b: Sequence[float], gap: float, spread: float, na: str, nb: str) -> str:
+    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+    return (f"{na} {100 * ma:.1f} +- {100 * sa:.1f} (n={len(a)}) vs {nb} {100 * mb:.1f} +- {100 * sb:.1f} "
+            f"(n={len(b)}): gap {100 * gap:+.1f}, deciding spread {100 * spread:.1f} points")
+
+
+def table(rows: Sequence[dict[str, Any]], data: str) -> str:
+    g = group(rows, data)
+    lines = ["| method | seeds | linear top-1 | R@1 (mean of clips) | R@5 | R@1 (1 clip) | train s/run |",
+             "|---|---|---|---|---|---|---|"]
+    for m in [m for m in ORDER if m in g]:
+        cells = []
+        for k in METRICS:
+            mu, sd = mean_std(g[m][k])
+            cells.append(f"{100 * mu:.1f} +- {100 * sd:.1f}" if len(g[m][k]) > 1 else f"{100 * mu:.1f}")
+        label = m + (" (ceiling)" if m == "supervised" else " (floor)" if m == "untrained" else "")
+        label += " *labels*" if m in ("kcl", "tsc") else ""
+        lines.append(f"| {label} | {len(g[m]['seed'])} | " + " | ".join(cells) + f" | {np.mean(g[m]['train_s']):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def render(args: Any, rows: list[dict[str, Any]], planned: int, seconds: float, command: str) -> dict[str, Any]:
+    """Write ladder.md / ladder.json (and the pictures) to ``args.out`` and ``args.report``."""
+    found = claims(rows, args.clips, args.bias)
+    header = (f"Set: vcl-synth, {args.classes} motion classes x {args.videos_per_class} videos, {args.video_frames} "
+              f"frames at {args.size} px, backgrounds random (bias-{args.bias} set for the FAME claim), data seed "
+              f"{args.data_seed}. Backbone r3d_small; clips {args.frames} frames at step {args.frame_step}, "
+              f"{args.size} px. Budget per run: {args.steps} steps x batch {args.batch_size}, CPU, one thread per run, "
+              f"{args.parallel} runs at once. Linear probe: frozen backbone, features of {args.clips} uniform clips "
+              f"per video, Adam 1e-2, 100 epochs, test clips' probabilities averaged. Retrieval: test videos query "
+              f"the train split (hit: same class in the top k), mean of {args.clips} clip features, L2. Numbers in %, "
+              f"mean +- std over seeds (sample std).\n\n" + getattr(args, "settings", "") + "\n\n")
+    done = f"{len(rows)} of {planned} runs done; wall time {seconds / 60:.1f} min (first start to last end) " \
+           f"(sum of the runs' own times {sum(r['train_s'] + r['eval_s'] for r in rows) / 60:.1f} min).\n\n"
+    md = ("# Learnability ladder\n\n" + header + done + f"Command: `{command}`\n\n## Motion set (unbiased)\n\n"
+          + table(rows, "motion") + f"\n## Background-bias {args.bias} set\n\n" + table(rows, "biased")
+          + "\n## Claims\n\n" + "\n".join(f"- **{c['verdict']}**: {c['claim']} ({c['detail']})" for c in found) + "\n")
+    pending = getattr(args, "pending", [])
+    if pending:
+        md += f"\nNot run yet ({len(pending)}): {', '.join(pending)}. Resume with the command above.\n"
+    result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "rows": rows, "claims": found, "planned_runs": planned, "wall_s": round(seconds, 1),
+              "command": command, "written": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for folder in [args.out] + ([args.report] if args.report else []):
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "ladder.md").write_text(md)
+        (folder / "ladder.json").write_text(json.dumps(result, indent=1))
+        try:
+            bars(rows, folder / "ladder_bars.png")
+            curves(args.out / "runs", rows, folder / "ladder_curves.png")
+        except Exception as exc:  # noqa: BLE001 - a picture must not lose the table
+            print(f"pictures not drawn: {exc}")
+    return result
+
+
+def bars(rows: Sequence[dict[str, Any]], out: Path) -> None:
+    """Linear top-1 and R@1 per method, mean with std error bars, floor and chance lines."""
+    from training.pictures._plt import pyplot
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+    g = group(rows, "motion")
+    methods = [m for m in ORDER if m in g]
+    x = np.arange(len(methods))
+    for ax, key, title in zip(axes, ("linear_top1", "r1"), ("linear probe top-1", "retrieval R@1")):
+        stats = [mean_std(g[m][key]) for m in methods]
+        colours = ["tab:green" if m == "supervised" else "tab:grey" if m == "untrained" else "tab:blue" for m in methods]
+        ax.bar(x, [100 * s[0] for s in stats], yerr=[100 * s[1] for s in stats], color=colours, capsize=3)
+        if "untrained" in g:
+            ax.axhline(100 * mean_std(g["untrained"][key])[0], color="k", ls="--", lw=1, label="untrained (floor)")
+        ax.set_xticks(x, methods, rotation=45, ha="right")
+        ax.set_ylabel("%")
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{title} (mean +- std over seeds)")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def curves(runs: Path, rows: Sequence[dict[str, Any]], out: Path) -> None:
+    """Per method: training loss and the online kNN top-1 against the step, one line per seed."""
+    from training.pictures._plt import pyplot
+    from training.pictures.curves import read_metrics
+
+    methods = [m for m in ORDER if any(r["method"] == m and r["method"] != "untrained" for r in rows)]
+    if not methods:
+        return
+    plt = pyplot()
+    fig, axes = plt.subplots(2, len(methods), figsize=(2.6 * len(methods), 5.2), squeeze=False)
+    for j, m in enumerate(methods):
+        for r in rows:
+            if r["method"] != m or r["data"] != "motion":
+                continue
+            path = runs / r["name"] / "metrics.csv"
+            if not path.is_file():
+                continue
+            d = read_metrics(path)
+            ok = np.isfinite(d.get("loss", np.array([])))
+            if ok.any():
+                axes[0, j].plot(d["step"][ok], d["loss"][ok], lw=1, label=f"seed {r['seed']}")
+            if "knn_top1" in d:
+                k = np.isfinite(d["knn_top1"])
+                axes[1, j].plot(d["step"][k], 100 * d["knn_top1"][k], marker="o", ms=3, lw=1)
+        axes[0, j].set_title(m)
+        axes[1, j].set_xlabel("step")
+        axes[1, j].set_ylim(0, 100)
+    axes[0, 0].set_ylabel("training loss")
+    axes[1, 0].set_ylabel("online kNN top-1 (%)")
+    for ax in axes.ravel():
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)

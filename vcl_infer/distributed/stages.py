@@ -1,0 +1,124 @@
+"""The two stages of a distributed build, as Ray Data runs them (``map_batches``).
+
+- :func:`decode_batch` is a Ray *task*: it decodes a batch of files with the runtime's own
+  safe decode path (a :class:`~vcl_infer.video.isolated.DecodePool` child process per
+  task: regular files only, magic bytes checked, a hard per-file timeout, a frame-size cap,
+  the decord -> PyAV fallback) and hands uint8 clips on as Arrow binary columns.
+- :class:`EncodeToShard` is a Ray *actor*: it loads the encoder bundle once, embeds every
+  decoded file exactly as a local build does (:func:`vcl_infer.build.clip_vectors`, one
+  call per video) and writes the batch as one Parquet shard, returning only its name, so
+  vectors travel through the object store once, as files.
+
+Both take and return ``pyarrow.Table`` batches. No stage raises for a bad file: its error
+kind and reason travel in the row, as in a local build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from vcl_infer.distributed.shards import ShardMeta, ShardRow, write_shard
+from vcl_infer.errors import VideoError
+
+
+def _decoded_row(path: str, size: int, mtime_ns: int, result: Any, parts: list) -> dict[str, Any]:
+    """One file's decoded clips (``parts``: earlier batches of clips of a long video, if the
+    decoder streams them) as a row of Arrow-friendly values."""
+    from vcl_infer.build import file_hash
+
+    row: dict[str, Any] = {"path_bytes": os.fsencode(path), "size": size, "mtime_ns": mtime_ns, "status": "ok",
+                           "error_kind": "", "error": "", "content_hash": "", "info": "{}", "starts": [],
+                           "ends": [], "clips": b"", "clip_shape": []}
+    if isinstance(result, VideoError):
+        row.update(status="failed", error_kind=result.kind, error=result.reason)
+        return row
+    info = result.info.to_dict()
+    info.update(frames=int(result.info.num_frames), damaged_frames=int(result.damaged_frames))
+    pieces = [*parts, result]
+    clips = np.ascontiguousarray(np.concatenate([p.clips for p in pieces]), dtype=np.uint8)
+    windows = [w for p in pieces for w in p.windows]
+    row.update(content_hash=file_hash(path), info=json.dumps(info), clips=clips.tobytes(),
+               clip_shape=list(clips.shape), starts=[float(w.start_sec) for w in windows],
+               ends=[float(w.end_sec) for w in windows])
+    return row
+
+
+def decode_batch(batch, *, spec, clips: int, timeout_s: float, nice: int = 10, batch_policy: bool = False):
+    """Ray task: ``(path_bytes, size, mtime_ns)`` rows -> decoded rows (clips as uint8 bytes).
+
+    ``nice`` and ``batch_policy``: the decode worker's priority (``vcl_infer.build.DECODE_PRIORITY``)."""
+    import pyarrow as pa
+
+    from vcl_infer.video.isolated import DecodePool
+
+    paths = [os.fsdecode(p) for p in batch.column("path_bytes").to_pylist()]
+    sizes = batch.column("size").to_pylist()
+    mtimes = batch.column("mtime_ns").to_pylist()
+    from vcl_infer.video.clips import DecodedVideo
+
+    done: dict[int, Any] = {}
+    parts: dict[int, list] = {}
+    with DecodePool(workers=1, timeout_s=timeout_s, nice=nice, batch=batch_policy) as pool:
+        for pos, result in pool.imap_unordered([(p, spec, clips) for p in paths]):
+            if isinstance(result, (DecodedVideo, VideoError)):
+                done[pos] = result
+            else:  # a batch of clips of a long video; its DecodedVideo comes last
+                parts.setdefault(pos, []).append(result)
+    rows = [_decoded_row(paths[i], int(sizes[i]), int(mtimes[i]), done[i], parts.get(i, [])) for i in range(len(paths))]
+    return pa.Table.from_pylist(rows, schema=pa.schema([
+        ("path_bytes", pa.binary()), ("size", pa.int64()), ("mtime_ns", pa.int64()), ("status", pa.string()),
+        ("error_kind", pa.string()), ("error", pa.string()), ("content_hash", pa.string()), ("info", pa.string()),
+        ("starts", pa.list_(pa.float64())), ("ends", pa.list_(pa.float64())), ("clips", pa.large_binary()),
+        ("clip_shape", pa.list_(pa.int64())),
+    ]))
+
+
+class EncodeToShard:
+    """Ray actor: decoded rows -> vectors -> one shard file per batch; returns the shard's name.
+
+    Args:
+        model: the encoder bundle (a path every node can read).
+        shards_dir: where shards are written (shared storage on a cluster).
+        meta: encoder and sampling recorded in each shard.
+        threads: ONNX Runtime CPU threads (None: every core, as a local build).
+    """
+
+    def __init__(self, model: str, shards_dir: str, meta: ShardMeta, threads: int | None = None):
+        from vcl_infer.build import available_cores
+        from vcl_infer.embedder import Embedder
+
+        self.embedder = Embedder.load(model, threads=threads or available_cores())
+        if self.embedder.spec.fingerprint != meta.fingerprint:
+            raise RuntimeError(f"{model} on this node is not the encoder the build started with")
+        self.shards_dir = shards_dir
+        self.meta = meta
+
+    def _row(self, data: dict[str, list], i: int) -> ShardRow:
+        from vcl_infer.build import clip_vectors
+
+        row = ShardRow(path=os.fsdecode(data["path_bytes"][i]), size=data["size"][i], mtime_ns=data["mtime_ns"][i],
+                       status=data["status"][i], error_kind=data["error_kind"][i], error=data["error"][i],
+                       content_hash=data["content_hash"][i], info=json.loads(data["info"][i]),
+                       windows=list(zip(data["starts"][i], data["ends"][i])))
+        if row.status != "ok":
+            return row
+        uint8_clips = np.frombuffer(data["clips"][i], np.uint8).reshape(data["clip_shape"][i])
+        video_vec, clip_vecs = clip_vectors(self.embedder, uint8_clips)
+        if not (np.isfinite(video_vec).all() and np.isfinite(clip_vecs).all()):
+            row.status, row.error_kind = "failed", "encoder_error"
+            row.error, row.windows = "the encoder produced non-finite values (NaN/inf); not indexed", []
+            return row
+        row.video_vector, row.clip_vectors = video_vec, clip_vecs
+        return row
+
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        data = batch.to_pydict()
+        rows = [self._row(data, i) for i in range(batch.num_rows)]
+        shard = write_shard(self.shards_dir, rows, self.meta)
+        return pa.table({"shard": [str(shard)], "files": [len(rows)]})
