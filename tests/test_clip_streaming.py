@@ -20,15 +20,18 @@ class _CountingReader:
                               duration=num_frames / fps, width=side, height=side)
         self._ts = np.arange(num_frames) / fps
         self.requests: list[int] = []
+        self.sizes: list = []
 
     @property
     def timestamps(self):
         return self._ts
 
-    def get_frames(self, indices):
+    def get_frames(self, indices, size=None):
         idx = np.asarray(indices)
         self.requests.append(idx.size)
-        return np.repeat((idx % 251).astype(np.uint8)[:, None, None, None], 48, 1).repeat(48, 2).repeat(3, 3)
+        self.sizes.append(size)
+        height, width = size or (self.info.height, self.info.width)
+        return np.repeat((idx % 251).astype(np.uint8)[:, None, None, None], height, 1).repeat(width, 2).repeat(3, 3)
 
     def close(self):
         pass
@@ -42,13 +45,24 @@ def test_frames_are_decoded_in_groups_within_the_byte_budget():
     budget = 200 * 48 * 48 * 3  # 200 frames
     seen = 0
     parts = 0
-    for fitted, part in C._decode_parts(reader, SPEC, windows, budget):
+    for fitted, part in C._decode_parts(reader, SPEC, windows, budget, decoder_resize=False):
         assert len(part) <= C.PART_CLIPS and fitted.shape[0] == len(part)
         seen += len(part)
         parts += 1
     assert seen == len(windows) == 3600
     assert max(reader.requests) <= 200 and len(reader.requests) >= 3600 * 4 // 200
-    assert parts >= 3600 // C.PART_CLIPS
+    assert parts >= 3600 // C.PART_CLIPS and set(reader.sizes) == {None}
+
+
+def test_the_byte_budget_counts_frames_at_the_decoders_output_size():
+    from vcl_infer.video import clips as C
+
+    reader = _CountingReader(num_frames=3000)
+    windows = ClipSampling().windows(reader.timestamps, SPEC)
+    budget = 200 * 48 * 48 * 3  # 200 full-size frames = 288 frames scaled to 40 x 40 in the decoder
+    clips = np.concatenate([fitted for fitted, _ in C._decode_parts(reader, SPEC, windows, budget)])
+    assert set(reader.sizes) == {(40, 40)} and clips.shape[1:] == (4, 32, 32, 3)
+    assert 200 < max(reader.requests) <= 288
 
 
 def test_a_stream_equals_the_whole_read_and_comes_in_parts(tmp_path):

@@ -139,7 +139,8 @@ def test_the_index_has_a_clip_per_second_and_add_keeps_the_rule(tmp_path):
     with VideoIndex.open(index) as ix:
         clips = ix.clips_of(ix.video_id(str(long_video)))
     starts = np.array([c.start_sec for c in clips])
-    assert 599 <= len(clips) <= 601 and np.abs(np.diff(starts) - 1.0).max() < 0.05
+    gaps = np.diff(starts)  # the last gap may be shorter: a clip at the last valid start covers the end
+    assert 599 <= len(clips) <= 601 and np.abs(gaps[:-1] - 1.0).max() < 0.05 and 0 < gaps[-1] < 1.05
     short = write_ten_minute_video(tmp_path / "twenty.mp4", seconds=20)
     report = add_files(index, [short], workers=1, progress=False)
     assert report.sampling == read_sampling(index).to_dict()
