@@ -64,7 +64,7 @@ class QueryEngine:
     def in_flight(self) -> int:
         return self._in_flight
 
-    def _query_clips(self, path: str, start: float | None, end: float | None, num_clips: int):
+    def _query_clips(self, path: str, start: float | None, end: float | None, num_clips):
         from vcl_infer.search import decode_range
         from vcl_infer.video.isolated import run_isolated
 
@@ -93,7 +93,8 @@ class QueryEngine:
         clips, windows = self._query_clips(path, start, end, num_clips)
         video_vec, clip_vecs = clip_vectors(self.state.embedder, clips)
         with self.state.use() as handle, handle.lock:
-            hits = search_vectors(handle.index, video_vec, clip_vecs, k=k, moments=level == "clip")
+            hits = search_vectors(handle.index, video_vec, clip_vecs, k=k, moments=level == "clip",
+                                  query_windows=windows)
             ids = [handle.index.video_id(h.video) for h in hits]
             generation = handle.generation
         results = []
