@@ -224,10 +224,6 @@ def build_with_ray(
     ingested = IngestReport(index=report.index)
     index = open_index_for_shards(index_dir, meta, index_type) if ingest else None
     try:
-        if index is not None:
-            from vcl_infer.sampling_record import write_sampling
-
-            write_sampling(index_dir, rule)  # under the writer lock, before any video is added
         writer = ShardIngester(index, ingested, current=stats) if index is not None else None
         todo = _resume_and_plan(writer, shards, files, stats, report)
         bar = tqdm(total=len(todo), unit="video", desc="indexing (ray)", disable=not progress, dynamic_ncols=True)
