@@ -175,3 +175,18 @@ def test_the_ray_stages_called_directly_give_the_local_builds_rows(tmp_path):
     local, distributed = _catalog(tmp_path / "local"), _catalog(tmp_path / "ray")
     assert local == distributed  # status, size, mtime, error kind and reason, windows, vector bytes
     assert local[files[0]][0] == "ok" and local[files[1]][0] == "failed"
+
+
+def test_ingest_records_the_shards_clip_count_and_refuses_an_index_cut_another_way(tmp_path):
+    from vcl_infer.errors import VclError
+    from vcl_infer.sampling import ClipSampling
+    from vcl_infer.sampling_record import read_sampling
+
+    write_shard(tmp_path / "a", [_ok_row("/v/a.mp4", 1)], META)
+    ingest_shards(tmp_path / "a", tmp_path / "idx")
+    assert read_sampling(tmp_path / "idx") == ClipSampling.fixed(META.clips_per_video)
+    three = ShardMeta(META.fingerprint, META.spec_json, DIM, 3)
+    write_shard(tmp_path / "b", [_ok_row("/v/b.mp4", 2)], three)
+    with pytest.raises(VclError, match="2 clips per video"):
+        ingest_shards(tmp_path / "b", tmp_path / "idx")
+    assert "/v/b.mp4" not in _catalog(tmp_path / "idx")

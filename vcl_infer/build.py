@@ -59,6 +59,8 @@ class BuildReport:
     Attributes:
         added: files new to the index, embedded.
         updated: files whose size or mtime changed, re-embedded.
+        clips_per_video: the fixed clip count (``--clips N``), None for a stride.
+        sampling: the clip sampling rule (:meth:`vcl_infer.sampling.ClipSampling.to_dict`).
         skipped: files unchanged since the last build (including known failures).
         removed: files dropped from the index (vanished, or asked for).
         failed: files that could not be read this run, with their reasons.
@@ -70,7 +72,8 @@ class BuildReport:
     videos_dir: str | None = None
     model: str | None = None
     fingerprint: str = ""
-    clips_per_video: int = DEFAULT_CLIPS
+    clips_per_video: int | None = None
+    sampling: dict[str, Any] = field(default_factory=dict)
     workers: int = 1
     encoder_threads: int = 1
     added: int = 0
@@ -220,15 +223,16 @@ def clip_vectors(embedder, uint8_clips: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def _decoded_in_background(pool, requests: list, depth: int) -> Iterator[tuple[int, Any]]:
-    """``pool.imap_unordered(requests)`` driven by a thread, so workers start their next file
-    while the caller encodes (the generator hands out work only while it is being advanced)."""
+    """``pool.imap_unordered(requests, parts=True)`` driven by a thread, so workers start their
+    next file (or batch) while the caller encodes (the generator hands out work only while it
+    is being advanced). At most ``depth`` batches wait in between: memory stays bounded."""
     results: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     done = object()
 
     def feed() -> None:
         try:
-            for item in pool.imap_unordered(requests):
+            for item in pool.imap_unordered(requests, parts=True):
                 while not stop.is_set():
                     try:
                         results.put(item, timeout=0.2)
@@ -257,11 +261,12 @@ def _decoded_in_background(pool, requests: list, depth: int) -> Iterator[tuple[i
 
 
 def _index_files(index, embedder, files: Sequence[str], stats: dict[str, tuple[int, int]], report: BuildReport,
-                 *, replace: set[str], clips: int, workers: int, timeout_s: float, commit_every: int,
+                 *, replace: set[str], clips, workers: int, timeout_s: float, commit_every: int,
                  commit_seconds: float, progress: bool) -> None:
     """Decode, embed and add ``files``; paths in ``replace`` are removed first (re-embedding)."""
     from tqdm import tqdm
 
+    from vcl_infer.video.clips import ClipBatch
     from vcl_infer.video.isolated import DecodePool
 
     if not files:
@@ -270,9 +275,17 @@ def _index_files(index, embedder, files: Sequence[str], stats: dict[str, tuple[i
     pending = 0
     last_commit = time.monotonic()
     bar = tqdm(total=len(files), unit="video", desc="indexing", disable=not progress, dynamic_ncols=True)
+    # a long video arrives as batches of clips: only their vectors are kept until it is done
+    partial: dict[int, tuple[list[np.ndarray], list[tuple[float, float]]]] = {}
     with DecodePool(workers=workers, timeout_s=timeout_s, **DECODE_PRIORITY) as pool:
         requests = [(path, spec, clips) for path in files]
         for index_pos, result in _decoded_in_background(pool, requests, depth=2 * workers + 2):
+            if isinstance(result, ClipBatch):
+                vecs, spans = partial.setdefault(index_pos, ([], []))
+                vecs.append(clip_vectors(embedder, result.clips)[1])
+                spans.extend((float(w.start_sec), float(w.end_sec)) for w in result.windows)
+                continue
+            earlier_vecs, earlier_spans = partial.pop(index_pos, ([], []))
             path = files[index_pos]
             size, mtime_ns = stats[path]
             if path in replace:
@@ -281,13 +294,15 @@ def _index_files(index, embedder, files: Sequence[str], stats: dict[str, tuple[i
                 index.add_failure(path, size=size, mtime_ns=mtime_ns, error_kind=result.kind, error=result.reason)
                 report.failed.append(Failure(path, result.kind, result.reason))
             else:
-                video_vec, clip_vecs = clip_vectors(embedder, result.clips)
+                from vcl_infer.retrieval_metrics import pool_clips
+
+                clip_vecs = np.concatenate([*earlier_vecs, clip_vectors(embedder, result.clips)[1]])
                 info = result.info.to_dict()
                 info.update(frames=int(result.info.num_frames), damaged_frames=int(result.damaged_frames))
                 index.add_video(
                     path, size=size, mtime_ns=mtime_ns, content_hash=file_hash(path), info=info,
-                    video_vector=video_vec, clip_vectors=clip_vecs,
-                    windows=[(float(w.start_sec), float(w.end_sec)) for w in result.windows],
+                    video_vector=pool_clips(clip_vecs), clip_vectors=clip_vecs,
+                    windows=earlier_spans + [(float(w.start_sec), float(w.end_sec)) for w in result.windows],
                 )
                 report.clips += len(clip_vecs)
                 if path in replace:
@@ -320,17 +335,19 @@ def read_report(index_dir: str | os.PathLike) -> dict[str, Any] | None:
         return None
 
 
-def _start(index_dir, model, clips, workers) -> tuple[BuildReport, Any, float]:
-    if clips is not None and clips < 1:
-        raise VclError("--clips must be at least 1")
+def _start(index_dir, model, sampling, workers) -> tuple[BuildReport, Any, float, Any]:
+    """Validate the options, load the encoder, resolve the clip sampling against the index's."""
+    from vcl_infer.sampling_record import requested_sampling, resolve_sampling
+
     if workers is not None and workers < 1:
         raise VclError("--workers must be at least 1")
+    rule = resolve_sampling(index_dir, requested_sampling(**sampling))
     workers = workers or default_workers()
     embedder, threads = load_embedder(model, workers)
     report = BuildReport(index=os.path.abspath(index_dir), model=str(embedder.path),
-                         fingerprint=embedder.spec.fingerprint, clips_per_video=clips or DEFAULT_CLIPS,
-                         workers=workers, encoder_threads=threads)
-    return report, embedder, time.monotonic()
+                         fingerprint=embedder.spec.fingerprint, clips_per_video=rule.count,
+                         sampling=rule.to_dict(), workers=workers, encoder_threads=threads)
+    return report, embedder, time.monotonic(), rule
 
 
 # ---------------------------------------------------------------- public entry points
@@ -342,6 +359,9 @@ def build_index(
     *,
     model: str | os.PathLike | None = None,
     clips: int | None = None,
+    clip_every: float | None = None,
+    min_clips: int | None = None,
+    max_clips: int | None = None,
     workers: int | None = None,
     index_type: str | None = None,
     progress: bool = True,
@@ -356,7 +376,12 @@ def build_index(
         videos_dir: folder walked recursively for video files (by suffix).
         index_dir: the index folder (created when missing).
         model: encoder bundle; the packaged default encoder when None.
-        clips: clips embedded per video (uniformly spaced; default 8).
+        clips: a fixed number of clips per video, uniformly spaced, however long it is
+            (instead of a stride).
+        clip_every / min_clips / max_clips: a clip every ``clip_every`` seconds, at least
+            ``min_clips`` and at most ``max_clips`` per video (the default: every 1 s, 8 to
+            3600, see :class:`vcl_infer.sampling.ClipSampling`). An existing index keeps the
+            rule it was built with (recorded in ``sampling.json``); a different one is refused.
         workers: decode processes (default: one per core, at most 8).
         index_type: FAISS factory string for a new index (chosen by size when None).
         progress: show a progress bar (stderr).
@@ -373,11 +398,13 @@ def build_index(
             with another encoder (``EncoderMismatch``), is locked or corrupt.
     """
     files = find_videos(videos_dir)
-    report, embedder, t0 = _start(index_dir, model, clips, workers)
+    sampling = dict(clips=clips, clip_every=clip_every, min_clips=min_clips, max_clips=max_clips)
+    report, embedder, t0, rule = _start(index_dir, model, sampling, workers)
     report.videos_dir = os.path.abspath(videos_dir)
     root = report.videos_dir.rstrip(os.sep) + os.sep
     index = open_index_for(index_dir, embedder, index_type, target_recall)
     try:
+        _record(index_dir, rule)
         known = index.known_files()
         stats: dict[str, tuple[int, int]] = {}
         todo: list[str] = []
@@ -398,7 +425,7 @@ def build_index(
         if vanished:
             report.removed = int(index.remove(vanished))
             index.commit()
-        _index_files(index, embedder, todo, stats, report, replace=replace, clips=report.clips_per_video,
+        _index_files(index, embedder, todo, stats, report, replace=replace, clips=rule,
                      workers=report.workers, timeout_s=timeout_s, commit_every=commit_every,
                      commit_seconds=commit_seconds, progress=progress)
     finally:
@@ -418,17 +445,22 @@ def add_files(
     workers: int | None = None,
     progress: bool = True,
     timeout_s: float = 60.0,
+    clip_every: float | None = None,
+    min_clips: int | None = None,
+    max_clips: int | None = None,
 ) -> BuildReport:
     """Embed ``files`` into an existing (or new) index; files already indexed are re-embedded.
 
-    Missing paths are reported as failures (``not_found``), not raised.
+    Clips are sampled by the rule the index was built with (``sampling.json``); sampling
+    options, when given, must agree with it. Missing paths are reported as failures
+    (``not_found``), not raised.
     """
     paths = sorted({os.path.abspath(os.fspath(f)) for f in files})
-    if clips is None:
-        clips = (read_report(index_dir) or {}).get("clips_per_video")
-    report, embedder, t0 = _start(index_dir, model, clips, workers)
+    sampling = dict(clips=clips, clip_every=clip_every, min_clips=min_clips, max_clips=max_clips)
+    report, embedder, t0, rule = _start(index_dir, model, sampling, workers)
     index = open_index_for(index_dir, embedder)
     try:
+        _record(index_dir, rule)
         known = index.known_files()
         stats = {}
         todo = []
@@ -440,7 +472,7 @@ def add_files(
             stats[path] = st
             todo.append(path)
         replace = {p for p in todo if p in known}
-        _index_files(index, embedder, todo, stats, report, replace=replace, clips=report.clips_per_video,
+        _index_files(index, embedder, todo, stats, report, replace=replace, clips=rule,
                      workers=min(report.workers, max(1, len(todo))), timeout_s=timeout_s,
                      commit_every=DEFAULT_COMMIT_EVERY, commit_seconds=DEFAULT_COMMIT_SECONDS, progress=progress)
     finally:
@@ -479,6 +511,13 @@ def remove_files(index_dir: str | os.PathLike, files: Iterable[str | os.PathLike
     report.seconds = time.monotonic() - t0
     report.completed = True
     return report
+
+
+def _record(index_dir, rule) -> None:
+    """Write ``sampling.json`` (under the writer lock, before any video is added)."""
+    from vcl_infer.sampling_record import write_sampling
+
+    write_sampling(index_dir, rule)
 
 
 def _not_indexed(path: str, known: dict) -> Failure:

@@ -1,8 +1,13 @@
-"""A self-contained HTML page of search results: thumbnail strips of the query and each hit.
+"""A self-contained HTML page of search results: thumbnail strips of the query and each hit,
+a player at the matched moment, and why it matched.
 
 Frames are read in a child process (the files are untrusted), shrunk there, and inlined as
-base64 JPEG (PyAV's MJPEG encoder; PNG via vcl_infer.png when that fails), so the page is
-one file with no links to the videos.
+base64 JPEG (PyAV's MJPEG encoder; PNG via vcl_infer.png when that fails), so the
+thumbnails need no access to the videos. For local files each hit also has a ``<video>``
+element whose ``file:`` URI carries a media fragment (``#t=START,END``, W3C Media Fragments
+URI 1.0), so the browser plays just the matched range (when the browser can decode the
+file). Each hit lists which query clip matched which clip of the video, with its cosine.
+Every text that comes from a file name or a query is escaped.
 """
 
 from __future__ import annotations
@@ -82,7 +87,54 @@ body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
 h1 { font-size: 1.3em; } .hit { margin: 1em 0; padding: .6em; border: 1px solid #ddd; border-radius: 6px; }
 .meta { font-size: .9em; margin-bottom: .4em; } .strip img { height: %dpx; margin-right: 3px; }
 .score { font-weight: bold; } .err { color: #a00; font-size: .9em; } code { word-break: break-all; }
+video { max-height: 180px; max-width: 100%%; margin: .3em 0; background: #000; }
+table.why { border-collapse: collapse; font-size: .85em; margin-top: .4em; }
+table.why td, table.why th { border: 1px solid #ddd; padding: 2px 6px; text-align: right; }
+.about { font-size: .9em; color: #444; max-width: 60em; }
 """ % THUMB_HEIGHT
+
+SCORE_HELP = (
+    "Scores are cosine similarities of L2-normalised clip embeddings: from -1 to 1, where 1 means the "
+    "encoder sees the same content (a re-encoded copy scores about 0.99) and unrelated videos score lower. "
+    "A video's score averages, over the query's clips, each query clip's best cosine among the video's clips "
+    "(Chamfer similarity); a moment's score is the cosine of that one clip. Scores compare results of one "
+    "index and encoder; they are not probabilities."
+)
+
+
+def media_uri(path: str, start: float, end: float) -> str | None:
+    """``file:`` URI of a local file with a ``#t=START,END`` media fragment; None when the
+    path is not an existing local file (nothing to play)."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    return f"{p.resolve().as_uri()}#t={max(0.0, start):.2f},{max(start, end):.2f}"
+
+
+def player_html(path: str, start: float, end: float) -> str:
+    """A ``<video>`` element playing ``[start, end]`` of ``path``, or '' for a non-local file."""
+    from vcl_infer.index.catalog import printable_path  # a non-UTF-8 name shows as \\xff, not a crash
+
+    try:
+        uri = media_uri(path, start, end)
+    except (UnicodeError, ValueError):  # a name the URI cannot carry: no player, the rest stands
+        uri = None
+    if uri is None:
+        return ""
+    shown = printable_path(path)
+    return (f'<div><video controls preload="metadata" src="{html.escape(uri, quote=True)}" '
+            f'title="{html.escape(f"{shown} {start:.2f}-{end:.2f} s", quote=True)}"></video></div>')
+
+
+def why_html(matches) -> str:
+    """A table: each query clip, the clip of the result it matched, and their cosine."""
+    if not matches:
+        return ""
+    rows = "".join(
+        f"<tr><td>{m.query_start:.2f}&ndash;{m.query_end:.2f} s</td><td>{m.start:.2f}&ndash;{m.end:.2f} s</td>"
+        f"<td>{m.score:.4f}</td></tr>" for m in matches)
+    return ('<table class="why"><tr><th>query clip</th><th>matched clip of this video</th><th>cosine</th></tr>'
+            f"{rows}</table>")
 
 
 def _strip_html(frames: list[np.ndarray] | str) -> str:
@@ -118,8 +170,9 @@ def write_html(result, out_html: str | os.PathLike, *, timeout_s: float = 120.0)
         f"<title>vcl-search: {html.escape(result.query)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>Query <code>{html.escape(result.query)}</code></h1>",
         f'<div class="hit"><div class="meta">query frames, {q_range[0]:.2f}&ndash;{min(q_range[1], 1e8):.2f} s</div>',
-        _strip_html(strips[0]), "</div>",
+        _strip_html(strips[0]), player_html(query.path, q_range[0], min(q_range[1], 1e8)), "</div>",
         f"<h2>{len(result.results)} most similar {kind}</h2>",
+        f'<p class="about">{html.escape(SCORE_HELP)}</p>',
     ]
     from vcl_infer.index.catalog import printable_path  # a non-UTF-8 name shows as \\xff, not a crash
 
@@ -128,7 +181,8 @@ def write_html(result, out_html: str | os.PathLike, *, timeout_s: float = 120.0)
             '<div class="hit"><div class="meta">',
             f'#{hit.rank} <span class="score">{hit.score:.4f}</span> ',
             f"<code>{html.escape(printable_path(hit.video))}</code> {hit.start:.2f}&ndash;{hit.end:.2f} s</div>",
-            _strip_html(strip), "</div>",
+            _strip_html(strip), player_html(hit.video, hit.start, hit.end),
+            why_html(getattr(hit, "matches", ())), "</div>",
         ]
     parts.append("</body></html>\n")
     out = Path(out_html)

@@ -154,3 +154,109 @@ def distinct_clips(
     edges = np.linspace(first, last, num_clips + 1)
     drawn = [rng.uniform(lo, hi) for lo, hi in zip(edges[:-1], edges[1:])]
     return [_clip_at(ts, spec, float(s)) for s in drawn]
+
+
+DEFAULT_CLIP_EVERY = 1.0
+DEFAULT_MIN_CLIPS = 8
+DEFAULT_MAX_CLIPS = 3600
+
+
+@dataclass(frozen=True)
+class ClipSampling:
+    """How many clips a video gets, and where: a stride in seconds, or a fixed count.
+
+    With ``every_sec`` (the default for builds) a clip starts every ``every_sec`` seconds
+    from the first frame, plus one at the last valid start so the end is covered; a video
+    too short for ``min_clips`` such clips gets ``min_clips`` evenly spaced (overlapping)
+    ones, and a video long enough for more than ``max_clips`` gets ``max_clips`` evenly
+    spaced ones (its stride grows to ``duration / max_clips``). With ``count`` every video
+    gets exactly ``count`` evenly spaced clips, whatever its length (``--clips N``).
+
+    Attributes:
+        every_sec: stride between clip starts in seconds (ignored when ``count`` is set).
+        min_clips: floor for short videos.
+        max_clips: cap for long videos (bounds the index size per video).
+        count: a fixed number of clips per video instead of a stride.
+    """
+
+    every_sec: float = DEFAULT_CLIP_EVERY
+    min_clips: int = DEFAULT_MIN_CLIPS
+    max_clips: int = DEFAULT_MAX_CLIPS
+    count: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.count is not None:
+            if int(self.count) < 1:
+                raise ValueError("the clip count must be at least 1")
+            return
+        if not (np.isfinite(self.every_sec) and self.every_sec > 0):
+            raise ValueError(f"the clip stride must be a positive number of seconds, got {self.every_sec}")
+        if self.min_clips < 1 or self.max_clips < self.min_clips:
+            raise ValueError(f"need 1 <= min_clips <= max_clips, got {self.min_clips} and {self.max_clips}")
+
+    @classmethod
+    def fixed(cls, count: int) -> "ClipSampling":
+        """Exactly ``count`` evenly spaced clips per video."""
+        return cls(count=int(count))
+
+    def describe(self) -> str:
+        """One line for reports and ``--help``: ``every 1 s (8..3600 clips)`` or ``8 clips``."""
+        if self.count is not None:
+            return f"{self.count} clips per video"
+        return f"a clip every {self.every_sec:g} s ({self.min_clips} to {self.max_clips} clips per video)"
+
+    def to_dict(self) -> dict:
+        """The JSON form recorded with an index (``sampling.json``)."""
+        if self.count is not None:
+            return {"count": int(self.count)}
+        return {"every_sec": float(self.every_sec), "min_clips": int(self.min_clips),
+                "max_clips": int(self.max_clips)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ClipSampling":
+        """Inverse of :meth:`to_dict`; raises ``ValueError`` for a malformed record."""
+        if not isinstance(data, dict):
+            raise ValueError("a sampling record must be a JSON object")
+        if data.get("count") is not None:
+            return cls.fixed(int(data["count"]))
+        return cls(every_sec=float(data.get("every_sec", DEFAULT_CLIP_EVERY)),
+                   min_clips=int(data.get("min_clips", DEFAULT_MIN_CLIPS)),
+                   max_clips=int(data.get("max_clips", DEFAULT_MAX_CLIPS)))
+
+    def windows(self, timestamps: np.ndarray, spec: ClipSpec) -> list[ClipWindow]:
+        """The clip windows of a video with these frame ``timestamps`` (seconds)."""
+        if self.count is not None:
+            return uniform_clips(timestamps, spec, int(self.count))
+        ts = _as_timestamps(timestamps)
+        starts = _stride_starts(ts, spec, float(self.every_sec))
+        if len(starts) < self.min_clips:
+            return uniform_clips(ts, spec, self.min_clips)
+        if len(starts) > self.max_clips:
+            return uniform_clips(ts, spec, self.max_clips)
+        return [_clip_at(ts, spec, s) for s in starts]
+
+
+def _stride_starts(ts: np.ndarray, spec: ClipSpec, every_sec: float) -> list[float]:
+    """Clip starts every ``every_sec`` seconds from the first valid start, plus the last valid
+    start when the stride leaves more than a quarter stride of the end uncovered. Frame
+    indices for step-based specs (the frame on screen at each instant), seconds otherwise."""
+    first, last = _start_range(ts, spec)
+    if spec.target_fps is None:
+        t0, t1 = float(ts[int(first)]), float(ts[int(last)])
+    else:
+        t0, t1 = first, last
+    times = list(t0 + every_sec * np.arange(int(np.floor((t1 - t0) / every_sec + 1e-9)) + 1))
+    if t1 - times[-1] > 0.25 * every_sec:
+        times.append(t1)
+    if spec.target_fps is not None:
+        return [float(t) for t in times]
+    found = np.searchsorted(ts, np.asarray(times) + 1e-9, side="right") - 1
+    found = np.clip(found, int(first), int(last))
+    return [float(i) for i in np.unique(found)]
+
+
+def sample_windows(timestamps: np.ndarray, spec: ClipSpec, how: "int | ClipSampling") -> list[ClipWindow]:
+    """Clip windows by a fixed count (an int: :func:`uniform_clips`) or a :class:`ClipSampling`."""
+    if isinstance(how, ClipSampling):
+        return how.windows(timestamps, spec)
+    return uniform_clips(timestamps, spec, int(how))

@@ -8,9 +8,14 @@ embedded with the index's own encoder (a model with another weight fingerprint i
   clips (each query clip's best cosine in the video, averaged; the video similarity of
   near-duplicate video retrieval, e.g. Kordopatis-Zilos et al., ViSiL, ICCV 2019), so a
   whole-video query and a cut from one scene of a long video both find their source; the
-  reported time range is the clip of that video most similar to any query clip.
+  reported time range is where the query's clips align best with the video's clips in time
+  (:func:`vcl_infer.moments.align`), so it is as precise as the index's clip stride.
 - Moment level (``moments=True``): individual clips ranked by their best cosine to any query
   clip.
+
+The query is cut into clips by the index's own sampling rule (``sampling.json``: the same
+stride, with its floor of clips so a 2-second cut still gets several), capped at
+``QUERY_MAX_CLIPS``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from vcl_infer.errors import VclError, VideoError
 
 _RANGE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)-(\d+(?:\.\d*)?|\.\d+)$")
 DEFAULT_QUERY_CLIPS = 8
+QUERY_MAX_CLIPS = 600
+KEEP_SIMS = 8_000_000  # query x video cosines kept between scoring and aligning (32 MB)
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class Hit:
     score: float
     start: float
     end: float
+    matches: tuple = ()  # ClipMatch per query clip: which clip of the video it matched (the "why")
 
     def to_dict(self) -> dict[str, Any]:
         return {"rank": self.rank, "video": self.video, "score": round(float(self.score), 6),
@@ -103,15 +111,15 @@ def range_indices(timestamps: np.ndarray, start: float, end: float) -> np.ndarra
     return np.nonzero((ts >= start - 1e-6) & (ts < end))[0]
 
 
-def decode_range(path: str, spec, num_clips: int, start: float, end: float):
-    """In this process: ``num_clips`` uniform clips inside ``[start, end)`` of ``path``.
+def decode_range(path: str, spec, num_clips, start: float, end: float):
+    """In this process: the clips inside ``[start, end)`` of ``path`` (``num_clips``: a count or
+    a :class:`vcl_infer.sampling.ClipSampling`), decoded a bounded batch at a time.
 
     Returns:
         ``(clips N x T x S x S x 3 uint8, windows [(start_sec, end_sec)], duration)``.
     """
-    from vcl_infer.preprocess import fit_frames
-    from vcl_infer.sampling import uniform_clips
-    from vcl_infer.video.clips import inside_video
+    from vcl_infer.sampling import ClipWindow, sample_windows
+    from vcl_infer.video.clips import fit_windows, inside_video
     from vcl_infer.video.open import open_video
 
     reader = open_video(path)
@@ -121,17 +129,15 @@ def decode_range(path: str, spec, num_clips: int, start: float, end: float):
         if inside.size == 0:
             raise VideoError(path, f"no frame in {start:g}-{end:g} s (the video spans "
                                    f"{ts[0]:.2f}-{reader.info.duration:.2f} s)")
-        windows = inside_video(uniform_clips(ts[inside], spec, num_clips), reader)
-        union = np.unique(np.concatenate([inside[w.indices] for w in windows]))
-        frames = reader.get_frames(union)
-        where = {int(i): k for k, i in enumerate(union)}
-        clips = np.stack([fit_frames(frames[[where[int(i)] for i in inside[w.indices]]], spec) for w in windows])
+        windows = inside_video([ClipWindow(inside[w.indices], w.start_sec, w.end_sec)
+                                for w in sample_windows(ts[inside], spec, num_clips)], reader)
+        clips = fit_windows(reader, spec, windows)
         return clips, [(w.start_sec, w.end_sec) for w in windows], float(reader.info.duration)
     finally:
         reader.close()
 
 
-def query_clips(query: Query, spec, num_clips: int, timeout_s: float = 60.0) -> tuple[np.ndarray, list[tuple[float, float]]]:
+def query_clips(query: Query, spec, num_clips, timeout_s: float = 60.0) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """The query's uint8 clips and their time ranges, decoded in a child process."""
     from vcl_infer.video._guards import regular_file
 
@@ -193,13 +199,21 @@ def embedder_for_index(index, model: str | os.PathLike | None, index_dir: str | 
 # ---------------------------------------------------------------- search
 
 
-def _num_query_clips(index_dir) -> int:
-    from vcl_infer.build import read_report
+def query_sampling(index_dir):
+    """How a query is cut into clips: the index's rule (``sampling.json``), at most
+    ``QUERY_MAX_CLIPS`` clips; a fixed count for an index built with ``--clips N``."""
+    from dataclasses import replace
 
-    return int((read_report(index_dir) or {}).get("clips_per_video") or DEFAULT_QUERY_CLIPS)
+    from vcl_infer.sampling import ClipSampling
+    from vcl_infer.sampling_record import read_sampling
+
+    rule = read_sampling(index_dir) or ClipSampling()
+    if rule.count is not None:
+        return rule
+    return replace(rule, max_clips=max(rule.min_clips, min(rule.max_clips, QUERY_MAX_CLIPS)))
 
 
-def embed_query(embedder, query: Query, num_clips: int) -> tuple[np.ndarray, np.ndarray, list[tuple[float, float]]]:
+def embed_query(embedder, query: Query, num_clips) -> tuple[np.ndarray, np.ndarray, list[tuple[float, float]]]:
     """-> (pooled vector ``(D,)``, clip vectors ``Q x D``, the query clips' time ranges)."""
     from vcl_infer.build import clip_vectors
 
@@ -208,62 +222,124 @@ def embed_query(embedder, query: Query, num_clips: int) -> tuple[np.ndarray, np.
     return video_vec, clip_vecs, windows
 
 
-def _clip_sims(index, video_id: int, query_clip_vecs: np.ndarray) -> tuple[np.ndarray, list]:
-    """Cosines ``Q x N`` between the query clips and the clips of ``video_id``, and those clips."""
+def _clip_sims(index, video_id: int, query_clip_vecs: np.ndarray) -> np.ndarray:
+    """Cosines ``Q x N`` between the query clips and the clips of ``video_id`` (time order)."""
     vecs = np.asarray(index.clip_vectors(video_id), dtype=np.float32)
+    return query_clip_vecs @ vecs.T
+
+
+def _locate(index, video_id: int, sims: np.ndarray, query_windows) -> tuple[float, float, tuple]:
+    """``(start, end, matches)`` of the query in one video, from its ``Q x N`` cosines."""
+    from vcl_infer.moments import align
+
     clips = list(index.clips_of(video_id))
-    return query_clip_vecs @ vecs.T, clips
+    if query_windows is not None and len(query_windows) == len(sims):
+        moment = align(sims, query_windows, [(c.start_sec, c.end_sec) for c in clips])
+        return moment.start, moment.end, moment.matches
+    per_clip = sims.max(axis=0)
+    best = int(np.argmax(per_clip >= per_clip.max() - 1e-6))  # ties (a whole-file self match): the earliest
+    return float(clips[best].start_sec), float(clips[best].end_sec), ()
 
 
-def match_video(index, video_id: int, query_clip_vecs: np.ndarray) -> tuple[float, float, float]:
-    """How well the query matches one video: ``(score, start, end)``.
+def match_video(index, video_id: int, query_clip_vecs: np.ndarray,
+                query_windows=None) -> tuple[float, float, float, tuple]:
+    """How well the query matches one video: ``(score, start, end, matches)``.
 
     ``score`` is the Chamfer similarity: for each query clip, the cosine of its best-matching
     clip of the video, averaged over the query clips. A query that is the whole video, a
     re-encoded copy, or a part of it (a cut) scores near 1; the video's pooled vector would
-    not show a cut from one scene of a long video. ``start``/``end`` are the time range of
-    the video's clip most similar to any query clip.
+    not show a cut from one scene of a long video. With ``query_windows`` (the query clips'
+    time ranges) ``start``/``end`` are the range where the query's clips align best with the
+    video's (:func:`vcl_infer.moments.align`) and ``matches`` says which clip matched which;
+    without, the video's clip most similar to any query clip, and no matches.
     """
-    sims, clips = _clip_sims(index, video_id, query_clip_vecs)
-    if not clips:
+    sims = _clip_sims(index, video_id, query_clip_vecs)
+    if not sims.shape[1]:
         record = index.video(video_id)
-        return float("-inf"), 0.0, float(record.duration or 0.0)
-    score = float(sims.max(axis=1).mean())
-    per_clip = sims.max(axis=0)
-    best = int(np.argmax(per_clip >= per_clip.max() - 1e-6))  # ties (a whole-file self match): the earliest
-    return score, float(clips[best].start_sec), float(clips[best].end_sec)
+        return float("-inf"), 0.0, float(record.duration or 0.0), ()
+    return (float(sims.max(axis=1).mean()), *_locate(index, video_id, sims, query_windows))
 
 
 def search_vectors(index, video_vec: np.ndarray, clip_vecs: np.ndarray, *, k: int = 10,
-                   moments: bool = False, candidates: int | None = None) -> list[Hit]:
+                   moments: bool = False, candidates: int | None = None, query_windows=None) -> list[Hit]:
     """Rank the index against an embedded query (see the module docstring).
 
     Video level: candidates are the nearest videos by pooled vector and the videos of the
     nearest clips of every query clip (``candidates`` each, default ``max(4 k, 20)``); they
-    are ranked by :func:`match_video`'s score.
+    are ranked by :func:`match_video`'s score; ``query_windows`` (the query clips' time
+    ranges) lets it align the query in time for each hit's range. Only the ``k`` returned
+    hits are aligned, and a long query asks for fewer neighbours per clip (at most about
+    ``4000`` clip neighbours in all), so the cost follows ``k`` and the query, not the index.
     """
     clip_vecs = np.ascontiguousarray(clip_vecs, dtype=np.float32)
     hits: list[Hit] = []
     if moments:
         scores, ids = index.search(clip_vecs, k, level="clip")
-        best: dict[int, float] = {}
-        for row_scores, row_ids in zip(scores, ids):
+        best: dict[int, tuple[float, int]] = {}
+        for row, (row_scores, row_ids) in enumerate(zip(scores, ids)):
             for s, i in zip(row_scores, row_ids):
-                if i >= 0 and float(s) > best.get(int(i), -math.inf):
-                    best[int(i)] = float(s)
-        for rank, (clip_id, score) in enumerate(sorted(best.items(), key=lambda kv: -kv[1])[:k], start=1):
+                if i >= 0 and float(s) > best.get(int(i), (-math.inf, 0))[0]:
+                    best[int(i)] = (float(s), row)
+        for rank, (clip_id, (score, row)) in enumerate(sorted(best.items(), key=lambda kv: -kv[1][0])[:k], start=1):
+            from vcl_infer.moments import ClipMatch
+
             clip = index.clip(clip_id)
-            hits.append(Hit(rank, clip.path, score, float(clip.start_sec), float(clip.end_sec)))
+            why = ()
+            if query_windows is not None and row < len(query_windows):
+                q0, q1 = query_windows[row]
+                why = (ClipMatch(float(q0), float(q1), float(clip.start_sec), float(clip.end_sec), score),)
+            hits.append(Hit(rank, clip.path, score, float(clip.start_sec), float(clip.end_sec), why))
         return hits
     wide = candidates or max(4 * k, 20)
     _, video_ids = index.search(np.ascontiguousarray(video_vec[None], dtype=np.float32), wide, level="video")
-    _, clip_ids = index.search(clip_vecs, wide, level="clip")
-    found = {int(v) for v in video_ids.ravel() if v >= 0}
-    found |= {int(index.clip(int(c)).video_id) for c in np.unique(clip_ids) if c >= 0}
-    scored = sorted(((*match_video(index, vid, clip_vecs), vid) for vid in found), key=lambda t: (-t[0], t[3]))
-    for rank, (score, start, end, vid) in enumerate(scored[:k], start=1):
-        hits.append(Hit(rank, index.video(vid).path, score, start, end))
+    per_clip = max(5, min(wide, 4000 // max(1, len(clip_vecs))))
+    clip_scores, clip_ids = index.search(clip_vecs, per_clip, level="clip")
+    owner = {int(c): int(index.clip(int(c)).video_id) for c in np.unique(clip_ids) if c >= 0}
+    found = {int(v) for v in video_ids.ravel() if v >= 0} | set(owner.values())
+    bounds = _chamfer_bounds(clip_scores, clip_ids, owner, found)
+    kept: dict[int, np.ndarray] = {}  # cosines of the candidates, while they fit in KEEP_SIMS floats
+    scored: list[tuple[float, int]] = []
+    for bound, vid in sorted(((b, v) for v, b in bounds.items()), key=lambda t: (-t[0], t[1])):
+        if len(scored) >= k and bound < sorted(scored, key=lambda t: -t[0])[k - 1][0] - 1e-6:
+            break  # no unscored candidate can enter the top k
+        m = _clip_sims(index, vid, clip_vecs)
+        scored.append((float(m.max(axis=1).mean()) if m.shape[1] else float("-inf"), vid))
+        if sum(x.size for x in kept.values()) + m.size <= KEEP_SIMS:
+            kept[vid] = m
+    scored.sort(key=lambda t: (-t[0], t[1]))
+    for rank, (score, vid) in enumerate(scored[:k], start=1):
+        record = index.video(vid)
+        m = kept[vid] if vid in kept else _clip_sims(index, vid, clip_vecs)
+        if m.shape[1]:
+            start, end, why = _locate(index, vid, m, query_windows)
+        else:
+            start, end, why = 0.0, float(record.duration or 0.0), ()
+        hits.append(Hit(rank, record.path, score, start, end, why))
     return hits
+
+
+def _chamfer_bounds(clip_scores: np.ndarray, clip_ids: np.ndarray, owner: dict[int, int],
+                    candidates: set[int]) -> dict[int, float]:
+    """An upper bound of each candidate video's Chamfer score from the clip neighbours alone.
+
+    Query clip ``j``'s best cosine in video ``v`` is its best retrieved neighbour in ``v``, or
+    at most the score of its last retrieved neighbour (``v`` has nothing nearer: exact for
+    Flat, near-exact at the tuned recall for IVF). Scoring candidates in the order of this
+    bound, and stopping when it falls below the k-th exact score, reads the clip vectors of
+    few videos instead of all candidates', with the same top k.
+    """
+    tails = np.full(len(clip_scores), -1.0)
+    for j, (row_s, row_i) in enumerate(zip(clip_scores, clip_ids)):
+        valid = row_i >= 0
+        if valid.all() and valid.size:  # a full row: unretrieved clips score at most its last
+            tails[j] = float(row_s[-1])
+    best = {v: tails.copy() for v in candidates}
+    for j, (row_s, row_i) in enumerate(zip(clip_scores, clip_ids)):
+        for sc, c in zip(row_s, row_i):
+            if c >= 0:
+                v = owner[int(c)]
+                best[v][j] = max(best[v][j], float(sc))
+    return {v: float(b.mean()) for v, b in best.items()}
 
 
 def search_index(
@@ -284,7 +360,8 @@ def search_index(
         moments: rank individual clips instead of whole videos.
         model: the encoder bundle; must be the index's (same weight fingerprint). When None,
             the packaged default or the bundle recorded by the last build, if it matches.
-        num_clips: query clips (default: the index's clips per video).
+        num_clips: a fixed number of query clips (default: cut like the index's videos,
+            see :func:`query_sampling`).
 
     Returns:
         A :class:`SearchResult`; ``to_dict()`` is the ``--json`` format.
@@ -299,8 +376,8 @@ def search_index(
     index = VideoIndex.open(os.fspath(index_dir))
     try:
         embedder = embedder_for_index(index, model, index_dir)
-        video_vec, clip_vecs, windows = embed_query(embedder, parsed, num_clips or _num_query_clips(index_dir))
-        hits = search_vectors(index, video_vec, clip_vecs, k=k, moments=moments)
+        video_vec, clip_vecs, windows = embed_query(embedder, parsed, num_clips or query_sampling(index_dir))
+        hits = search_vectors(index, video_vec, clip_vecs, k=k, moments=moments, query_windows=windows)
     finally:
         close = getattr(index, "close", None)
         if close is not None:

@@ -16,6 +16,19 @@ _MODEL_HELP = ("Encoder bundle (.onnx or its folder), or a published encoder's n
                "default: the bundled default encoder.")
 
 
+def _sampling_options(f):
+    """``--clip-every/--min-clips/--max-clips/--clips``: how videos are cut into clips."""
+    f = click.option("--clips", type=click.IntRange(min=1), default=None,
+                     help="Instead of a stride: exactly N evenly spaced clips per video, however long.")(f)
+    f = click.option("--max-clips", type=click.IntRange(min=1), default=None,
+                     help="Cap per video (default 3600); longer videos get a wider stride.")(f)
+    f = click.option("--min-clips", type=click.IntRange(min=1), default=None,
+                     help="Floor for short videos (default 8, evenly spaced).")(f)
+    f = click.option("--clip-every", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+                     help="Start a clip every SECONDS (default 1): moment search is precise to about one stride.")(f)
+    return f
+
+
 @contextmanager
 def _errors(model: str | None = None) -> Iterator[None]:
     """VclError -> ClickException with the fix; a missing default encoder names --model."""
@@ -52,7 +65,7 @@ def main() -> None:
 @click.argument("videos_dir", type=click.Path(file_okay=False))
 @click.option("--index", "index_dir", default="./vcl-index", show_default=True, help=_INDEX_HELP)
 @click.option("--model", default=None, help=_MODEL_HELP)
-@click.option("--clips", type=click.IntRange(min=1), default=None, help="Clips embedded per video (default 8).")
+@_sampling_options
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Decode worker processes (default: one per core, at most 8).")
 @click.option("--index-type", default=None,
@@ -72,20 +85,30 @@ def main() -> None:
 @click.option("--shards", "shards_dir", default=None, help="--engine ray: shard folder (default INDEX/shards).")
 @click.option("--no-ingest", is_flag=True, help="--engine ray: only write shards (ingest later with `vcl-index ingest`).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="--engine ray: files per batch and shard (default 8).")
-def build(videos_dir: str, index_dir: str, model: str | None, clips: int | None, workers: int | None,
+def build(videos_dir: str, index_dir: str, model: str | None, clip_every: float | None, min_clips: int | None,
+          max_clips: int | None, clips: int | None, workers: int | None,
           index_type: str | None, target_recall: float | None, strict: bool, as_json: bool,
           commit_every: int | None, engine: str, address: str | None, shards_dir: str | None,
           no_ingest: bool, batch_size: int | None) -> None:
     """Index every video under VIDEOS_DIR (incremental on re-runs).
 
-    Unchanged files are skipped, changed ones re-embedded, vanished ones removed. Files that
-    cannot be read are listed with their reason and the build goes on; the report is written
-    to INDEX/build_report.json.
+    Each video is cut into clips every --clip-every seconds (between --min-clips and
+    --max-clips of them), each clip gets a vector, and the video gets their mean. The rule
+    is recorded in INDEX/sampling.json and kept by later builds and `add`. Unchanged files
+    are skipped, changed ones re-embedded, vanished ones removed. Files that cannot be read
+    are listed with their reason and the build goes on; the report is written to
+    INDEX/build_report.json.
     """
     from vcl_infer.build import DEFAULT_COMMIT_EVERY, REPORT_NAME, build_index
 
     if engine == "local" and (address or shards_dir or no_ingest or batch_size):
         raise click.ClickException("--address, --shards, --no-ingest and --batch-size need --engine ray")
+    if engine == "ray" and any(v is not None for v in (clip_every, min_clips, max_clips)):
+        raise click.ClickException("--engine ray cuts every video into a fixed number of clips (--clips N, default 8); "
+                                   "drop --clip-every/--min-clips/--max-clips, or build with --engine local")
+    if engine == "ray" and target_recall is not None:
+        raise click.ClickException("--recall is tuned by --engine local builds only; drop it, or build with "
+                                   "--engine local")
     with _errors(model):
         if engine == "ray":
             from vcl_infer.distributed.pipeline import DEFAULT_BATCH, build_with_ray
@@ -94,7 +117,8 @@ def build(videos_dir: str, index_dir: str, model: str | None, clips: int | None,
                                     shards_dir=shards_dir, ingest=not no_ingest, index_type=index_type,
                                     batch_size=batch_size or DEFAULT_BATCH, progress=not as_json)
         else:
-            report = build_index(videos_dir, index_dir, model=model, clips=clips, workers=workers,
+            report = build_index(videos_dir, index_dir, model=model, clips=clips, clip_every=clip_every,
+                                 min_clips=min_clips, max_clips=max_clips, workers=workers,
                                  index_type=index_type, progress=not as_json,
                                  commit_every=commit_every or DEFAULT_COMMIT_EVERY,
                                  target_recall=target_recall)
@@ -109,17 +133,21 @@ def build(videos_dir: str, index_dir: str, model: str | None, clips: int | None,
 @click.argument("files", nargs=-1, required=True)
 @click.option("--index", "index_dir", default="./vcl-index", show_default=True, help=_INDEX_HELP)
 @click.option("--model", default=None, help=_MODEL_HELP)
-@click.option("--clips", type=click.IntRange(min=1), default=None, help="Clips per video (default: the index's).")
+@_sampling_options
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Decode worker processes.")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any file failed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def add(files: tuple[str, ...], index_dir: str, model: str | None, clips: int | None, workers: int | None,
-        strict: bool, as_json: bool) -> None:
-    """Add FILES to the index (files already in it are re-embedded)."""
+def add(files: tuple[str, ...], index_dir: str, model: str | None, clip_every: float | None, min_clips: int | None,
+        max_clips: int | None, clips: int | None, workers: int | None, strict: bool, as_json: bool) -> None:
+    """Add FILES to the index (files already in it are re-embedded).
+
+    Clips are cut by the rule the index was built with; sampling options may only repeat it.
+    """
     from vcl_infer.build import add_files
 
     with _errors(model):
-        report = add_files(index_dir, files, model=model, clips=clips, workers=workers, progress=not as_json)
+        report = add_files(index_dir, files, model=model, clips=clips, clip_every=clip_every, min_clips=min_clips,
+                           max_clips=max_clips, workers=workers, progress=not as_json)
     _print_report(report, as_json)
     if strict and report.failed:
         raise click.ClickException(f"{len(report.failed)} file(s) could not be indexed (--strict)")

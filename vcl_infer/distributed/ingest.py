@@ -78,11 +78,21 @@ class IngestReport:
 
 
 def open_index_for_shards(index_dir: str | os.PathLike, meta: ShardMeta, index_type: str | None = None):
-    """Open (or create) the index for writing with the shards' encoder; refuses another encoder's."""
+    """Open (or create) the index for writing with the shards' encoder; refuses another encoder's,
+    and an index whose videos are cut another way (``sampling.json``, recorded here when new)."""
     from vcl_infer.index import VideoIndex
+    from vcl_infer.sampling import ClipSampling
+    from vcl_infer.sampling_record import resolve_sampling, write_sampling
 
-    return VideoIndex.open_or_create(os.fspath(index_dir), fingerprint=meta.fingerprint, spec_json=meta.spec_json,
-                                     dim=meta.dim, index_type=index_type)
+    rule = resolve_sampling(index_dir, ClipSampling.fixed(int(meta.clips_per_video)))  # before a catalog exists
+    index = VideoIndex.open_or_create(os.fspath(index_dir), fingerprint=meta.fingerprint, spec_json=meta.spec_json,
+                                      dim=meta.dim, index_type=index_type)
+    try:  # under the writer lock, before any row is added
+        write_sampling(index_dir, rule)
+    except BaseException:
+        index.close()
+        raise
+    return index
 
 
 def _take(row: ShardRow, known: dict, current: dict[str, tuple[int, int]] | None) -> str:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from vcl_infer.build import DECODE_NICE, DEFAULT_CLIPS, BuildReport, find_videos, write_report
+from vcl_infer.build import DECODE_PRIORITY, DEFAULT_CLIPS, BuildReport, find_videos, write_report
 from vcl_infer.distributed.ingest import IngestReport, ShardIngester, open_index_for_shards, shard_keys
 from vcl_infer.distributed.shards import ShardMeta, list_shards
 from vcl_infer.errors import VclError
@@ -150,7 +150,7 @@ def _extract(ray, todo: list[str], stats: dict, meta: ShardMeta, spec, model: st
     ds = ds.map_batches(decode_batch, batch_size=batch_size, batch_format="pyarrow", num_cpus=1,
                         memory=DECODE_TASK_MEMORY,
                         fn_kwargs={"spec": spec.clip, "clips": meta.clips_per_video, "timeout_s": timeout_s,
-                                   "nice": DECODE_NICE})
+                                   "nice": DECODE_PRIORITY["nice"], "batch_policy": DECODE_PRIORITY["batch"]})
     ds = ds.map_batches(EncodeToShard, batch_size=batch_size, batch_format="pyarrow",
                         compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus, num_cpus=ENCODER_CPUS,
                         fn_constructor_kwargs={"model": model, "shards_dir": str(shards_dir), "meta": meta})
@@ -213,7 +213,8 @@ def build_with_ray(
     t0 = time.monotonic()
     model_path = Path(model if model is not None else default_bundle()).resolve()
     spec = load_bundle_spec(model_path)
-    meta = ShardMeta(spec.fingerprint, spec.to_json(), spec.embed_dim, clips or DEFAULT_CLIPS)
+    rule = _fixed_sampling(index_dir, clips)
+    meta = ShardMeta(spec.fingerprint, spec.to_json(), spec.embed_dim, int(rule.count))
     files = find_videos(videos_dir)
     stats = _stats(files)
     shards = Path(shards_dir) if shards_dir is not None else Path(index_dir) / SHARDS_SUBDIR
@@ -254,6 +255,24 @@ def build_with_ray(
     if index is not None:
         write_report(index_dir, report)
     return report
+
+
+def _fixed_sampling(index_dir: str | os.PathLike, clips: int | None):
+    """The fixed clip count this build cuts videos into: ``clips``, else the index's recorded
+    count, else ``DEFAULT_CLIPS``. Ray decode tasks sample a fixed count only.
+
+    Raises:
+        VclError: the index samples at a stride, or records another count.
+    """
+    from vcl_infer.sampling import ClipSampling
+    from vcl_infer.sampling_record import read_sampling, resolve_sampling
+
+    recorded = read_sampling(index_dir)
+    if recorded is not None and recorded.count is None:
+        raise VclError(f"{index_dir} was built with {recorded.describe()}; --engine ray cuts a fixed number of "
+                       "clips per video (--clips N): build it with --engine local, or use a new index folder")
+    count = clips or (recorded.count if recorded is not None else DEFAULT_CLIPS)
+    return resolve_sampling(index_dir, ClipSampling.fixed(int(count)))
 
 
 def _resume_and_plan(writer: ShardIngester | None, shards: Path, files: list[str], stats: dict,

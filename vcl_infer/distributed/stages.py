@@ -47,8 +47,10 @@ def _decoded_row(path: str, size: int, mtime_ns: int, result: Any, parts: list) 
     return row
 
 
-def decode_batch(batch, *, spec, clips: int, timeout_s: float, nice: int = 10):
-    """Ray task: ``(path_bytes, size, mtime_ns)`` rows -> decoded rows (clips as uint8 bytes)."""
+def decode_batch(batch, *, spec, clips: int, timeout_s: float, nice: int = 10, batch_policy: bool = False):
+    """Ray task: ``(path_bytes, size, mtime_ns)`` rows -> decoded rows (clips as uint8 bytes).
+
+    ``nice`` and ``batch_policy``: the decode worker's priority (``vcl_infer.build.DECODE_PRIORITY``)."""
     import pyarrow as pa
 
     from vcl_infer.video.isolated import DecodePool
@@ -60,7 +62,7 @@ def decode_batch(batch, *, spec, clips: int, timeout_s: float, nice: int = 10):
 
     done: dict[int, Any] = {}
     parts: dict[int, list] = {}
-    with DecodePool(workers=1, timeout_s=timeout_s, nice=nice) as pool:
+    with DecodePool(workers=1, timeout_s=timeout_s, nice=nice, batch=batch_policy) as pool:
         for pos, result in pool.imap_unordered([(p, spec, clips) for p in paths]):
             if isinstance(result, (DecodedVideo, VideoError)):
                 done[pos] = result

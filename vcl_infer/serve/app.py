@@ -230,7 +230,7 @@ def create_app(config: ServeConfig, state: IndexState | None = None) -> Any:
         def read() -> dict:
             with state.use() as handle, handle.lock:
                 data = dict(handle.index.info())
-            data.update(query_clips=handle.num_clips, encoder=str(state.embedder.path),
+            data.update(query_clips=handle.num_clips.count, query_sampling=handle.num_clips.to_dict(), encoder=str(state.embedder.path),
                         limits={"max_upload_bytes": config.max_upload_bytes,
                                 "decode_timeout_s": config.decode_timeout_s, "max_range_s": config.max_range_s,
                                 "max_k": config.max_k, "workers": config.workers, "max_queue": config.max_queue},

@@ -64,8 +64,9 @@ class QueryEngine:
     def in_flight(self) -> int:
         return self._in_flight
 
-    def _query_clips(self, path: str, start: float | None, end: float | None, num_clips: int):
-        from vcl_infer.search import decode_range, run_isolated
+    def _query_clips(self, path: str, start: float | None, end: float | None, num_clips):
+        from vcl_infer.search import decode_range
+        from vcl_infer.video.isolated import run_isolated
 
         spec = self.state.embedder.spec.clip
         if start is None or end is None:
@@ -92,7 +93,8 @@ class QueryEngine:
         clips, windows = self._query_clips(path, start, end, num_clips)
         video_vec, clip_vecs = clip_vectors(self.state.embedder, clips)
         with self.state.use() as handle, handle.lock:
-            hits = search_vectors(handle.index, video_vec, clip_vecs, k=k, moments=level == "clip")
+            hits = search_vectors(handle.index, video_vec, clip_vecs, k=k, moments=level == "clip",
+                                  query_windows=windows)
             ids = [handle.index.video_id(h.video) for h in hits]
             generation = handle.generation
         results = []
@@ -118,8 +120,8 @@ class QueryEngine:
     def thumbnail(self, video_id: int, seconds: float | None) -> bytes:
         """PNG of the frame at ``seconds`` (default: the middle) of an indexed video."""
         from vcl_infer.png import encode_png
-        from vcl_infer.search import run_isolated
         from vcl_infer.serve.thumbnail import frame_at
+        from vcl_infer.video.isolated import run_isolated
 
         with self.state.use() as handle, handle.lock:
             rec = handle.index.video(video_id)

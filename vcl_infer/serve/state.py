@@ -18,16 +18,14 @@ from typing import Iterator
 
 from vcl_infer.serve.config import ServeConfig
 
-DEFAULT_QUERY_CLIPS = 8
-
 
 class _Handle:
     """One open reader, counted while requests use it."""
 
-    def __init__(self, index, generation: int, num_clips: int):
+    def __init__(self, index, generation: int, num_clips):
         self.index = index
         self.generation = generation
-        self.num_clips = num_clips
+        self.num_clips = num_clips  # a ClipSampling: how queries are cut (vcl_infer.search.query_sampling)
         self.lock = threading.Lock()  # the catalog connection is used by one thread at a time
         self.users = 0
         self.retired = False
@@ -52,12 +50,12 @@ class IndexState:
         self.problem: str | None = None
 
     def _open(self) -> _Handle:
-        from vcl_infer.build import read_report
         from vcl_infer.index import VideoIndex
+        from vcl_infer.search import query_sampling
 
         index = VideoIndex.open(self.config.index_dir)
-        clips = int((read_report(self.config.index_dir) or {}).get("clips_per_video") or DEFAULT_QUERY_CLIPS)
-        return _Handle(index, int(index.info()["generation"]), clips)
+        rule = query_sampling(self.config.index_dir)  # queries are cut as `vcl-search` cuts them
+        return _Handle(index, int(index.info()["generation"]), rule)
 
     def _generation_on_disk(self) -> int | None:
         path = self.config.index_dir / "catalog.sqlite"

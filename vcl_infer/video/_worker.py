@@ -11,26 +11,27 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from vcl_infer.spec import ClipSpec
 
 
 @dataclass(frozen=True)
 class DecodeRequest:
-    """One file to decode into ``num_clips`` clips of ``spec``.
+    """One file to decode into clips of ``spec``.
 
     Attributes:
         path: the video file.
         spec: how frames become clips.
-        num_clips: N, uniformly spaced clips.
+        num_clips: N uniformly spaced clips, or a :class:`vcl_infer.sampling.ClipSampling`
+            (a stride in seconds with a floor and a cap).
         test_fault: tests only: ``"hang"``, ``"exit"``, ``"kill"`` or ``"abort"`` makes the
             worker misbehave that way instead of decoding.
     """
 
     path: str
     spec: ClipSpec
-    num_clips: int = 1
+    num_clips: Any = 1
     test_fault: str | None = field(default=None, repr=False)
 
 
@@ -50,16 +51,18 @@ class CallRequest:
     test_fault: str | None = field(default=None, repr=False)
 
 
-def _run(request: DecodeRequest | CallRequest, config: dict[str, Any]) -> Any:
-    """The request's result: clips of the file, or the called function's value."""
+def _run(request: DecodeRequest | CallRequest, config: dict[str, Any]) -> Iterator[Any]:
+    """The request's results: the file's clip parts then its last part, or the called
+    function's value alone."""
     if isinstance(request, CallRequest):
         import importlib
 
         module, _, name = request.target.partition(":")
-        return getattr(importlib.import_module(module), name)(*request.args)
-    from vcl_infer.video.clips import read_clips
+        yield getattr(importlib.import_module(module), name)(*request.args)
+        return
+    from vcl_infer.video.clips import stream_clips
 
-    return read_clips(
+    yield from stream_clips(
         request.path,
         request.spec,
         request.num_clips,
@@ -103,9 +106,11 @@ def worker_main(conn: Any, config: dict[str, Any]) -> None:
     """Serve requests until told to stop (``None``) or the parent goes away.
 
     Messages to the parent: ``("ready", pid)`` once imports are done (so import time never
-    counts against a file's timeout), then ``("done", index, result | VideoError)``: the
-    result is a ``DecodedVideo`` for a :class:`DecodeRequest`, the function's value for a
-    :class:`CallRequest`.
+    counts against a file's timeout), then per request zero or more ``("part", index,
+    ClipBatch)`` (a long video streams its clips a bounded batch at a time; the pipe's
+    buffer holds the worker back while the parent is busy) and one ``("done", index,
+    result | VideoError)``: the result is the last ``DecodedVideo`` part for a
+    :class:`DecodeRequest`, the function's value for a :class:`CallRequest` (which sends no parts).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _lower_priority(int(config.get("nice") or 0), bool(config.get("batch")))
@@ -116,6 +121,7 @@ def worker_main(conn: Any, config: dict[str, Any]) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (int(limit), int(limit)))
     import vcl_infer.video.clips  # noqa: F401 - imported now, not inside the first timed task
     from vcl_infer.errors import DecoderCrashed, VideoError
+    from vcl_infer.video.clips import ClipBatch
 
     for module in ("decord", "av"):  # likewise the decoders, where installed
         try:
@@ -134,7 +140,10 @@ def worker_main(conn: Any, config: dict[str, Any]) -> None:
         if request.test_fault:
             _misbehave(request.test_fault)
         try:
-            result: Any = _run(request, config)
+            result: Any = None
+            for result in _run(request, config):
+                if isinstance(result, ClipBatch):
+                    conn.send(("part", index, result))
         except VideoError as exc:
             result = exc
         except MemoryError:

@@ -1,24 +1,39 @@
-"""A video file to fitted uint8 clips, in the current process.
+"""A video file to fitted uint8 clips, in the current process, a bounded batch at a time.
 
-:func:`read_clips` is the unit of work decode workers run (see
+:func:`stream_clips` is the unit of work decode workers run (see
 :mod:`vcl_infer.video.isolated`): open, sample clip windows from the decoded frames'
-timestamps, decode the union of their frames once, resize and crop each clip. Its output is
-small (``N x T x S x S x 3`` uint8), so it crosses process boundaries cheaply.
+timestamps (a stride in seconds or a fixed count, :class:`vcl_infer.sampling.ClipSampling`),
+then decode the frames of consecutive clips in groups of at most ``MAX_BATCH_BYTES`` of
+decoded frames (each frame once per group, one pass of a sequential decoder per group), and
+fit and hand them on ``PART_CLIPS`` clips at a time, so memory is bounded by the group
+whatever the video's length: an hour of video never sits in memory as frames or clips. :func:`read_clips` collects the batches of a (short) video into one
+:class:`DecodedVideo`.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Iterator, Union
 
 import numpy as np
 
 from vcl_infer.errors import VideoError
 from vcl_infer.preprocess import fit_frames, resized_size
-from vcl_infer.sampling import ClipWindow, uniform_clips
+from vcl_infer.sampling import ClipSampling, ClipWindow, sample_windows
 from vcl_infer.spec import ClipSpec
 from vcl_infer.video.open import DEFAULT_MAX_PIXELS, open_video
 from vcl_infer.video.reader import VideoInfo, VideoReader
+
+MAX_BATCH_BYTES = 48 << 20
+"""Decoded source frames held at once (at the decoder's output size, before fitting): the decode memory
+bound. Counted in bytes so a low-resolution video gets large groups (few passes of PyAV, which
+decodes from the start for every request) and a 4K one small groups (at least one clip)."""
+PART_CLIPS = 64
+"""Fitted clips handed on at once (one message from a decode worker)."""
+SEEKING_GROUP_FRAMES = 512
+
+Sampling = Union[int, ClipSampling]
 
 
 @dataclass
@@ -32,6 +47,8 @@ class DecodedVideo:
         windows: the N clip windows (frame indices, ``start_sec``, ``end_sec``).
         damaged_frames: frames that failed to decode and were replaced by their nearest
             decoded neighbour (0 for a clean read).
+        streamed: clips sent before this object as :class:`ClipBatch` parts (a streamed
+            read's final message holds only the last batch; 0 for a whole read).
     """
 
     path: str
@@ -39,6 +56,22 @@ class DecodedVideo:
     clips: np.ndarray
     windows: list[ClipWindow] = field(default_factory=list)
     damaged_frames: int = 0
+    streamed: int = 0
+
+
+@dataclass
+class ClipBatch:
+    """Consecutive clips of a video that is still being decoded (a streamed read's part).
+
+    Attributes:
+        path: the file.
+        clips: ``n x T x S x S x 3`` uint8, fitted.
+        windows: their n clip windows.
+    """
+
+    path: str
+    clips: np.ndarray
+    windows: list[ClipWindow]
 
 
 def inside_video(windows: list[ClipWindow], reader: VideoReader) -> list[ClipWindow]:
@@ -72,56 +105,90 @@ def decoder_size(info: VideoInfo, spec: ClipSpec) -> tuple[int, int] | None:
     return out
 
 
-def _sample(reader: VideoReader, spec: ClipSpec, num_clips: int,
-            decoder_resize: bool = True) -> tuple[list[ClipWindow], np.ndarray, dict[int, int]]:
-    """Clip windows, and the frames of their union (each frame decoded once) with a lookup."""
-    windows = inside_video(uniform_clips(reader.timestamps, spec, num_clips), reader)
-    union = np.unique(np.concatenate([w.indices for w in windows]))
+def _frame_budget(reader: VideoReader, max_bytes: int, size: tuple[int, int] | None) -> int:
+    """Frames decoded in one request: those that fit in ``max_bytes`` (RGB, at the size the
+    decoder delivers: ``size`` or full), and at most ``SEEKING_GROUP_FRAMES`` for a reader
+    that seeks (decord), so parts come out steadily and each restarts the worker's time limit;
+    PyAV decodes from the start on every request, so it gets the whole budget (fewer passes)."""
+    height, width = size or (int(reader.info.height), int(reader.info.width))
+    fit = max(1, int(max_bytes) // max(1, 3 * int(width) * int(height)))
+    return fit if reader.info.backend == "pyav" else min(fit, SEEKING_GROUP_FRAMES)
+
+
+def _batches(windows: list[ClipWindow], max_frames: int) -> Iterator[list[ClipWindow]]:
+    """Consecutive groups of windows whose frames' union stays within ``max_frames``."""
+    group: list[ClipWindow] = []
+    frames: set[int] = set()
+    for window in windows:
+        fresh = {int(i) for i in window.indices} - frames
+        if group and len(frames) + len(fresh) > max_frames:
+            yield group
+            group, frames, fresh = [], set(), {int(i) for i in window.indices}
+        group.append(window)
+        frames |= fresh
+    if group:
+        yield group
+
+
+def _decode_parts(reader: VideoReader, spec: ClipSpec, windows: list[ClipWindow], max_bytes: int,
+                  decoder_resize: bool = True) -> Iterator[tuple[np.ndarray, list[ClipWindow]]]:
+    """``(fitted clips, their windows)``, ``PART_CLIPS`` at a time, in order; the frames of each
+    group of clips are decoded once, in one request to the reader (scaled by the decoder
+    where :func:`decoder_size` says so, unless ``decoder_resize`` is False)."""
     size = decoder_size(reader.info, spec) if decoder_resize else None
-    frames = reader.get_frames(union, size) if size else reader.get_frames(union)
-    return windows, frames, {int(i): k for k, i in enumerate(union)}
+    for group in _batches(windows, _frame_budget(reader, max_bytes, size)):
+        union = np.unique(np.concatenate([w.indices for w in group]))
+        frames = reader.get_frames(union, size) if size else reader.get_frames(union)
+        position = {int(i): k for k, i in enumerate(union)}
+        for s in range(0, len(group), PART_CLIPS):
+            part = group[s : s + PART_CLIPS]
+            yield np.stack([fit_frames(frames[[position[int(i)] for i in w.indices]], spec) for w in part]), part
+        del frames
 
 
-def clips_from_reader(reader: VideoReader, path: str, spec: ClipSpec, num_clips: int) -> DecodedVideo:
-    """Sample ``num_clips`` uniform clips from an opened reader and fit them to the spec."""
-    return _fit(reader, path, spec, *_sample(reader, spec, num_clips))
+def _damaged(reader: VideoReader) -> int:
+    return int(getattr(reader, "failed_frames", 0))
 
 
-def _fit(
-    reader: VideoReader,
-    path: str,
-    spec: ClipSpec,
-    windows: list[ClipWindow],
-    frames: np.ndarray,
-    position: dict[int, int],
-) -> DecodedVideo:
-    clips = np.stack([fit_frames(frames[[position[int(i)] for i in w.indices]], spec) for w in windows])
-    damaged = int(getattr(reader, "failed_frames", 0))
-    return DecodedVideo(path=path, info=reader.info, clips=clips, windows=windows, damaged_frames=damaged)
+def fit_windows(reader: VideoReader, spec: ClipSpec, windows: list[ClipWindow],
+                max_bytes: int = MAX_BATCH_BYTES) -> np.ndarray:
+    """``N x T x S x S x 3`` fitted clips of ``windows``, decoding ``max_bytes`` of frames at a time."""
+    return np.concatenate([clips for clips, _ in _decode_parts(reader, spec, windows, max_bytes)])
 
 
-def read_clips(
+def clips_from_reader(reader: VideoReader, path: str, spec: ClipSpec, num_clips: Sampling) -> DecodedVideo:
+    """Sample clips (a count or a :class:`ClipSampling`) from an opened reader and fit them."""
+    windows = inside_video(sample_windows(reader.timestamps, spec, num_clips), reader)
+    return DecodedVideo(path=path, info=reader.info, clips=fit_windows(reader, spec, windows), windows=windows,
+                        damaged_frames=_damaged(reader))
+
+
+def stream_clips(
     path: str | os.PathLike,
     spec: ClipSpec,
-    num_clips: int,
+    num_clips: Sampling,
     *,
     backend: str = "auto",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     num_threads: int = 0,
+    max_bytes: int = MAX_BATCH_BYTES,
     decoder_resize: bool = True,
-) -> DecodedVideo:
-    """Decode ``num_clips`` uniformly spaced clips of ``path`` in this process.
+) -> Iterator[Union[ClipBatch, DecodedVideo]]:
+    """Decode the clips of ``path`` a batch at a time, in time order.
+
+    Yields zero or more :class:`ClipBatch` parts, then one :class:`DecodedVideo` holding the
+    last batch (``streamed`` says how many clips came before it). Windows end inside the
+    video (:func:`inside_video`).
 
     ``decoder_resize``: shrink frames inside the decoder (see :func:`decoder_size`); False
     resizes full-size frames with :func:`~vcl_infer.preprocess.fit_frames` only.
 
-    With ``backend="auto"``, a decord read that had to patch undecodable frames, or that
-    decoded nothing, is redone with PyAV, which skips bad packets and usually recovers more
-    frames (``decord/corrupted.mp4``: decord 11 of 50, PyAV 49). If PyAV fails too, the
-    patched decord frames are used, or decord's error is raised.
-
-    Returns:
-        A :class:`DecodedVideo`.
+    With ``backend="auto"``, a decord read whose first group had to patch undecodable frames,
+    or decoded nothing, is redone with PyAV, which skips bad packets and usually recovers
+    more frames (``decord/corrupted.mp4``: decord 11 of 50, PyAV 49); if PyAV fails too, the
+    patched decord frames are used, or decord's error is raised. Damage found after the first
+    group keeps decord's patched frames (counted in ``damaged_frames``): the earlier batches
+    are already out.
 
     Raises:
         VideoError: the file cannot be read (the subclass says why).
@@ -129,20 +196,69 @@ def read_clips(
     shown = os.fspath(path)
     reader = open_video(shown, backend, max_pixels, num_threads=num_threads)
     try:
-        sampled = _sample(reader, spec, num_clips, decoder_resize)
-        error: VideoError | None = None
-    except VideoError as exc:
-        sampled, error = None, exc
+        windows = inside_video(sample_windows(reader.timestamps, spec, num_clips), reader)
+        parts = _decode_parts(reader, spec, windows, max_bytes, decoder_resize)
+        try:
+            pending, error = next(parts), None
+        except VideoError as exc:
+            pending, error = None, exc
+        if backend == "auto" and reader.info.backend == "decord" and (error is not None or _damaged(reader)):
+            out = 0
+            try:
+                for part in stream_clips(shown, spec, num_clips, backend="pyav", max_pixels=max_pixels,
+                                         num_threads=num_threads, max_bytes=max_bytes,
+                                         decoder_resize=decoder_resize):
+                    out += 1
+                    yield part
+                return
+            except VideoError:
+                if out:  # PyAV failed half-way: its first parts are out, so its error stands
+                    raise
+        if pending is None:
+            raise error  # type: ignore[misc]
+        sent = 0
+        for part in parts:
+            yield ClipBatch(shown, *pending)
+            sent += len(pending[1])
+            pending = part
+        yield DecodedVideo(path=shown, info=reader.info, clips=pending[0], windows=list(pending[1]),
+                           damaged_frames=_damaged(reader), streamed=sent)
     finally:
         reader.close()
-    damaged = int(getattr(reader, "failed_frames", 0))
-    if backend == "auto" and reader.info.backend == "decord" and (error is not None or damaged):
-        # fitting is the costly step on large frames: only fit the result that is kept
-        try:
-            return read_clips(shown, spec, num_clips, backend="pyav", max_pixels=max_pixels, num_threads=num_threads,
-                              decoder_resize=decoder_resize)
-        except VideoError:
-            pass
-    if sampled is None:
-        raise error  # type: ignore[misc]
-    return _fit(reader, shown, spec, *sampled)
+
+
+def collect(parts: Iterator[Union[ClipBatch, DecodedVideo]]) -> DecodedVideo:
+    """Join a stream of parts into one :class:`DecodedVideo` holding every clip."""
+    clips: list[np.ndarray] = []
+    windows: list[ClipWindow] = []
+    for part in parts:
+        clips.append(part.clips)
+        windows.extend(part.windows)
+        if isinstance(part, DecodedVideo):
+            part.clips, part.windows, part.streamed = np.concatenate(clips), windows, 0
+            return part
+    raise RuntimeError("a clip stream ended without its final part")
+
+
+def read_clips(
+    path: str | os.PathLike,
+    spec: ClipSpec,
+    num_clips: Sampling,
+    *,
+    backend: str = "auto",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    num_threads: int = 0,
+    decoder_resize: bool = True,
+) -> DecodedVideo:
+    """Decode the clips of ``path`` in this process: ``num_clips`` uniformly spaced ones, or
+    as a :class:`ClipSampling` says (all of them in memory: for long videos use
+    :func:`stream_clips`). Backend fallback and ``decoder_resize`` as in :func:`stream_clips`.
+
+    Returns:
+        A :class:`DecodedVideo`.
+
+    Raises:
+        VideoError: the file cannot be read (the subclass says why).
+    """
+    return collect(stream_clips(path, spec, num_clips, backend=backend, max_pixels=max_pixels,
+                                num_threads=num_threads, decoder_resize=decoder_resize))

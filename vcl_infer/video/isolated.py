@@ -21,13 +21,14 @@ from multiprocessing.connection import wait
 from typing import Any, Callable, Iterable, Iterator, Union
 
 from vcl_infer.errors import DecoderCrashed, DecodeTimeout, VideoError
+from vcl_infer.sampling import ClipSampling
 from vcl_infer.spec import ClipSpec
 from vcl_infer.video._child import ChildProcess, log_decoder_output
 from vcl_infer.video._worker import CallRequest, DecodeRequest
-from vcl_infer.video.clips import DecodedVideo
+from vcl_infer.video.clips import ClipBatch, DecodedVideo, collect
 from vcl_infer.video.open import DEFAULT_MAX_PIXELS
 
-Request = Union[DecodeRequest, CallRequest, tuple]  # tuple: (path, ClipSpec, num_clips)
+Request = Union[DecodeRequest, CallRequest, tuple]  # tuple: (path, ClipSpec, num_clips or ClipSampling)
 Result = Union[DecodedVideo, VideoError, Any]  # Any: a CallRequest's value
 
 __all__ = ["CallRequest", "DecodePool", "DecodeRequest", "DecodedVideo", "decode_clips", "run_isolated"]
@@ -137,8 +138,28 @@ class DecodePool:
                 yield buffered.pop(following)
                 following += 1
 
-    def imap_unordered(self, requests: Iterable[Request]) -> Iterator[tuple[int, Result]]:
-        """Like :meth:`imap` but yields ``(submission index, result)`` in completion order."""
+    def imap_unordered(self, requests: Iterable[Request], *, parts: bool = False) -> Iterator[tuple[int, Any]]:
+        """Like :meth:`imap` but yields ``(submission index, result)`` in completion order.
+
+        With ``parts=True`` a video's clips arrive as they are decoded: zero or more
+        ``(index, ClipBatch)``, then ``(index, DecodedVideo)`` holding the last batch (or
+        ``(index, VideoError)``, which voids the parts before it), so the caller never holds
+        a long video's clips at once. The time limit restarts with each part.
+        """
+        if parts:
+            yield from self._imap_parts(requests)
+            return
+        pending: dict[int, list] = {}
+        for index, result in self._imap_parts(requests):
+            if isinstance(result, ClipBatch):
+                pending.setdefault(index, []).append(result)
+            elif isinstance(result, DecodedVideo):
+                yield index, collect(iter([*pending.pop(index, []), result]))
+            else:
+                pending.pop(index, None)
+                yield index, result
+
+    def _imap_parts(self, requests: Iterable[Request]) -> Iterator[tuple[int, Any]]:
         if not self._workers:
             raise RuntimeError("the DecodePool is closed")
         source = iter(enumerate(_as_request(r) for r in requests))
@@ -196,7 +217,10 @@ class DecodePool:
                 if message[0] == "ready":
                     w.ready, self._failed_starts = True, 0
                     return None
-                _, index, result = message
+                kind, index, result = message
+                if kind == "part":  # a long video in progress: its time limit restarts
+                    w.task = (index, w.task[1], time.monotonic() + self.timeout_s) if w.task else None
+                    return index, result
                 if w.task is not None:
                     log_decoder_output(w.task[1].path, w.proc)
                 w.task, w.done = None, w.done + 1
@@ -241,7 +265,7 @@ def _as_request(request: Request) -> DecodeRequest | CallRequest:
     if isinstance(request, (DecodeRequest, CallRequest)):
         return request
     path, spec, num_clips = request
-    return DecodeRequest(os.fspath(path), spec, int(num_clips))
+    return DecodeRequest(os.fspath(path), spec, num_clips if isinstance(num_clips, ClipSampling) else int(num_clips))
 
 
 def _one_off(request: Request, timeout_s: float, **pool_options: Any) -> Any:
@@ -256,7 +280,7 @@ def _one_off(request: Request, timeout_s: float, **pool_options: Any) -> Any:
 def decode_clips(
     path: str | os.PathLike,
     spec: ClipSpec,
-    num_clips: int,
+    num_clips: int | ClipSampling,
     *,
     timeout_s: float = 30.0,
     backend: str = "auto",

@@ -1,0 +1,137 @@
+"""Clip-level (moment) search at 10k and 1M clips: latency, recall@10 vs exact, index size.
+
+A stride of one clip a second makes the clip index about 100x larger than 8 clips per
+video did. This measures what that costs, through the index's public API only
+(``VideoIndex.create`` / ``add_video`` / ``commit`` / ``search``) and the search layer
+(``vcl_infer.search.search_vectors``), on synthetic vectors: videos of ``--clips-per-video``
+clips whose embeddings drift slowly in time around a per-video centre (like a real encoder's
+clips of one video), 128-d, unit length.
+
+For each size it prints:
+
+- build: seconds to add and commit, the FAISS factory the index chose, bytes on disk
+  (catalog + FAISS files) and bytes per clip;
+- ``clip search``: ``index.search(level="clip")`` latency per query of 8 clip vectors (a 2 s
+  cut's query clips), median and p90 over ``--queries`` queries, and recall@10 against exact
+  inner-product search (numpy) on the same vectors;
+- ``video search``: ``search_vectors`` end to end (candidates from both levels, Chamfer score
+  and time alignment over each candidate's clips), median and p90.
+
+Wall time and CPU time (``process_time``) are both printed: on a shared, overloaded machine
+the wall time mostly measures the queue for a core; with ``OMP_NUM_THREADS=1`` the CPU time
+is the work one query costs.
+
+Usage::
+
+    OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/moment_search.py   # 10k and 1M clips
+    PYTHONPATH=$PWD python benchmarks/moment_search.py --sizes 10000   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+DIM = 128
+
+
+def _video_clips(rng: np.random.Generator, n: int) -> np.ndarray:
+    centre = rng.normal(size=DIM) * 2.0
+    walk = np.cumsum(rng.normal(size=(n, DIM)) * 0.15, axis=0)
+    v = (centre + walk).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+
+
+def _build(folder: Path, total: int, per_video: int, rng: np.random.Generator):
+    from vcl_infer.index import VideoIndex
+
+    index = VideoIndex.create(folder, fingerprint="sha256:" + "0" * 64, spec_json="{}", dim=DIM)
+    kept = []
+    t0 = time.perf_counter()
+    for v in range(total // per_video):
+        clips = _video_clips(rng, per_video)
+        mean = clips.mean(axis=0)
+        index.add_video(f"/bench/video_{v:06d}.mp4", size=1, mtime_ns=1, content_hash="", info={"duration": per_video},
+                        video_vector=mean / np.linalg.norm(mean), clip_vectors=clips,
+                        windows=[(float(s), s + 1.07) for s in range(per_video)])
+        kept.append(clips)
+        if (v + 1) % 1000 == 0:  # few commits: each rewrites the FAISS files (idx's part)
+            index.commit()
+    index.commit()
+    seconds = time.perf_counter() - t0
+    index.close()
+    return np.concatenate(kept), seconds
+
+
+def _pctl(wall: list[float], cpu: list[float]) -> str:
+    a, c = np.asarray(wall) * 1e3, np.asarray(cpu) * 1e3
+    return (f"wall {np.median(a):.2f} ms median, {np.percentile(a, 90):.2f} ms p90; "
+            f"CPU {np.median(c):.2f} ms median, {np.percentile(c, 90):.2f} ms p90")
+
+
+def run(total: int, per_video: int, queries: int, seed: int) -> None:
+    from vcl_infer.index import VideoIndex
+    from vcl_infer.search import search_vectors
+
+    rng = np.random.default_rng(seed)
+    folder = Path(tempfile.mkdtemp(prefix=f"vcl-moment-bench-{total}-"))
+    try:
+        vectors, build_s = _build(folder / "index", total, per_video, rng)
+        size = _folder_bytes(folder / "index")
+        index = VideoIndex.open(folder / "index")
+        info = index.info()
+        print(f"\n## {total:,} clips ({total // per_video:,} videos x {per_video} clips)")
+        print(f"build: {build_s:.1f} s; factory {info['index_types']['clip']} (nprobe {info['nprobe']['clip']}); "
+              f"{size / 1e6:.1f} MB on disk, {size / total:.0f} B per clip "
+              f"({size / total * 3600 / 1e6:.2f} MB per hour of video at one clip a second)")
+        picks = rng.choice(len(vectors) - 8, queries, replace=False)
+        clip_times, video_times, clip_cpu, video_cpu, hits, wanted = [], [], [], [], 0, 0
+        for p in picks:
+            q = vectors[p : p + 8] + rng.normal(scale=0.02, size=(8, DIM)).astype(np.float32)
+            q /= np.linalg.norm(q, axis=1, keepdims=True)
+            t0, c0 = time.perf_counter(), time.process_time()
+            _, ids = index.search(q, 10, level="clip")
+            clip_times.append(time.perf_counter() - t0)
+            clip_cpu.append(time.process_time() - c0)
+            exact = np.argsort(-(q @ vectors.T), axis=1)[:, :10] + 1  # catalog clip ids start at 1
+            hits += sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(ids, exact))
+            wanted += exact.size
+            pooled = q.mean(axis=0)
+            t0, c0 = time.perf_counter(), time.process_time()
+            search_vectors(index, pooled / np.linalg.norm(pooled), q, k=10,
+                           query_windows=[(i * 0.13, i * 0.13 + 1.07) for i in range(8)])
+            video_times.append(time.perf_counter() - t0)
+            video_cpu.append(time.process_time() - c0)
+        print(f"clip search (8 query clips, k=10): {_pctl(clip_times, clip_cpu)}; "
+              f"recall@10 vs exact {hits / wanted:.3f}")
+        print(f"video search with alignment (k=10): {_pctl(video_times, video_cpu)}")
+        index.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 1_000_000])
+    parser.add_argument("--clips-per-video", type=int, default=600, help="600: 10-minute videos at 1 clip/s")
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    for total in args.sizes:
+        run(total, args.clips_per_video, args.queries, args.seed)
+    print(f"\nload average after: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
