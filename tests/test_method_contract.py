@@ -15,8 +15,8 @@ from training.config import TrainConfig
 from training.errors import TrainError
 from training.loop import train
 from training.methods import register_method
-from training.methods.registry import METHODS
 from training.methods.base import Prepared
+from training.methods.registry import METHODS
 from training.methods.simclr import SimCLR, SimCLRHparams
 
 NAME = "weighted_simclr_example"
