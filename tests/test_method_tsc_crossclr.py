@@ -59,11 +59,11 @@ def test_registered_with_paper_defaults():
     assert (tsc.target_weight, tsc.centre_momentum, tsc.normalization, tsc.target_start_step) == (0.2, 0.9, "paper", 0)
     assert (tsc.target_steps, tsc.target_lr) == (10000, 1e-3)
     assert method_class("tsc").optim_defaults == {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e-4}
-    assert method_class("kcl").uses_labels and method_class("tsc").uses_labels
+    assert method_class("kcl").batch_keys == ("labels",) and method_class("tsc").batch_keys == ("labels",)
     c = method_hparams("crossclr")
     assert (c.temperature, c.negative_weight, c.score_threshold, c.weight_temperature, c.queue_size, c.proj_dim) == (
         0.03, 0.8, 0.9, 0.0035, 3000, 384)  # fmt: skip
-    assert c.variant == "paper" and method_class("crossclr").uses_pairs and method_class("crossclr").num_views == 1
+    assert c.variant == "paper" and method_class("crossclr").batch_keys == ("pairs",) and method_class("crossclr").num_views == 1
     assert method_class("crossclr").optim_defaults == {"optimizer": "adam", "lr": 9e-4, "weight_decay": 0.0}
 
 

@@ -43,7 +43,7 @@ def test_cross_entropy_learns_the_labels():
     expected = torch.nn.functional.cross_entropy(m.logits(m.augment(clips[:, 0], m.generator(0))), labels)
     assert torch.allclose(first["loss"], expected, atol=1e-5)
     for step in range(15):
-        out = m(clips, step, labels)
+        out = m({"clips": clips, "labels": labels}, step)  # the dict batch the loop gives
         opt.zero_grad()
         out["loss"].backward()
         opt.step()

@@ -1,6 +1,7 @@
 """The training loop: data, optimiser, schedule, AMP, logging, checkpoints, exact resume.
 
-One function, :func:`train`, runs a :class:`~training.config.TrainConfig` on one CPU, one GPU
+One function, :func:`train`, runs a :class:`~training.config.TrainConfig` (its parts in
+:mod:`training.run`) on one CPU, one GPU
 or under ``torchrun`` (DDP). Per step::
 
     uint8 clips (DataLoader workers) -> float [0, 1] -> method.training_step (colour
@@ -23,13 +24,10 @@ non-deterministic kernels).
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import random
 import signal
-import sys
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -38,25 +36,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.config import TrainConfig, write_config
-from training.distributed import (
-    DistInfo,
-    ResumableSampler,
-    all_reduce_sum,
-    any_rank,
-    barrier,
-    broadcast_state,
-    init_distributed,
-    wrap_ddp,
-)
+from training.config import TrainConfig
+from training.distributed import DistInfo, init_distributed
+from training.errors import TrainError
+from training.rng import rng_state, seed_everything, set_rng_state
+
+__all__ = ["CHECKPOINT_NAME", "TrainError", "TrainResult", "rng_state", "set_rng_state", "train"]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
-class TrainError(ValueError):
-    """A training run cannot start (bad data folder, batch larger than the data set, ...)."""
 
 
 @dataclass
@@ -132,37 +123,6 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def rng_state() -> dict[str, Any]:
-    """Global RNG states as plain containers and tensors (``weights_only``-loadable)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
-        "python": {"version": version, "internal": list(internal), "gauss": gauss},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 class _StopFlag:
     """SIGTERM / SIGINT set a flag; the loop finishes its step, saves, and returns."""
 
@@ -186,67 +146,6 @@ class _StopFlag:
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-
-class _Metrics:
-    """``metrics.csv`` (+ TensorBoard when installed), rank 0 only."""
-
-    def __init__(self, out: Path, resume_step: int, enabled: bool) -> None:
-        self.enabled = enabled
-        self.path = out / "metrics.csv"
-        self.fields: list[str] | None = None
-        self.tb = None
-        if not enabled:
-            return
-        if self.path.exists():
-            # a killed run may have logged past its last checkpoint: drop those rows
-            with self.path.open(newline="") as f:
-                rows = list(csv.DictReader(f))
-            rows = [r for r in rows if int(r.get("step", 0)) <= resume_step] if resume_step else []
-            if rows:
-                self.fields = list(rows[0])
-            with self.path.open("w", newline="") as f:
-                if rows:
-                    w = csv.DictWriter(f, fieldnames=self.fields)
-                    w.writeheader()
-                    w.writerows(rows)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(out / "tensorboard"))
-        except ImportError:  # tensorboard is optional
-            self.tb = None
-
-    def write(self, row: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        new = self.fields is None
-        if new:
-            self.fields = list(row)
-        elif any(k not in self.fields for k in row):
-            # a column appears later (the kNN monitor's first row is step 0, before any loss):
-            # rewrite the small file under the widened header so no value is dropped
-            assert self.fields is not None
-            self.fields += [k for k in row if k not in self.fields]
-            with self.path.open(newline="") as f:
-                old = list(csv.DictReader(f))
-            with self.path.open("w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=self.fields)
-                w.writeheader()
-                w.writerows(old)
-        with self.path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(row)
-        if self.tb is not None:
-            for k, v in row.items():
-                if k not in ("step", "epoch") and isinstance(v, (int, float)):
-                    self.tb.add_scalar(f"train/{k}", v, row["step"])
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
 
 
 def _device(config: TrainConfig) -> str | None:
@@ -282,20 +181,6 @@ def _load_items(config: TrainConfig, *, with_classes: bool = False) -> Any:
     if not items:
         raise TrainError(f"no videos found under {path} (subset {config.subset!r}, split {config.split})")
     return (items, _classes) if with_classes else items
-
-
-def _load_pairs(config: TrainConfig, items: Any) -> torch.Tensor:
-    """The paired vectors of ``items`` from ``--set pair_features=FILE.npz`` (CrossCLR)."""
-    from training.data.dataset import paired_features
-
-    path = config.method_args.get("pair_features")
-    if not path:
-        raise TrainError(f"method {config.method} needs paired features: --set pair_features=FILE.npz "
-                         "(keys: video paths relative to --data, values: 1-D float arrays)")
-    try:
-        return paired_features(path, items, config.data)
-    except (OSError, ValueError) as exc:
-        raise TrainError(f"pair_features: {exc}") from exc
 
 
 def _monitor(config: TrainConfig, spec: Any) -> Any:
@@ -361,223 +246,10 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return _run(config, info, resume=resume, progress=progress)
+        from training.run import run
+
+        return run(config, info, resume=resume, progress=progress)
     finally:
         torch.use_deterministic_algorithms(was_deterministic, warn_only=was_warn_only)
 
 
-def _run(config: TrainConfig, info: DistInfo, *, resume: bool, progress: bool) -> TrainResult:
-    from training.checkpoint import load_checkpoint, save_checkpoint
-    from training.data.dataset import ClipDataset, collate_skip_none, to_float_clips
-    from training.methods import create_method, method_class
-    from training.models import create_backbone
-
-    device = info.device
-    out = Path(config.out)
-    ckpt_path = out / CHECKPOINT_NAME
-
-    items, classes = _load_items(config, with_classes=True)
-    uses_labels = bool(getattr(method_class(config.method), "uses_labels", False))
-    if uses_labels:  # supervised fine-tuning: the classifier size comes from the layout
-        if not classes or any(it.label < 0 for it in items):
-            raise TrainError(f"method {config.method} needs labels: give a class-folder or UCF101/HMDB51 split layout")
-        config = replace(config, method_args={"num_classes": len(classes), **config.method_args})
-    pairs = _load_pairs(config, items) if getattr(method_class(config.method), "uses_pairs", False) else None
-    uses_video_ids = bool(getattr(method_class(config.method), "uses_video_ids", False))
-    if pairs is not None:  # CrossCLR: the second modality's head size comes from the file
-        config = replace(config, method_args={"pair_dim": int(pairs.shape[1]), **config.method_args})
-    spec = config.clip_spec()
-    backbone = create_backbone(config.arch)
-    if config.init and not resume:
-        _init_backbone(backbone, config)
-    method = create_method(config.method, backbone=backbone, spec=spec, seed=config.seed, **config.method_args)
-    method.to(device)
-
-    flip = _use_flip(config)
-    dataset = ClipDataset(items, spec, method.views, crop_scale=config.crop_scale, flip=flip, seed=config.seed,
-                          cache_frames=config.cache_frames)
-    sampler = ResumableSampler(dataset, num_replicas=info.world_size, rank=info.rank, seed=config.seed)
-    steps_per_epoch = len(sampler) // config.batch_size
-    if steps_per_epoch < 1:
-        raise TrainError(
-            f"{len(items)} videos make no full batch of {config.batch_size} x {info.world_size} process(es); "
-            "lower --batch-size or add videos"
-        )
-    total_steps = config.epochs * steps_per_epoch
-    params = [p for p in method.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, config)
-    warmup = int(round(config.warmup_epochs * steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _LRLambda(total_steps, warmup, config.schedule))
-    use_amp = bool(config.amp and device.type == "cuda")
-    scaler = torch.amp.GradScaler("cuda") if use_amp else None
-
-    epoch, batches_done, global_step, skipped_before = 0, 0, 0, 0
-    if resume:
-        ckpt = load_checkpoint(ckpt_path)
-        method.load_state_dict(ckpt["method_state"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        epoch, batches_done = int(ckpt["epoch"]), int(ckpt["batches_done"])
-        global_step, skipped_before = int(ckpt["global_step"]), int(ckpt.get("skipped", 0))
-        if int(ckpt.get("world_size", 1)) != info.world_size:
-            log.warning("resuming a %s-process run with %s processes: data order differs",
-                        ckpt.get("world_size"), info.world_size)
-        set_rng_state(ckpt["rng"][min(info.rank, len(ckpt["rng"]) - 1)])
-
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_config(config, out / "config.yaml")
-    model = wrap_ddp(method, info)
-    metrics = _Metrics(out, global_step if resume else 0, info.is_main)
-    skipped = 0
-    last_ckpt: Path | None = ckpt_path if resume else None
-
-    def save(path: Path, *, at_epoch: int, at_batch: int) -> Path:
-        # every rank contributes its RNG state; rank 0 writes
-        states = [rng_state()]
-        if info.distributed:
-            gathered: list[Any] = [None] * info.world_size
-            torch.distributed.all_gather_object(gathered, states[0])
-            states = gathered
-        total_skipped = skipped_before + int(all_reduce_sum(skipped, device))
-        if info.is_main:
-            save_checkpoint(
-                path, model=method.backbone, arch=config.arch, method=config.method, clip_spec=spec,
-                config=config.to_dict(),
-                extra={
-                    "method_state": method.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                    "epoch": at_epoch, "batches_done": at_batch, "global_step": global_step,
-                    "skipped": total_skipped, "world_size": info.world_size, "rng": states,
-                },
-            )
-        barrier()
-        return path
-
-    monitor = _monitor(config, spec) if info.is_main else None
-    knn: float | None = None
-    if monitor is not None and global_step == 0:
-        knn = _knn(monitor, method, device)
-        metrics.write({"step": 0, "epoch": 0, "knn_top1": knn})
-
-    bar = None
-    if progress and info.is_main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total_steps if config.max_steps is None else min(total_steps, config.max_steps),
-                   initial=global_step, desc=f"{config.method}", unit="step", dynamic_ncols=True, file=sys.stderr)
-    stopped_by: str | None = None
-    limit = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
-    t_last, clips_since = time.perf_counter(), 0
-    window: dict[str, float] = {}  # sums of the logged scalars since the last log line
-    window_steps = 0
-    with _StopFlag() as stop:
-        while epoch < config.epochs and global_step < limit and stopped_by is None:
-            dataset.set_epoch(epoch)
-            sampler.set_epoch(epoch)
-            sampler.skip = batches_done * config.batch_size
-            loader = torch.utils.data.DataLoader(
-                dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
-                collate_fn=collate_skip_none, drop_last=True, pin_memory=device.type == "cuda",
-                worker_init_fn=_worker_init if config.workers > 0 else None,
-                multiprocessing_context="spawn" if config.workers > 0 else None,
-            )
-            for batch in loader:
-                batches_done += 1
-                skipped += int(batch["skipped"])
-                clips = batch["clips"]
-                n = clips.shape[0] if clips.ndim == 6 else 0
-                if info.distributed:  # gathers need equal batch sizes on every rank
-                    n = _min_over_ranks(n, device)
-                if n >= 2:
-                    x = to_float_clips(clips[:n].to(device, non_blocking=True), spec)
-                    inputs: dict[str, torch.Tensor] = {}  # what the method takes besides the clips
-                    if uses_labels:
-                        inputs["labels"] = batch["label"][:n].to(device)
-                    if pairs is not None:
-                        inputs["pairs"] = pairs[batch["index"][:n]].to(device)
-                    if uses_video_ids:  # the data set index identifies the video
-                        inputs["video_ids"] = batch["index"][:n].to(device)
-                    with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                        result = model(x, global_step, **inputs)
-                    loss = result["loss"]
-                    if not torch.isfinite(loss.detach()):
-                        raise FloatingPointError(f"loss is {loss.item()} at step {global_step}")
-                    optimizer.zero_grad(set_to_none=True)
-                    if scaler is not None:
-                        scaler.scale(loss).backward()
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        loss.backward()
-                        optimizer.step()
-                    lr_used = optimizer.param_groups[0]["lr"]
-                    scheduler.step()
-                    global_step += 1
-                    clips_since += n * info.world_size
-                    for key, value in result.items():
-                        window[key] = window.get(key, 0.0) + float(value.detach())
-                    window_steps += 1
-                    if bar is not None:
-                        bar.update(1)
-                    evaluated = monitor is not None and (global_step % config.eval_every == 0 or global_step == limit)
-                    if evaluated:
-                        knn = _knn(monitor, method, device)
-                    if global_step % config.log_every == 0 or global_step == limit or evaluated:
-                        now = time.perf_counter()
-                        rate = clips_since / max(now - t_last, 1e-9)
-                        t_last, clips_since = now, 0
-                        row = {"step": global_step, "epoch": epoch, "lr": lr_used,
-                               "clips_per_s": round(rate, 3)}
-                        # the mean over the window: one batch's loss is too noisy to read a curve from
-                        row.update({k: total / window_steps for k, total in window.items()})
-                        window, window_steps = {}, 0
-                        if evaluated:
-                            row["knn_top1"] = knn
-                        metrics.write(row)
-                        if bar is not None:
-                            shown = {"loss": f"{row['loss']:.4f}", "clips_s": f"{rate:.1f}"}
-                            if knn is not None:
-                                shown["knn"] = f"{knn:.3f}"
-                            bar.set_postfix(shown)
-                else:
-                    log.warning("step skipped: fewer than 2 readable videos in the batch")
-                signalled = any_rank(stop.signal is not None, device)
-                if signalled:
-                    stopped_by = stop.signal or "signal"
-                elif global_step >= limit and limit < total_steps:
-                    stopped_by = "max_steps"
-                if stopped_by is not None:
-                    break
-                if config.save_every and global_step % config.save_every == 0 and n >= 2:
-                    last_ckpt = save(ckpt_path, at_epoch=epoch, at_batch=batches_done)
-            if stopped_by is None:
-                epoch, batches_done = epoch + 1, 0
-                broadcast_state(method)  # rank 0's BN statistics for everyone before saving
-                last_ckpt = save(ckpt_path, at_epoch=epoch, at_batch=0)
-                if config.keep_epochs and info.is_main:
-                    import shutil
-
-                    shutil.copyfile(ckpt_path, out / f"epoch_{epoch:03d}.pt")
-            else:
-                broadcast_state(method)
-                last_ckpt = save(ckpt_path, at_epoch=epoch, at_batch=batches_done)
-    if bar is not None:
-        bar.close()
-    metrics.close()
-    total_skipped = skipped_before + int(all_reduce_sum(skipped, device))
-    if info.is_main:
-        if total_skipped:
-            log.warning("%d unreadable video(s) were skipped", total_skipped)
-    return TrainResult(out=out, checkpoint=last_ckpt, epoch=epoch, global_step=global_step,
-                       skipped=total_skipped, stopped_by=stopped_by, method=method)
-
-
-def _min_over_ranks(n: int, device: torch.device) -> int:
-    t = torch.tensor([n], dtype=torch.int64, device=device)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
-    return int(t.item())

@@ -6,10 +6,16 @@ resumed run continues exactly. It defines:
 
 - ``Hparams``: a dataclass of its hyperparameters with the paper's defaults (validated);
 - ``views``: a picklable ``views(timestamps, rng) -> list[ClipWindow]`` (which clips);
-- ``training_step(clips, step) -> dict``: ``clips`` are ``B x V x 3 x T x S x S`` float RGB in
+- ``batch_keys``: the names of the per-item inputs ``training_step`` takes besides the clips
+  (``("labels",)``, ``("pairs",)``, ...), and ``prepare(config, items, classes)``, which builds
+  them from the data set before the method exists (:class:`Prepared`: one tensor row per item,
+  plus hyperparameters the data decides). The loop knows no method: it indexes those tensors
+  with each batch's item indices and calls ``method({"clips": ..., **inputs}, step)``;
+- ``training_step(clips, step, **inputs) -> dict``: ``clips`` are ``B x V x 3 x T x S x S`` float RGB in
   ``[0, 1]`` (crops and flips done by the data set); colour augmentation and mean/std
   normalisation happen here, on the device. Returns ``{"loss": scalar tensor, ...}`` with
-  further scalars to log. ``forward`` is ``training_step`` (so DDP can wrap the method);
+  further scalars to log. ``forward(batch, step)`` unpacks the dict batch into
+  ``training_step`` (so DDP can wrap the method);
 - ``optim_defaults``: optimiser, lr and weight decay the paper trained with;
 - ``backbone``: the network exported by ``vcl-export``.
 
@@ -20,8 +26,8 @@ seeded by ``(seed, step, rank)`` alone, so a resumed run draws what the uninterr
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -30,7 +36,12 @@ from torch import nn
 from training.augment import ColorAugment
 from training.data.dataset import normalize_clips
 from training.distributed import get_rank
+from training.errors import TrainError
 from vcl_infer.spec import ClipSpec
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
+    from training.data.layouts import VideoItem
 
 
 @dataclass(frozen=True)
@@ -82,15 +93,65 @@ def step_seed(seed: int, step: int, rank: int = 0, stream: int = 0) -> int:
     return int(np.random.SeedSequence([int(seed), int(step), int(rank), int(stream)]).generate_state(1, np.uint64)[0] >> 1)
 
 
-class Method(nn.Module):
-    """Base class of the registered training methods (see the module docstring)."""
+H = TypeVar("H", bound=CommonHparams)
+
+
+@dataclass
+class Prepared:
+    """What a method takes from the data set before it is built (see :meth:`Method.prepare`).
+
+    Attributes:
+        hparams: hyperparameters the data decides (``num_classes``, ``pair_dim``); a value the
+            user set with ``--set`` wins.
+        inputs: one tensor per name in ``batch_keys``, row ``i`` belonging to data set item ``i``;
+            the loop passes a batch's rows to ``training_step`` under that name.
+    """
+
+    hparams: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def class_labels(method: str, items: Sequence[VideoItem], classes: Sequence[str] | None) -> Prepared:
+    """``labels`` (each item's class id) and ``num_classes`` for the methods that learn from classes.
+
+    Raises:
+        TrainError: the layout has no classes, or an item has none.
+    """
+    if not classes or any(it.label < 0 for it in items):
+        raise TrainError(f"method {method} needs labels: give a class-folder or UCF101/HMDB51 split layout")
+    labels = torch.tensor([int(it.label) for it in items], dtype=torch.long)
+    return Prepared(hparams={"num_classes": len(classes)}, inputs={"labels": labels})
+
+
+class Method(nn.Module, Generic[H]):
+    """Base class of the registered training methods (see the module docstring).
+
+    Generic over its hyperparameter dataclass: ``class MoCo(Method[MoCoHparams])`` makes
+    ``self.hparams.queue_size`` type-check.
+    """
 
     name: ClassVar[str] = ""
     Hparams: ClassVar[type[CommonHparams]] = CommonHparams
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.03, "weight_decay": 1e-4}
     num_views: ClassVar[int] = 2
+    batch_keys: ClassVar[tuple[str, ...]] = ()
+    hparams: H
 
-    def __init__(self, *, backbone: nn.Module, spec: ClipSpec, hparams: CommonHparams, seed: int = 0) -> None:
+    @classmethod
+    def prepare(cls, config: TrainConfig, items: Sequence[VideoItem], classes: Sequence[str] | None) -> Prepared:
+        """Build the per-item inputs named by ``batch_keys`` (and data-decided hyperparameters).
+
+        Args:
+            config: the run (``config.method_args`` holds the user's ``--set`` values).
+            items: the data set's videos, in data set index order.
+            classes: the layout's class names (None or empty when it has none).
+
+        Raises:
+            TrainError: the data cannot feed this method (no labels, no paired features, ...).
+        """
+        return Prepared()
+
+    def __init__(self, *, backbone: nn.Module, spec: ClipSpec, hparams: H, seed: int = 0) -> None:
         super().__init__()
         if not isinstance(hparams, self.Hparams):
             raise TypeError(f"{type(self).__name__} needs {self.Hparams.__name__}, got {type(hparams).__name__}")
@@ -125,5 +186,6 @@ class Method(nn.Module):
     def training_step(self, clips: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def forward(self, clips: torch.Tensor, step: int) -> dict[str, torch.Tensor]:  # noqa: D102
-        return self.training_step(clips, step)
+    def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        """``training_step(batch["clips"], step, **{key: batch[key] for key in batch_keys})``."""
+        return self.training_step(batch["clips"], step, **{key: batch[key] for key in self.batch_keys})

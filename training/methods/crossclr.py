@@ -13,8 +13,8 @@ its embedding network). The exported network is the video backbone.
 Paired features: ``vcl-train --method crossclr --set pair_features=FILE.npz``. The ``.npz``
 maps every training video's path relative to ``--data`` (POSIX separators, e.g.
 ``videos/Class/v_Class_g01_c01.mp4`` for a ``vcl-synth`` set) to a 1-D float array, all of one
-length; the loop reads it (:func:`training.data.dataset.paired_features`), fills ``pair_dim``
-and passes each batch's vectors as ``training_step(clips, step, pairs=...)``.
+length; ``CrossCLR.prepare`` reads it (:func:`training.data.dataset.paired_features`) and fills
+``pair_dim``; the loop passes each batch's vectors as ``training_step(clips, step, pairs=...)``.
 
 Defaults: the official COOT/YouCook2 config (``yc2_100m_coot.yaml``): T 0.03, lambda 0.8,
 threshold 0.9, kappa 0.0035, queue 3000, embedding 384, RAdam lr 9e-4 without weight decay
@@ -25,15 +25,16 @@ the MoCo v2 colour augmentation of the other methods is kept for the clips.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from training.distributed import gather_no_grad
+from training.errors import TrainError
 from training.losses.crossclr import VARIANTS, crossclr_loss
 from training.losses.moco import KeyQueue
-from training.methods.base import CommonHparams, Method, step_seed
+from training.methods.base import CommonHparams, Method, Prepared, step_seed
 from training.methods.heads import MLPHead
 from training.methods.registry import register_method
 from training.methods.views import DistinctClips
@@ -85,14 +86,29 @@ class CrossCLRHparams(CommonHparams):
 
 
 @register_method("crossclr")
-class CrossCLR(Method):
+class CrossCLR(Method[CrossCLRHparams]):
     """CrossCLR: video clip vs paired features (--set pair_features=FILE.npz), intra negatives, pruning, T=0.03."""
 
     Hparams: ClassVar[type] = CrossCLRHparams
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "adam", "lr": 9e-4, "weight_decay": 0.0}
     num_views: ClassVar[int] = 1
-    uses_pairs: ClassVar[bool] = True
-    """The loop passes each video's paired vector as ``training_step(..., pairs=B x P)``."""
+    batch_keys: ClassVar[tuple[str, ...]] = ("pairs",)
+    """Each video's paired vector, ``training_step(..., pairs=B x P)``."""
+
+    @classmethod
+    def prepare(cls, config: Any, items: Sequence[Any], classes: Sequence[str] | None) -> Prepared:
+        """Read ``--set pair_features=FILE.npz``: ``pairs`` (one row per item) and ``pair_dim``."""
+        from training.data.dataset import paired_features
+
+        path = config.method_args.get("pair_features")
+        if not path:
+            raise TrainError(f"method {cls.name} needs paired features: --set pair_features=FILE.npz "
+                             "(keys: video paths relative to --data, values: 1-D float arrays)")
+        try:
+            pairs = paired_features(path, items, config.data)
+        except (OSError, ValueError) as exc:
+            raise TrainError(f"pair_features: {exc}") from exc
+        return Prepared(hparams={"pair_dim": int(pairs.shape[1])}, inputs={"pairs": pairs})
 
     filled: torch.Tensor
 
@@ -155,5 +171,3 @@ class CrossCLR(Method):
         self._enqueue(v_n, t_n, feats, pairs)
         return {"loss": loss, "pos_sim": (v_n * t_n).sum(dim=1).mean()}
 
-    def forward(self, clips: torch.Tensor, step: int, pairs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # noqa: D102
-        return self.training_step(clips, step, pairs)

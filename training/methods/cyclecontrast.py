@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from training.distributed import gather_no_grad
 from training.losses._checks import check_weight
 from training.losses.cyclecontrast import check_support_size, cycle_contrast_terms
 from training.losses.moco import KeyQueue, momentum_update, split_batch_forward
-from training.methods.base import step_seed
+from training.methods.base import Prepared, step_seed
 from training.methods.heads import Encoder, MLPHead
 from training.methods.moco import Encoded, MoCo, MoCoHparams
 from training.methods.registry import register_method
@@ -107,14 +107,19 @@ class VideoIdQueue(KeyQueue):
 
 
 @register_method("cyclecontrast")
-class CycleContrast(MoCo):
+class CycleContrast(MoCo[CycleContrastHparams]):
     """CycleContrast: MoCo (T=0.07) with an own-video positive + 0.1 x soft-NN cross-video cycle term (sep. head)."""
 
     Hparams: ClassVar[type] = CycleContrastHparams
     num_views: ClassVar[int] = 3
-    uses_video_ids: ClassVar[bool] = True
+    batch_keys: ClassVar[tuple[str, ...]] = ("video_ids",)
     """``training_step`` takes ``video_ids`` (the data set index of each clip) to keep the query's
-    own video out of its cycle; the loop does not pass them yet, and without them nothing is excluded."""
+    own video out of its cycle; without them nothing is excluded."""
+
+    @classmethod
+    def prepare(cls, config: Any, items: Sequence[Any], classes: Sequence[str] | None) -> Prepared:
+        """``video_ids``: the data set index identifies the video."""
+        return Prepared(inputs={"video_ids": torch.arange(len(items), dtype=torch.long)})
     # train_cycle.sh: lr 0.06 at batch 512 (SGD, momentum 0.9, wd 1e-4, cosine, 200 epochs)
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.06, "weight_decay": 1e-4}
 
@@ -204,11 +209,3 @@ class CycleContrast(MoCo):
             out["pos_sim"] = (q.z * keys.z[b:]).sum(dim=1).mean()
         return out
 
-    def forward(
-        self,
-        clips: torch.Tensor,
-        step: int,
-        labels: torch.Tensor | None = None,
-        video_ids: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:  # noqa: D102
-        return self.training_step(clips, step, labels, video_ids)

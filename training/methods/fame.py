@@ -46,7 +46,7 @@ class FAMEHparams(MoCoHparams):
 
 
 @register_method("fame")
-class FAME(MoCo):
+class FAME(MoCo[FAMEHparams]):
     """FAME: symmetric MoCo (T=0.1, K=2048) with foreground-background merging of the query clip (beta=0.5)."""
 
     Hparams: ClassVar[type] = FAMEHparams

@@ -63,7 +63,7 @@ def hcl_head(in_dim: int, hidden_dim: int = 512, out_dim: int = 128) -> nn.Seque
 
 
 @register_method("hcl")
-class HCL(Method):
+class HCL(Method[HCLHparams]):
     """HCL: 2 distinct clips per video, head D->512->128, debiased hard-negative loss (T=0.5, tau+=0.1, beta=1)."""
 
     Hparams: ClassVar[type] = HCLHparams

@@ -128,7 +128,7 @@ class ShortViewAggregator(nn.Module):
 
 
 @register_method("longshort")
-class LongShort(Method):
+class LongShort(Method[LongShortHparams]):
     """Long/short views: stationary (first D/2) and non-stationary (last D/2) features, NT-Xent (T=0.1)."""
 
     Hparams: ClassVar[type] = LongShortHparams

@@ -52,7 +52,7 @@ class MoCHiHparams(MoCoHparams):
 
 
 @register_method("mochi")
-class MoCHi(MoCo):
+class MoCHi(MoCo[MoCHiHparams]):
     """MoCHi: MoCo v2 with hard negative mixing, MoCHi(N=1024, s=1024, s'=128), synthetic points never enqueued."""
 
     Hparams: ClassVar[type] = MoCHiHparams

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -87,8 +87,11 @@ class Encoded:
     dense: torch.Tensor | None = None  # B x L x P dense projections
 
 
+MH = TypeVar("MH", bound=MoCoHparams)
+
+
 @register_method("moco")
-class MoCo(Method):
+class MoCo(Method[MH]):
     """MoCo v2: 2 distinct clips, momentum key encoder (m=0.999), queue K=65536, MLP head, T=0.2.
 
     Subclasses change one piece through these hooks: :meth:`query_view` (the first view before
@@ -219,5 +222,3 @@ class MoCo(Method):
             out["pos_sim"] = (q_a.z * k_b.z).sum(dim=1).mean()
         return out
 
-    def forward(self, clips: torch.Tensor, step: int, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # noqa: D102
-        return self.training_step(clips, step, labels)

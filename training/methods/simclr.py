@@ -34,7 +34,7 @@ class SimCLRHparams(CommonHparams):
 
 
 @register_method("simclr")
-class SimCLR(Method):
+class SimCLR(Method[SimCLRHparams]):
     """SimCLR: 2 distinct clips per video, MLP head D->D->128, NT-Xent (T=0.1), negatives from all ranks."""
 
     Hparams: ClassVar[type] = SimCLRHparams

@@ -14,13 +14,13 @@ augmentation (random resized crop and flip from the data set only), dropout 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.methods.base import CommonHparams, Method
+from training.methods.base import CommonHparams, Method, Prepared, class_labels
 from training.methods.registry import register_method
 from training.methods.views import DistinctClips
 
@@ -54,13 +54,18 @@ class SupervisedHparams(CommonHparams):
 
 
 @register_method("supervised")
-class Supervised(Method):
+class Supervised(Method[SupervisedHparams]):
     """Supervised fine-tuning: 1 random clip per video, linear classifier, cross-entropy (needs labels)."""
 
     Hparams: ClassVar[type] = SupervisedHparams
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0}
     num_views: ClassVar[int] = 1
-    uses_labels: ClassVar[bool] = True
+    batch_keys: ClassVar[tuple[str, ...]] = ("labels",)
+
+    @classmethod
+    def prepare(cls, config: Any, items: Sequence[Any], classes: Sequence[str] | None) -> Prepared:
+        """Each item's class id as ``labels``; ``num_classes`` from the layout."""
+        return class_labels(cls.name, items, classes)
     """The loop passes the batch's class ids as the third argument of ``training_step``."""
 
     def __init__(self, *, backbone, spec, hparams: SupervisedHparams, seed: int = 0) -> None:
@@ -97,5 +102,3 @@ class Supervised(Method):
         acc = (logits.detach().argmax(1) == labels).float().mean()
         return {"loss": loss, "acc": acc}
 
-    def forward(self, clips: torch.Tensor, step: int, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # noqa: D102
-        return self.training_step(clips, step, labels)

@@ -69,7 +69,7 @@ class TCLRHparams(CommonHparams):
 
 
 @register_method("tclr")
-class TCLR(Method):
+class TCLR(Method[TCLRHparams]):
     """TCLR: 1 global + 4 local clips x 2 augmentations, instance + local-local + global-local terms (T=0.1)."""
 
     Hparams: ClassVar[type] = TCLRHparams

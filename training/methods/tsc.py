@@ -19,7 +19,7 @@ are NOT restarted at the switch (one schedule spans the run).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,7 @@ from training.losses.tsc import (
     tsc_loss_terms,
     update_class_centres,
 )
-from training.methods.base import step_seed
+from training.methods.base import Prepared, class_labels, step_seed
 from training.methods.moco import MoCo, MoCoHparams
 from training.methods.registry import register_method
 
@@ -109,14 +109,21 @@ class TSCHparams(KCLHparams):
             raise ValueError(f"target_start_step must be >= 0, got {self.target_start_step!r}")
 
 
+KH = TypeVar("KH", bound=KCLHparams)
+
+
 @register_method("kcl")
-class KCL(MoCo):
+class KCL(MoCo[KH]):
     """KCL: supervised MoCo (T=0.07), key + 6 same-class queue keys as positives (needs labels)."""
 
     Hparams: ClassVar[type] = KCLHparams
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e-4}
-    uses_labels: ClassVar[bool] = True
-    """The loop passes the batch's class ids as the third argument of ``training_step``."""
+    batch_keys: ClassVar[tuple[str, ...]] = ("labels",)
+
+    @classmethod
+    def prepare(cls, config: Any, items: Sequence[Any], classes: Sequence[str] | None) -> Prepared:
+        """Each item's class id as ``labels``; ``num_classes`` from the layout."""
+        return class_labels(cls.name, items, classes)
 
     queue_labels: torch.Tensor
 
@@ -167,7 +174,7 @@ class KCL(MoCo):
 
 
 @register_method("tsc")
-class TSC(KCL):
+class TSC(KCL[TSCHparams]):
     """TSC: KCL plus class targets uniform on the sphere, Hungarian-assigned to EMA class centres (lambda=0.2)."""
 
     Hparams: ClassVar[type] = TSCHparams

@@ -139,7 +139,7 @@ def _head(d: int, out: int, mlp: bool) -> nn.Module:
 
 
 @register_method("vclr")
-class VCLR(MoCo):
+class VCLR(MoCo[VCLRHparams]):
     """VCLR: 3-segment clip tuples (global context) + SeCo inter/intra + order, 2 queues K=131072, T=0.1."""
 
     Hparams: ClassVar[type] = VCLRHparams

@@ -144,7 +144,7 @@ class FrameScorer(nn.Module):
 
 
 @register_method("videomoco")
-class VideoMoCo(MoCo):
+class VideoMoCo(MoCo[VideoMoCoHparams]):
     """VideoMoCo: MoCo (T=0.07, K=65536) on generator-dropped query frames (T/4, adversarial L1 x100), keys decayed 0.99999^age."""
 
     Hparams: ClassVar[type] = VideoMoCoHparams
