@@ -185,6 +185,7 @@ class Run:
             gathered: list[Any] = [None] * info.world_size
             torch.distributed.all_gather_object(gathered, states[0])
             states = gathered
+        skipped = self.total_skipped()  # a collective: every rank must call it, not only rank 0
         if info.is_main:
             save_checkpoint(
                 self.ckpt_path, model=s.method.backbone, arch=self.config.arch, method=self.config.method,
@@ -194,7 +195,7 @@ class Run:
                     "scheduler": s.scheduler.state_dict(),
                     "scaler": s.scaler.state_dict() if s.scaler is not None else None,
                     "epoch": pos.epoch, "batches_done": at_batch, "global_step": pos.global_step,
-                    "skipped": self.total_skipped(), "world_size": info.world_size, "rng": states,
+                    "skipped": skipped, "world_size": info.world_size, "rng": states,
                 },
             )
         barrier()
