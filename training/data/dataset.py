@@ -128,12 +128,7 @@ class ClipDataset(Dataset):
             timestamps = np.asarray(reader.timestamps)
             if timestamps.size == 0:
                 return self._failed(item, "no decodable frames")
-            windows = self.views(timestamps, rng)
-            if not windows:
-                raise ValueError("views returned no clip windows")
-            lengths = {len(w.indices) for w in windows}
-            if len(lengths) != 1:
-                raise ValueError(f"all clip windows must hold the same number of frames, got {sorted(lengths)}")
+            windows = self._windows(timestamps, rng)
             wanted = np.unique(np.concatenate([np.asarray(w.indices, dtype=np.int64) for w in windows]))
             try:
                 frames = reader.get_frames(wanted.tolist())
@@ -162,11 +157,20 @@ class ClipDataset(Dataset):
                 reader.close()
             self._cache[index] = (timestamps, np.asarray(frames))
         timestamps, frames = self._cache[index]
-        windows = self.views(timestamps, rng)
-        if not windows or len({len(w.indices) for w in windows}) != 1:
-            raise ValueError("views must return clip windows of one length")
+        windows = self._windows(timestamps, rng)
         clips = [self._transform(frames[np.asarray(w.indices, dtype=np.int64)], rng) for w in windows]
         return {"clips": torch.from_numpy(np.stack(clips)), "index": int(index), "label": int(item.label)}
+
+    def _windows(self, timestamps: np.ndarray, rng: np.random.Generator) -> list:
+        """The item's clip windows from ``views``, checked to be non-empty and of one length
+        (the clips are stacked into one tensor)."""
+        windows = self.views(timestamps, rng)
+        if not windows:
+            raise ValueError("views returned no clip windows")
+        lengths = {len(w.indices) for w in windows}
+        if len(lengths) != 1:
+            raise ValueError(f"all clip windows must hold the same number of frames, got {sorted(lengths)}")
+        return windows
 
     def _transform(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """``T x H x W x 3`` uint8 -> ``T x S x S x 3`` uint8 (one box and flip per clip)."""
