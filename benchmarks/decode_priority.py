@@ -3,7 +3,7 @@
 A build's decode workers used to run at nice 10. The scheduler weighs nice 10 at 110 against
 1024 for a normal process, so beside any other busy job the workers get about a tenth of their
 fair share and a decode-bound build falls off a cliff (an 18x slower build was seen). The new
-policy (``vcl_infer.build.DECODE_PRIORITY``) keeps the build's own priority and puts the
+policy (``vcl_infer.index.build.DECODE_PRIORITY``) keeps the build's own priority and puts the
 workers under ``SCHED_BATCH`` (no wake-up preemption of the encoder's threads).
 
 In one run, rounds of four builds, interleaved so that the machine's own load hits every
@@ -41,13 +41,13 @@ sys.path.insert(0, str(ROOT))
 
 POLICIES = {
     "old": {"nice": 10, "batch": False},
-    "new": None,  # vcl_infer.build.DECODE_PRIORITY as shipped
+    "new": None,  # vcl_infer.index.build.DECODE_PRIORITY as shipped
 }
 
-# one build in a fresh interpreter: the policy is set on vcl_infer.build before it starts
+# one build in a fresh interpreter: the policy is set on vcl_infer.index.build before it starts
 _BUILD = """
 import json, sys, time
-import vcl_infer.build as build
+import vcl_infer.index.build as build
 policy = json.loads(sys.argv[1])
 if policy is not None:
     build.DECODE_PRIORITY = policy

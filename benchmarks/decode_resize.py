@@ -53,8 +53,8 @@ def main() -> None:
     parser.add_argument("--backend", default="auto")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from vcl_infer.bundle import load_bundle_spec
-    from vcl_infer.embedder import DEFAULT_BUNDLE
+    from vcl_infer.encode.bundle import load_bundle_spec
+    from vcl_infer.encode.embedder import DEFAULT_BUNDLE
     from vcl_infer.video.clips import read_clips
 
     spec = load_bundle_spec(DEFAULT_BUNDLE).clip

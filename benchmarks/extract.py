@@ -88,7 +88,7 @@ def default_model(workdir: Path, arch: str, frames: int | None, crop: int | None
     from export.pipeline import export_bundle
     from training.models.defaults import default_clip_spec
     from training.models.registry import create_backbone
-    from vcl_infer.spec import EncoderSpec
+    from vcl_infer.clips.spec import EncoderSpec
 
     torch.manual_seed(0)
     backbone = create_backbone(arch)
@@ -104,8 +104,8 @@ def default_model(workdir: Path, arch: str, frames: int | None, crop: int | None
 
 def encoder_only(model: Path, decoded: list[np.ndarray], threads: int | None) -> float:
     """(a): clips/s of to_model_input + ONNX Runtime on clips already in memory."""
-    from vcl_infer.embedder import Embedder
-    from vcl_infer.preprocess import to_model_input
+    from vcl_infer.clips.preprocess import to_model_input
+    from vcl_infer.encode.embedder import Embedder
 
     embedder = Embedder.load(model, threads=threads)
     embedder.embed_clips(to_model_input(decoded[0], embedder.spec.clip))  # warm-up
@@ -119,8 +119,8 @@ def encoder_only(model: Path, decoded: list[np.ndarray], threads: int | None) ->
 
 def decode_every_frame(path: Path, spec, num_clips: int) -> np.ndarray:
     """What common extraction scripts do: decode the whole video, then cut the clips from it."""
-    from vcl_infer.preprocess import fit_frames
-    from vcl_infer.sampling import uniform_clips
+    from vcl_infer.clips.preprocess import fit_frames
+    from vcl_infer.clips.sampling import uniform_clips
     from vcl_infer.video.open import open_video
 
     reader = open_video(path)
@@ -141,8 +141,8 @@ def decode_needed_frames(path: Path, spec, num_clips: int) -> np.ndarray:
 
 def naive_loop(model: Path, paths: list[Path], num_clips: int, decode) -> float:
     """(c): decode a video in this process, then encode it, one after another."""
-    from vcl_infer.embedder import Embedder
-    from vcl_infer.preprocess import to_model_input
+    from vcl_infer.clips.preprocess import to_model_input
+    from vcl_infer.encode.embedder import Embedder
 
     t0 = time.perf_counter()
     embedder = Embedder.load(model)
@@ -169,8 +169,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from vcl_infer.build import available_cores, build_index, default_workers, find_videos
-    from vcl_infer.spec import ClipSpec  # noqa: F401 - fail early without the runtime
+    from vcl_infer.clips.spec import ClipSpec  # noqa: F401 - fail early without the runtime
+    from vcl_infer.index.build import available_cores, build_index, default_workers, find_videos
     from vcl_infer.video.isolated import DecodePool
 
     work = Path(tempfile.mkdtemp(prefix="vcl-bench-"))
@@ -180,7 +180,7 @@ def main() -> None:
         make_videos(folder, args.num_videos, args.seconds, args.height)
     paths = [Path(p) for p in find_videos(folder)]
     model = args.model or default_model(work, args.arch, args.frames, args.crop)
-    from vcl_infer.bundle import load_bundle_spec
+    from vcl_infer.encode.bundle import load_bundle_spec
 
     spec = load_bundle_spec(model)
     workers = args.workers or default_workers()

@@ -84,7 +84,7 @@ def _time(encoders: dict, batch: np.ndarray, rounds: int) -> dict:
 
 def measure(name: str, fp32: Path, tmp: Path, calibration: Path, labelled: Path, args) -> dict:
     from export.quantize import labelled_recall, quantize_bundle
-    from vcl_infer.bundle import load_bundle_spec
+    from vcl_infer.encode.bundle import load_bundle_spec
 
     int8 = tmp / f"{name}.int8.onnx"
     started = time.perf_counter()
@@ -113,7 +113,7 @@ def _export_r2plus1d(tmp: Path) -> Path:
     from export.pipeline import export_bundle
     from training.models import create_backbone
     from training.models.defaults import default_clip_spec
-    from vcl_infer.spec import EncoderSpec
+    from vcl_infer.clips.spec import EncoderSpec
 
     torch.manual_seed(0)
     backbone = create_backbone("r2plus1d_18")
@@ -151,7 +151,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("r2plus1d_18", "default"), default=None)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    from vcl_infer.embedder import DEFAULT_BUNDLE
+    from vcl_infer.encode.embedder import DEFAULT_BUNDLE
 
     records = []
     with tempfile.TemporaryDirectory(prefix="vcl-int8-bench-") as name:

@@ -89,7 +89,7 @@ def _tree_rss(pid: int) -> int:
 
 def child(videos: str, index: str, workers: int) -> None:
     """Run in the measured process: build, then print the report and our own rusage."""
-    from vcl_infer.build import build_index
+    from vcl_infer.index.build import build_index
 
     # a generous time limit: on a shared, overloaded machine a niced worker may wait long for a core
     report = build_index(videos, index, workers=workers, progress=False, timeout_s=1800)

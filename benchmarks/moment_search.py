@@ -3,7 +3,7 @@
 A stride of one clip a second makes the clip index about 100x larger than 8 clips per
 video did. This measures what that costs, through the index's public API only
 (``VideoIndex.create`` / ``add_video`` / ``commit`` / ``search``) and the search layer
-(``vcl_infer.search.search_vectors``), on synthetic vectors: videos of ``--clips-per-video``
+(``vcl_infer.search.query.search_vectors``), on synthetic vectors: videos of ``--clips-per-video``
 clips whose embeddings drift slowly in time around a per-video centre (like a real encoder's
 clips of one video), 128-d, unit length.
 
@@ -81,7 +81,7 @@ def _pctl(wall: list[float], cpu: list[float]) -> str:
 
 def run(total: int, per_video: int, queries: int, seed: int) -> None:
     from vcl_infer.index import VideoIndex
-    from vcl_infer.search import search_vectors
+    from vcl_infer.search.query import search_vectors
 
     rng = np.random.default_rng(seed)
     folder = Path(tempfile.mkdtemp(prefix=f"vcl-moment-bench-{total}-"))

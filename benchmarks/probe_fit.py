@@ -48,7 +48,7 @@ def _timed(make, X, y, Xt, yt) -> tuple[float, float]:
 def _nan_refused() -> str:
     import numpy as np
 
-    from vcl_infer.probe import LinearProbe
+    from vcl_infer.probe.linear import LinearProbe
 
     X = np.random.default_rng(0).normal(size=(20, 4))
     X[3, 1] = np.nan
@@ -69,7 +69,7 @@ def main() -> None:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from vcl_infer.probe import LinearProbe
+    from vcl_infer.probe.linear import LinearProbe
 
     contenders = {
         "vcl LinearProbe": lambda: LinearProbe(),

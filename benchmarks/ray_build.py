@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def _timed_local(folder: Path, out: Path) -> dict:
-    from vcl_infer.build import build_index
+    from vcl_infer.index.build import build_index
 
     t0 = time.monotonic()
     report = build_index(folder, out, progress=False)

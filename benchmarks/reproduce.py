@@ -202,7 +202,7 @@ def run_one(args: argparse.Namespace, run: dict[str, Any]) -> dict[str, Any]:
     from training.data.layouts import load_layout
     from training.linear_eval import LinearEvalConfig, evaluate_backbone, load_backbone, resolve_spec
     from training.loop import train
-    from vcl_infer.retrieval_metrics import recall_at_k
+    from vcl_infer.probe.retrieval_metrics import recall_at_k
 
     torch.set_num_threads(1)
     data = args.out / "data" / run["data"]

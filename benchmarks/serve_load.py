@@ -114,7 +114,7 @@ def main() -> None:
     import httpx
     from extract import make_videos
 
-    from vcl_infer.build import build_index
+    from vcl_infer.index.build import build_index
 
     work = Path(tempfile.mkdtemp(prefix="vcl-serve-load-"))
     root = work / "videos"

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from vcl_infer.clips.preprocess import to_model_input
+from vcl_infer.clips.spec import ClipSpec
 from vcl_infer.errors import VclError, VideoError
-from vcl_infer.labels import scan_videos
-from vcl_infer.preprocess import to_model_input
-from vcl_infer.spec import ClipSpec
+from vcl_infer.probe.labels import scan_videos
 
 
 @dataclass

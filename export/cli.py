@@ -71,7 +71,7 @@ def main(checkpoint, out, engine, fmt, arch, list_archs, pretrained, list_pretra
             click.echo(f"{name:16s} {description}")
         return
     if list_pretrained:
-        from vcl_infer.pretrained import describe_published
+        from vcl_infer.encode.pretrained import describe_published
 
         for name, description in describe_published().items():
             click.echo(f"{name:24s} {description}")
@@ -82,8 +82,8 @@ def main(checkpoint, out, engine, fmt, arch, list_archs, pretrained, list_pretra
     from export.tensorrt import TensorRTUnavailable, TrtOptions
     from export.verify import DEFAULT_MAX_ABS_ERROR, DEFAULT_MIN_COSINE, VerificationFailed
     from training.models.defaults import default_clip_spec
+    from vcl_infer.clips.spec import EncoderSpec
     from vcl_infer.errors import VclError
-    from vcl_infer.spec import EncoderSpec
 
     if out is None:
         raise click.UsageError("Missing option '--out' (the bundle's path: NAME.onnx or a folder)")
@@ -99,7 +99,7 @@ def main(checkpoint, out, engine, fmt, arch, list_archs, pretrained, list_pretra
         raise click.UsageError("--labelled measures the R@1 of an --int8 (ONNX Runtime) export against fp32")
     try:
         if pretrained is not None:
-            from vcl_infer.pretrained import fetch_checkpoint, get_entry
+            from vcl_infer.encode.pretrained import fetch_checkpoint, get_entry
 
             entry = get_entry(pretrained)
             if arch is not None and arch != entry.arch:

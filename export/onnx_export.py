@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vcl_infer._optional import require
-from vcl_infer.spec import SPEC_METADATA_KEY, EncoderSpec
+from vcl_infer.clips.spec import SPEC_METADATA_KEY, EncoderSpec
 
 DEFAULT_OPSET = 18
 MAX_EXPORT_BATCH = 4096

@@ -24,8 +24,8 @@ from export.verify import (
 )
 from training.fingerprint import weights_fingerprint
 from vcl_infer._optional import require
-from vcl_infer.bundle import BundlePaths
-from vcl_infer.spec import ClipSpec, EncoderSpec
+from vcl_infer.clips.spec import ClipSpec, EncoderSpec
+from vcl_infer.encode.bundle import BundlePaths
 
 
 class FeatureSlice(torch.nn.Module):
@@ -240,7 +240,7 @@ def export_bundle(
 def _build_and_verify_engine(staged: BundlePaths, spec, inputs, sources, options, min_cosine, max_abs_error,
                              calibration=None) -> Agreement:
     from export.tensorrt import TrtOptions, build_engine, engine_record, make_calibrator
-    from vcl_infer.backends.tensorrt_backend import TensorRTBackend
+    from vcl_infer.encode.backends.tensorrt_backend import TensorRTBackend
 
     options = options or TrtOptions()
     calibration = inputs if calibration is None else calibration

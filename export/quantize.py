@@ -21,8 +21,8 @@ import numpy as np
 from export.calibration import CalibrationSet, calibration_clips
 from export.verify import Agreement, compare, ensure_passed, verification_clips, write_report
 from vcl_infer._optional import require
-from vcl_infer.bundle import BundlePaths, load_bundle_spec
-from vcl_infer.spec import EncoderSpec
+from vcl_infer.clips.spec import EncoderSpec
+from vcl_infer.encode.bundle import BundlePaths, load_bundle_spec
 
 # An int8 embedding is judged against fp32, not torch: these allow quantization noise while
 # still failing a broken graph (an untrained backbone's clips all have cosine ~0.999, so the
@@ -118,10 +118,11 @@ def quantize_onnx(fp32_path: Path, int8_path: Path, calibration: CalibrationSet,
 def labelled_recall(fp32: Path, int8: Path, labelled: str | os.PathLike, spec: EncoderSpec, *,
                     clips_per_video: int = 4) -> dict:
     """Leave-one-out video retrieval R@1 on class folders, fp32 vs int8 on the same decoded clips."""
+    from vcl_infer.clips.preprocess import to_model_input
+    from vcl_infer.encode.pooling import pool_clips
     from vcl_infer.errors import VideoError
-    from vcl_infer.labels import class_folders
-    from vcl_infer.preprocess import to_model_input
-    from vcl_infer.retrieval_metrics import pool_clips, recall_at_k
+    from vcl_infer.probe.labels import class_folders
+    from vcl_infer.probe.retrieval_metrics import recall_at_k
     from vcl_infer.video.isolated import decode_clips
 
     items, classes = class_folders(labelled)

@@ -1,7 +1,7 @@
 """TensorRT at export time: availability check and int8 calibration.
 
 Building, the engine record and running live in the runtime
-(``vcl_infer.backends.tensorrt_build`` / ``tensorrt_backend``), so an index build can rebuild
+(``vcl_infer.encode.backends.tensorrt_build`` / ``tensorrt_backend``), so an index build can rebuild
 a mismatching engine without torch; this module adds what only export needs.
 """
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from vcl_infer.backends.tensorrt_build import TrtOptions, build_engine, engine_record  # noqa: F401  (re-exported)
-from vcl_infer.spec import EncoderSpec
+from vcl_infer.clips.spec import EncoderSpec
+from vcl_infer.encode.backends.tensorrt_build import TrtOptions, build_engine, engine_record  # noqa: F401  (re-exported)
 
 
 class TensorRTUnavailable(RuntimeError):
@@ -29,7 +29,7 @@ def tensorrt_unavailable_reason() -> str | None:
             "`pip install tensorrt cuda-python` (see the README's GPU section), or export with --engine onnx"
         )
     try:
-        from vcl_infer.backends.tensorrt_build import current_gpu
+        from vcl_infer.encode.backends.tensorrt_build import current_gpu
 
         current_gpu()
     except Exception as exc:  # no driver, no device, no cuda-python

@@ -10,8 +10,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from vcl_infer.preprocess import fit_frames, to_model_input
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.preprocess import fit_frames, to_model_input
+from vcl_infer.clips.spec import ClipSpec
 
 # Embeddings are unit vectors: these bound what fp32 reordering can explain. Untrained
 # backbones map every input to nearly the same direction (cosine ~0.999 between random

@@ -93,7 +93,7 @@ def export(checkpoint: Path, args: argparse.Namespace) -> tuple[Path, Path]:
     from export.pipeline import export_bundle
     from training.checkpoint import load_checkpoint
     from training.models import create_backbone
-    from vcl_infer.spec import ClipSpec, EncoderSpec
+    from vcl_infer.clips.spec import ClipSpec, EncoderSpec
 
     ckpt = load_checkpoint(checkpoint)
     clip = ClipSpec.from_dict(ckpt["clip_spec"])

@@ -42,7 +42,7 @@ def bundle() -> str:
     torch = pytest.importorskip("torch")
     from export.pipeline import export_bundle
     from training.models.registry import create_backbone
-    from vcl_infer.spec import ClipSpec, EncoderSpec
+    from vcl_infer.clips.spec import ClipSpec, EncoderSpec
 
     torch.manual_seed(0)
     spec = EncoderSpec(arch="r3d_small", embed_dim=128,

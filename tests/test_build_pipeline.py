@@ -86,7 +86,7 @@ def test_strict_exits_non_zero_when_a_file_failed(tmp_path):
 
 
 def test_incremental_rebuild_skips_updates_and_removes(tmp_path):
-    from vcl_infer.build import build_index
+    from vcl_infer.index.build import build_index
 
     folder = _small_dir("incremental", 4)
     index = tmp_path / "index"

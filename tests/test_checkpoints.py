@@ -11,7 +11,7 @@ import torch
 from training.checkpoint import CheckpointError, clip_spec_of, load_checkpoint, save_checkpoint
 from training.checkpoint_import import ImportedCheckpoint, import_checkpoint
 from training.models import create_backbone
-from vcl_infer.spec import KINETICS_MEAN, ClipSpec
+from vcl_infer.clips.spec import KINETICS_MEAN, ClipSpec
 
 
 @pytest.fixture(scope="module")

@@ -95,7 +95,7 @@ def test_eval_retrieval_and_linear(dataset, tmp_path):
 
 
 def test_runtime_modules_import_nothing_heavy():
-    code = ("import sys; import vcl_infer.classify, vcl_infer.evaluation, vcl_infer.labels, vcl_infer.png, "
+    code = ("import sys; import vcl_infer.probe.classify, vcl_infer.probe.evaluation, vcl_infer.probe.labels, vcl_infer.search.png, "
             "vcl_infer.cli.classify, vcl_infer.cli.evaluate; "
             "print([m for m in ('torch', 'training', 'export', 'onnxruntime', 'faiss', 'decord', 'av') "
             "if m in sys.modules])")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from vcl_infer.classify import (
+from vcl_infer.probe.classify import (
     evaluate_predictions,
     evaluate_probe,
     fit_probe,
@@ -15,7 +15,7 @@ from vcl_infer.classify import (
     stratified_subset,
     video_probabilities,
 )
-from vcl_infer.probe import LinearProbe
+from vcl_infer.probe.linear import LinearProbe
 
 
 def test_label_fraction_is_stratified_and_seeded():

@@ -38,7 +38,7 @@ def _classify(tmp_path: Path, hidden: str, *args: str) -> subprocess.CompletedPr
 @pytest.fixture
 def probe_file(tmp_path) -> Path:
     pytest.importorskip("sklearn")
-    from vcl_infer.probe import LinearProbe
+    from vcl_infer.probe.linear import LinearProbe
 
     rng = np.random.default_rng(0)
     return LinearProbe().fit(rng.normal(size=(20, 4)), np.arange(20) % 2).save(tmp_path / "p")

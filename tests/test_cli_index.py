@@ -12,8 +12,8 @@ from test_build_corpus import bundle, corpus, run_cli, workdir
 
 def test_help_is_instant_and_imports_nothing_heavy():
     code = ("import sys; from vcl_infer.cli import index, search; "
-            "heavy = [m for m in ('torch', 'onnxruntime', 'faiss', 'decord', 'av', 'vcl_infer.build', "
-            "'vcl_infer.search') if m in sys.modules]; print(heavy)")
+            "heavy = [m for m in ('torch', 'onnxruntime', 'faiss', 'decord', 'av', 'vcl_infer.index.build', "
+            "'vcl_infer.search.query') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     for cmd in (["vcl-index", "build", "--help"], ["vcl-search", "--help"]):
@@ -59,7 +59,7 @@ def test_info_verify_add_remove_repair():
 
 
 def test_errors_say_the_fix(tmp_path):
-    from vcl_infer.embedder import DEFAULT_BUNDLE
+    from vcl_infer.encode.embedder import DEFAULT_BUNDLE
     from vcl_infer.index import VideoIndex
 
     proc = run_cli("vcl-index", "info", "--index", str(tmp_path / "nowhere"), check=False)

@@ -28,7 +28,7 @@ def _fresh_index(tmp_path: Path) -> Path:
 
     built = workdir() / "remove-index"
     if not built.exists():
-        from vcl_infer.build import build_index
+        from vcl_infer.index.build import build_index
 
         build_index(_folder(), built, model=bundle(), clips=1, workers=1, progress=False)
     copy = tmp_path / "index"

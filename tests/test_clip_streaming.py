@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from video_fixtures import make_video
 
-from vcl_infer.sampling import ClipSampling
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.sampling import ClipSampling
+from vcl_infer.clips.spec import ClipSpec
 from vcl_infer.video.reader import VideoInfo
 
 SPEC = ClipSpec(frames_per_clip=4, frame_step=2, resize_size=40, crop_size=32)

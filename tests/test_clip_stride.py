@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from vcl_infer.clips.sampling import ClipSampling, sample_windows
+from vcl_infer.clips.spec import ClipSpec
 from vcl_infer.errors import VclError
-from vcl_infer.sampling import ClipSampling, sample_windows
-from vcl_infer.spec import ClipSpec
 
 STEP = ClipSpec(frames_per_clip=8, frame_step=4)  # 32 frames, about 1.07 s at 30 fps
 TIMED = ClipSpec(frames_per_clip=8, frame_step=None, target_fps=8.0)  # 0.875 s spans
@@ -73,7 +73,12 @@ def test_invalid_rules_are_refused(kwargs):
 
 
 def test_the_rule_round_trips_and_an_index_keeps_it(tmp_path):
-    from vcl_infer.sampling_record import read_sampling, requested_sampling, resolve_sampling, write_sampling
+    from vcl_infer.clips.sampling_record import (
+        read_sampling,
+        requested_sampling,
+        resolve_sampling,
+        write_sampling,
+    )
 
     rule = ClipSampling(every_sec=0.5, min_clips=3, max_clips=99)
     assert ClipSampling.from_dict(rule.to_dict()) == rule
@@ -90,7 +95,7 @@ def test_the_rule_round_trips_and_an_index_keeps_it(tmp_path):
 
 
 def test_an_index_from_before_the_record_keeps_its_fixed_count(tmp_path):
-    from vcl_infer.sampling_record import read_sampling
+    from vcl_infer.clips.sampling_record import read_sampling
 
     (tmp_path / "catalog.sqlite").write_bytes(b"")
     (tmp_path / "build_report.json").write_text('{"clips_per_video": 3}')

@@ -11,9 +11,9 @@ from video_fixtures import make_video
 from training.data.dataset import ClipDataset, collate_skip_none, normalize_clips, to_float_clips
 from training.data.layouts import VideoItem
 from training.data.spatial import crop_and_resize, random_resized_crop_box
-from vcl_infer.preprocess import fit_frames, to_model_input
-from vcl_infer.sampling import ClipWindow, random_clip, uniform_clips
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.preprocess import fit_frames, to_model_input
+from vcl_infer.clips.sampling import ClipWindow, random_clip, uniform_clips
+from vcl_infer.clips.spec import ClipSpec
 from vcl_infer.video.open import open_video
 
 SPEC = ClipSpec(frames_per_clip=4, frame_step=2, resize_size=40, crop_size=32)

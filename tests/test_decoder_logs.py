@@ -75,7 +75,7 @@ def _run(code: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_the_injected_decord_really_floods_fd_2(chatty_env, videos, tmp_path):
-    code = f"from vcl_infer.video.clips import read_clips; from vcl_infer.spec import ClipSpec; " \
+    code = f"from vcl_infer.video.clips import read_clips; from vcl_infer.clips.spec import ClipSpec; " \
            f"read_clips({str(videos / 'one.mp4')!r}, ClipSpec(), 2, backend='decord')"
     proc = _run(code, chatty_env, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -98,9 +98,9 @@ def test_with_logging_on_each_file_gets_one_line(chatty_env, videos, tmp_path):
     code = textwrap.dedent(f"""
         import logging
         logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")
-        from vcl_infer.build import build_index
+        from vcl_infer.index.build import build_index
         build_index({str(videos)!r}, {str(tmp_path / 'idx')!r}, clips=2, workers=1, progress=False)
-        from vcl_infer.search import search_index
+        from vcl_infer.search.query import search_index
         search_index({str(tmp_path / 'idx')!r}, {str(videos / 'one.mp4') + '@0-2'!r}, k=1)
     """)
     proc = _run(code, chatty_env, tmp_path)

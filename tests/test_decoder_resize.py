@@ -15,7 +15,7 @@ import pytest
 from test_build_corpus import moving_frames, write_video
 from video_fixtures import shared_video
 
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.spec import ClipSpec
 
 MEAN_LEVELS, P99_LEVELS, MIN_COSINE = 3.0, 50.0, 0.99
 # (file, backend): decord shrinks in the decoder only frames >= 16 x the target area (DECORD_MIN_SHRINK)
@@ -25,8 +25,8 @@ SHARED = [("moviepy/big_buck_bunny_432_433.webm", "decord"), ("moviepy/big_buck_
 
 
 def _default_spec() -> ClipSpec:
-    from vcl_infer.bundle import load_bundle_spec
-    from vcl_infer.embedder import DEFAULT_BUNDLE
+    from vcl_infer.encode.bundle import load_bundle_spec
+    from vcl_infer.encode.embedder import DEFAULT_BUNDLE
 
     return load_bundle_spec(DEFAULT_BUNDLE).clip
 
@@ -55,8 +55,8 @@ def test_a_generated_video_shrunk_in_the_decoder_matches_numpy(tmp_path, backend
 @pytest.mark.slow
 @pytest.mark.parametrize(("rel", "backend"), SHARED)
 def test_real_videos_shrunk_in_the_decoder_match_numpy_and_embed_alike(rel, backend):
-    from vcl_infer.build import clip_vectors
-    from vcl_infer.embedder import Embedder
+    from vcl_infer.encode.embedder import Embedder
+    from vcl_infer.index.build import clip_vectors
 
     spec = _default_spec()
     numpy_clips, decoder_clips = _compare(shared_video(rel), backend, spec)

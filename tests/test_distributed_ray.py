@@ -83,8 +83,8 @@ def _assert_same(local: dict, distributed: dict) -> None:
 
 
 def test_a_ray_build_equals_the_local_build_bit_exactly_bad_files_included(ray_address, tmp_path):
-    from vcl_infer.build import build_index
     from vcl_infer.distributed import build_with_ray, ingest_shards
+    from vcl_infer.index.build import build_index
 
     folder = _folder(tmp_path, generated=3)
     local = build_index(folder, tmp_path / "local", workers=2, progress=False)
@@ -110,9 +110,9 @@ def test_a_ray_build_equals_the_local_build_bit_exactly_bad_files_included(ray_a
 
 
 def test_a_killed_ray_build_resumes_without_re_embedding_its_shards(ray_address, tmp_path):
-    from vcl_infer.build import build_index
     from vcl_infer.distributed import build_with_ray
     from vcl_infer.distributed.ingest import shard_keys
+    from vcl_infer.index.build import build_index
 
     folder = _folder(tmp_path, generated=6)
     index_dir = tmp_path / "ray"

@@ -153,10 +153,10 @@ def test_the_ray_stages_called_directly_give_the_local_builds_rows(tmp_path):
     import pyarrow as pa
     from video_fixtures import make_video
 
-    from vcl_infer.build import build_index
-    from vcl_infer.bundle import load_bundle_spec
     from vcl_infer.distributed.stages import EncodeToShard, decode_batch
-    from vcl_infer.embedder import default_bundle
+    from vcl_infer.encode.bundle import load_bundle_spec
+    from vcl_infer.encode.embedder import default_bundle
+    from vcl_infer.index.build import build_index
 
     folder = tmp_path / "v"
     folder.mkdir()
@@ -178,9 +178,9 @@ def test_the_ray_stages_called_directly_give_the_local_builds_rows(tmp_path):
 
 
 def test_ingest_records_the_shards_clip_count_and_refuses_an_index_cut_another_way(tmp_path):
+    from vcl_infer.clips.sampling import ClipSampling
+    from vcl_infer.clips.sampling_record import read_sampling
     from vcl_infer.errors import VclError
-    from vcl_infer.sampling import ClipSampling
-    from vcl_infer.sampling_record import read_sampling
 
     write_shard(tmp_path / "a", [_ok_row("/v/a.mp4", 1)], META)
     ingest_shards(tmp_path / "a", tmp_path / "idx")

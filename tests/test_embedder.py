@@ -7,8 +7,8 @@ import torch
 from export.pipeline import export_bundle
 from training.models import create_backbone
 from vcl_infer import Embedder
+from vcl_infer.clips.spec import ClipSpec, EncoderSpec
 from vcl_infer.errors import SpecMismatch, VideoError
-from vcl_infer.spec import ClipSpec, EncoderSpec
 from vcl_infer.video.isolated import decode_clips
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def test_video_vector_is_the_renormalised_mean_of_normalised_clip_vectors(bundle
     vector = embedder.embed_video(video, num_clips=3)
     assert vector.shape == (128,) and abs(np.linalg.norm(vector) - 1) < 1e-5
     decoded = decode_clips(video, embedder.spec.clip, 3)
-    from vcl_infer.preprocess import to_model_input
+    from vcl_infer.clips.preprocess import to_model_input
 
     clips = embedder.embed_clips(to_model_input(decoded.clips, embedder.spec.clip))
     clips /= np.linalg.norm(clips, axis=1, keepdims=True)
@@ -68,7 +68,7 @@ def test_torch_backend_agrees_with_the_onnx_bundle(bundle):
 
 
 def test_provider_preference_is_tensorrt_then_cuda_then_cpu():
-    from vcl_infer.backends.onnxruntime_backend import choose_providers
+    from vcl_infer.encode.backends.onnxruntime_backend import choose_providers
 
     assert choose_providers(["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"]) == [
         "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -83,7 +83,7 @@ def test_unknown_backend_lists_the_valid_ones(bundle):
 def test_the_packaged_default_encoder_loads_and_is_trained():
     import json
 
-    from vcl_infer.embedder import DEFAULT_BUNDLE
+    from vcl_infer.encode.embedder import DEFAULT_BUNDLE
 
     embedder = Embedder.load()  # no bundle: the one shipped in vcl_infer/models/
     assert embedder.spec.trained and embedder.spec.method != "untrained"

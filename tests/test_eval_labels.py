@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vcl_infer.labels import load_labels, read_csv_labels, source_has_splits
+from vcl_infer.probe.labels import load_labels, read_csv_labels, source_has_splits
 
 
 def touch(path: Path) -> Path:

@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pytest
 
-from vcl_infer.png import PNG_SIGNATURE, write_png
+from vcl_infer.search.png import PNG_SIGNATURE, write_png
 
 
 def decode_png(data: bytes) -> np.ndarray:

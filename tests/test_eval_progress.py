@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import numpy as np
 
 from tests.video_fixtures import make_video
-from vcl_infer.evaluation import embed_split
-from vcl_infer.labels import VideoItem
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.spec import ClipSpec
+from vcl_infer.probe.evaluation import embed_split
+from vcl_infer.probe.labels import VideoItem
 
 
 class _MeanColourEmbedder:

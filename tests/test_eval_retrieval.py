@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from vcl_infer.evaluation import PROTOCOLS, evaluate_retrieval, pool_videos, retrieval_protocol
+from vcl_infer.probe.evaluation import PROTOCOLS, evaluate_retrieval, pool_videos, retrieval_protocol
 
 KS = (1, 5, 10, 20, 50)
 

@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from export.cli import main as vcl_export
 from training.fingerprint import weights_fingerprint
 from training.models import create_backbone
-from vcl_infer.bundle import load_bundle_spec
+from vcl_infer.clips.spec import SPEC_METADATA_KEY, EncoderSpec
+from vcl_infer.encode.bundle import load_bundle_spec
 from vcl_infer.errors import SpecMismatch
-from vcl_infer.spec import SPEC_METADATA_KEY, EncoderSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT.parent / "shared" / "videos" / "mmaction2" / "demo.mp4"
@@ -116,7 +116,7 @@ def test_untrained_export_is_labelled_and_fingerprinted(tmp_path):
 
 def test_vcl_checkpoint_round_trip_keeps_weights_and_spec(tmp_path):
     from training.checkpoint import save_checkpoint
-    from vcl_infer.spec import ClipSpec
+    from vcl_infer.clips.spec import ClipSpec
 
     torch.manual_seed(0)
     model = create_backbone("r2plus1d_small")

@@ -43,7 +43,7 @@ def export(*args) -> object:
 @needs_videos
 @pytest.mark.slow
 def test_int8_bundle_runs_in_the_runtime_and_stays_close_to_fp32(tmp_path, checkpoint):
-    from vcl_infer.embedder import Embedder
+    from vcl_infer.encode.embedder import Embedder
     from vcl_infer.video.isolated import decode_clips
 
     # a dotted name beside the fp32 bundle: each keeps its own sidecar and report
@@ -70,7 +70,7 @@ def test_int8_bundle_runs_in_the_runtime_and_stays_close_to_fp32(tmp_path, check
     assert fp32.spec.quantization == {} and "quantization" not in json.loads(fp32_out.with_suffix(".json").read_text())
 
     # our own check on clips the export never used (other offsets of the held-out video)
-    from vcl_infer.preprocess import to_model_input
+    from vcl_infer.clips.preprocess import to_model_input
 
     clips = to_model_input(decode_clips(str(HELD_OUT), fp32.spec.clip, 7).clips, fp32.spec.clip)
     a, b = fp32.embed_clips(clips), int8.embed_clips(clips)

@@ -18,8 +18,8 @@ from export.pipeline import FeatureSlice, select_features
 from training.checkpoint import save_checkpoint
 from training.methods.longshort import FEATURE_PARTS
 from training.models import create_backbone
-from vcl_infer.bundle import load_bundle_spec
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.spec import ClipSpec
+from vcl_infer.encode.bundle import load_bundle_spec
 
 SPEC = ClipSpec(frames_per_clip=4, frame_step=2, resize_size=32, crop_size=32)
 D = 128  # r3d_small's embed_dim

@@ -181,7 +181,7 @@ def test_the_hostile_folder_builds_with_every_bad_file_explained(tmp_path):
 
 
 def _walk(folder: Path) -> list[str]:
-    from vcl_infer.build import find_videos
+    from vcl_infer.index.build import find_videos
 
     return find_videos(folder)
 

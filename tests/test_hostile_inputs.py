@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from video_fixtures import make_video
 
+from vcl_infer.clips.spec import ClipSpec
 from vcl_infer.errors import VclError
-from vcl_infer.spec import ClipSpec
 
 SPEC = ClipSpec(frames_per_clip=4, frame_step=2, resize_size=40, crop_size=32)
 
@@ -28,7 +28,7 @@ def _links(folder: Path) -> dict[str, Path]:
 def test_dangling_links_and_loops_are_build_failures_with_reasons(tmp_path):
     from test_build_corpus import bundle
 
-    from vcl_infer.build import build_index
+    from vcl_infer.index.build import build_index
 
     model = bundle()
     videos = tmp_path / "videos"
@@ -49,7 +49,7 @@ def test_dangling_links_and_loops_are_build_failures_with_reasons(tmp_path):
 
 @pytest.mark.parametrize("kind", ["fifo", "dev_zero", "dangling", "loop"])
 def test_a_non_regular_query_says_what_it_is(tmp_path, kind):
-    from vcl_infer.search import Query, query_clips
+    from vcl_infer.search.query import Query, query_clips
 
     if kind == "fifo":
         path, expected = tmp_path / "q.mp4", "a FIFO"
@@ -67,7 +67,7 @@ def test_a_non_regular_query_says_what_it_is(tmp_path, kind):
 
 
 def test_a_missing_query_still_says_not_found(tmp_path):
-    from vcl_infer.search import Query, query_clips
+    from vcl_infer.search.query import Query, query_clips
 
     with pytest.raises(VclError, match="not found"):
         query_clips(Query(str(tmp_path / "nope.mp4")), SPEC, 1)

@@ -22,9 +22,9 @@ class _Tags(HTMLParser):
 
 
 def _page(tmp_path):
-    from vcl_infer.html_report import write_html
-    from vcl_infer.moments import ClipMatch
-    from vcl_infer.search import Hit, SearchResult
+    from vcl_infer.search.html_report import write_html
+    from vcl_infer.search.moments import ClipMatch
+    from vcl_infer.search.query import Hit, SearchResult
 
     odd = tmp_path / 'a <b>&"x\'#1.mp4'  # a name that breaks unescaped HTML, URIs and fragments
     make_video(odd, num_frames=40, fps=10)

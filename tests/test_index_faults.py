@@ -76,7 +76,7 @@ def _cli(*args):
 def _read_side_errors(path) -> list[str]:
     """The messages of info, verify and repair (CLI) and of a search's index open (API)."""
     from vcl_infer.errors import VclError
-    from vcl_infer.search import search_index
+    from vcl_infer.search.query import search_index
 
     messages = [_cli(cmd, str(path)).output for cmd in ("info", "verify")]
     with pytest.raises(VclError) as err:
@@ -115,7 +115,7 @@ def test_non_utf8_file_name_is_stored_losslessly(index_dir):
 def test_build_goes_on_past_a_non_utf8_file_name(tmp_path):
     from test_build_corpus import bundle, corpus
 
-    from vcl_infer.build import build_index
+    from vcl_infer.index.build import build_index
     from vcl_infer.index.catalog import printable_path
 
     folder = tmp_path / "videos"

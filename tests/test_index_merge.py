@@ -111,7 +111,7 @@ def test_a_merge_that_dies_leaves_no_index_behind(tmp_path, monkeypatch):
 def test_merge_of_two_built_folders_equals_one_build_over_both(tmp_path):
     from test_build_corpus import bundle, corpus
 
-    from vcl_infer.build import build_index
+    from vcl_infer.index.build import build_index
 
     root = tmp_path / "videos"
     sources = sorted((corpus() / "gen").glob("short_*.mp4"))[:5]

@@ -21,7 +21,7 @@ from training.linear_eval import (
     train_linear,
 )
 from training.models import create_backbone
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.spec import ClipSpec
 
 SPEC = ClipSpec(frames_per_clip=4, frame_step=2, resize_size=32, crop_size=32)
 FAST = LinearEvalConfig(train_clips=1, test_clips=2, epochs=20, extract_batch_size=8)

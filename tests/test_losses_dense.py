@@ -131,7 +131,7 @@ def test_dense_head_and_pooled_keys_shapes():
 def _moco(name: str, **kw):
     from training.methods import create_method
     from training.models import create_backbone
-    from vcl_infer.spec import ClipSpec
+    from vcl_infer.clips.spec import ClipSpec
 
     spec = ClipSpec(frames_per_clip=4, frame_step=2, resize_size=32, crop_size=32)
     return create_method(name, backbone=create_backbone("r3d_small"), spec=spec, seed=0, queue_size=16, **kw)

@@ -16,7 +16,7 @@ from training.losses.mochi import draw_mochi, mochi_loss
 from training.losses.moco import moco_loss
 from training.methods import create_method, list_methods, method_class, method_hparams
 from training.models import create_backbone
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.spec import ClipSpec
 
 SPEC = ClipSpec(frames_per_clip=4, frame_step=2, resize_size=32, crop_size=32)
 SMALL = {"hcl": {}, "mochi": {"queue_size": 16, "num_hard": 8, "num_mix": 6, "num_query_mix": 3}}

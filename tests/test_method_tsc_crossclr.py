@@ -20,7 +20,7 @@ from training.data.long_tail import write_long_tail_split
 from training.losses.tsc import sample_class_positives, tsc_loss_terms
 from training.methods import create_method, list_methods, method_class, method_hparams
 from training.models import create_backbone
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.spec import ClipSpec
 
 SPEC = ClipSpec(frames_per_clip=4, frame_step=2, resize_size=32, crop_size=32)
 SMALL = {

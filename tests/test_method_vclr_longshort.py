@@ -16,7 +16,7 @@ from training.methods import create_method, method_hparams
 from training.methods.longshort import FEATURE_PARTS, LongShortClips, ShortViewAggregator, feature_range
 from training.methods.vclr import SegmentClips
 from training.models import create_backbone
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.spec import ClipSpec
 
 SPEC = ClipSpec(frames_per_clip=4, frame_step=2, resize_size=32, crop_size=32)
 

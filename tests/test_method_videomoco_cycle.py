@@ -20,7 +20,7 @@ from training.cli import main as train_main
 from training.config import TrainConfig
 from training.methods import create_method, list_methods, method_class, method_hparams
 from training.models import create_backbone
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.spec import ClipSpec
 
 SPEC = ClipSpec(frames_per_clip=4, frame_step=2, resize_size=32, crop_size=32)
 SMALL = {

@@ -17,7 +17,7 @@ from moment_fixtures import cut_of, write_real_thirty_seconds, write_ten_minute_
 from test_build_corpus import workdir
 from video_fixtures import VIDEOS
 
-from vcl_infer.moments import align
+from vcl_infer.search.moments import align
 
 STRIDE = 1.0
 DISTRACTORS = ("torchcodec/var_fps_video.mp4", "torchcodec/h265_10bits.mp4", "moviepy/big_buck_bunny_432_433.webm")
@@ -78,7 +78,7 @@ def test_align_refuses_mismatched_shapes():
 def moment_index() -> tuple[Path, Path, Path | None]:
     """An index (default encoder, default sampling) of the 10-minute video, the real 30 s
     video and a few other real files; returns (index, long video, real video or None)."""
-    from vcl_infer.build import build_index
+    from vcl_infer.index.build import build_index
 
     videos = workdir() / "moment-videos"
     long_video = write_ten_minute_video(videos / "ten_minutes.mp4")
@@ -93,7 +93,7 @@ def moment_index() -> tuple[Path, Path, Path | None]:
 
 
 def _check_top(query: str, video: Path, lo: float, hi: float, within: float | None) -> None:
-    from vcl_infer.search import search_index
+    from vcl_infer.search.query import search_index
 
     index = moment_index()[0]
     top = search_index(index, query, k=3).results[0]
@@ -131,9 +131,9 @@ def test_a_two_second_cut_of_a_real_thirty_second_video_is_found(as_file):
 
 @pytest.mark.slow
 def test_the_index_has_a_clip_per_second_and_add_keeps_the_rule(tmp_path):
-    from vcl_infer.build import add_files
+    from vcl_infer.clips.sampling_record import read_sampling
     from vcl_infer.index import VideoIndex
-    from vcl_infer.sampling_record import read_sampling
+    from vcl_infer.index.build import add_files
 
     index, long_video, _ = moment_index()
     with VideoIndex.open(index) as ix:

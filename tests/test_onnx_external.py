@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from vcl_infer import _onnx_external as ext
-from vcl_infer._onnx_external import UnsafeModel, check_external_data, external_data_locations
+from vcl_infer.encode._onnx_external import UnsafeModel, check_external_data, external_data_locations
 
 
 def test_field_numbers_match_the_onnx_schema():
@@ -113,8 +113,8 @@ def test_truncated_model_is_an_error_not_a_crash(tmp_path):
 
 
 def test_bundle_loading_vets_external_data_before_onnxruntime_sees_it(tmp_path):
-    from vcl_infer.bundle import load_bundle_spec
-    from vcl_infer.spec import EncoderSpec
+    from vcl_infer.clips.spec import EncoderSpec
+    from vcl_infer.encode.bundle import load_bundle_spec
 
     model = tiny_model()
     model.metadata_props.add(key="vcl.spec", value=EncoderSpec(arch="tiny", embed_dim=8).to_json())

@@ -12,13 +12,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ["torch", "onnxruntime", "tensorrt", "faiss", "decord", "av", "onnx", "cv2", "sklearn", "matplotlib"]
 RUNTIME_MODULES = [
-    "vcl_infer", "vcl_infer.spec", "vcl_infer.sampling", "vcl_infer.preprocess", "vcl_infer.bundle",
+    "vcl_infer", "vcl_infer.clips.spec", "vcl_infer.clips.sampling", "vcl_infer.clips.preprocess", "vcl_infer.encode.bundle",
     "vcl_infer.video.reader", "vcl_infer.video.open", "vcl_infer.video.isolated",
-    "vcl_infer.cli.index", "vcl_infer.cli.search", "vcl_infer.embedder", "vcl_infer.classify",
-    "vcl_infer.evaluation", "vcl_infer.cli.classify", "vcl_infer.cli.evaluate", "vcl_infer.png",
-    "vcl_infer.retrieval_metrics", "vcl_infer._onnx_external", "vcl_infer.backends",
-    "vcl_infer.backends.tensorrt_backend", "vcl_infer.backends.onnxruntime_backend",
-    "vcl_infer.index", "vcl_infer.build", "vcl_infer.search", "vcl_infer.html_report",
+    "vcl_infer.cli.index", "vcl_infer.cli.search", "vcl_infer.encode.embedder", "vcl_infer.probe.classify",
+    "vcl_infer.probe.evaluation", "vcl_infer.cli.classify", "vcl_infer.cli.evaluate", "vcl_infer.search.png",
+    "vcl_infer.probe.retrieval_metrics", "vcl_infer.encode._onnx_external", "vcl_infer.encode.backends",
+    "vcl_infer.encode.backends.tensorrt_backend", "vcl_infer.encode.backends.onnxruntime_backend",
+    "vcl_infer.index", "vcl_infer.index.build", "vcl_infer.search.query", "vcl_infer.search.html_report",
 ]
 
 

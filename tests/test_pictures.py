@@ -49,7 +49,7 @@ def test_pngs_from_the_cli(synth_data, tmp_path):  # noqa: F811
     pytest.importorskip("matplotlib")
     from training.checkpoint import save_checkpoint
     from training.eval_cli import main
-    from vcl_infer.spec import ClipSpec
+    from vcl_infer.clips.spec import ClipSpec
 
     run = tmp_path / "run"
     run.mkdir()

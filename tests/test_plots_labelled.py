@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from vcl_infer.confusion_plot import confusion_figure, confusion_png  # noqa: E402
+from vcl_infer.probe.confusion_plot import confusion_figure, confusion_png  # noqa: E402
 
 
 def _pixel(fig, ax, x, y) -> np.ndarray:

@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vcl_infer.preprocess import fit_frames, preprocess_clip, resized_size, to_model_input
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.preprocess import fit_frames, preprocess_clip, resized_size, to_model_input
+from vcl_infer.clips.spec import ClipSpec
 
 
 def torch_reference(frames: np.ndarray, spec: ClipSpec) -> np.ndarray:

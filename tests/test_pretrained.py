@@ -18,8 +18,7 @@ import pytest
 from click.testing import CliRunner
 from loopback_http import LoopbackServer, closed_port_url
 
-from vcl_infer.errors import MissingDependency
-from vcl_infer.pretrained import (
+from vcl_infer.encode.pretrained import (
     DownloadError,
     HashMismatch,
     PinError,
@@ -30,7 +29,8 @@ from vcl_infer.pretrained import (
     load_registry,
     resolve_model,
 )
-from vcl_infer.pretrained.download import download_verified
+from vcl_infer.encode.pretrained.download import download_verified
+from vcl_infer.errors import MissingDependency
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -183,7 +183,7 @@ def test_after_the_first_download_a_tampered_file_is_refused_by_the_full_pin(ser
     entry = prefix_entry(server, tmp_path, monkeypatch, data)
     path = fetch_checkpoint(entry)
     # simulate a forged file that shares the 8-digit prefix (2**32 work for an attacker, too slow for a test)
-    monkeypatch.setattr("vcl_infer.pretrained.download.matches_published_prefix", lambda digest, prefix: True)
+    monkeypatch.setattr("vcl_infer.encode.pretrained.download.matches_published_prefix", lambda digest, prefix: True)
     forged = b"forged weights!!!" * 5000
     path.write_bytes(forged)
     server.state.files["/w-pfx.pth"] = forged  # the re-download is forged too
@@ -250,7 +250,7 @@ def test_conversion_without_the_export_extra_names_it_and_leaves_no_bundle(serve
     server.state.files["/w.pt"] = data
     write_registry(tmp_path, monkeypatch, {"tiny": {"url": server.url("/w.pt"), "sha256": sha(data),
                                                     "format": "vcl", "arch": "r3d_small", "licence": "test"}})
-    monkeypatch.setattr("vcl_infer.pretrained.convert.missing_export_modules", lambda: ["torch", "onnx"])
+    monkeypatch.setattr("vcl_infer.encode.pretrained.convert.missing_export_modules", lambda: ["torch", "onnx"])
     with pytest.raises(MissingDependency, match=r"pip install 'vcl\[export\]'.*later runs need no torch"):
         resolve_model("tiny")
     assert not (cache / "bundles").exists() or files_under(cache / "bundles") == []
@@ -323,8 +323,8 @@ def test_vcl_index_build_with_a_published_name_end_to_end(server, cache, tmp_pat
 
     from training.checkpoint import load_checkpoint
     from training.fingerprint import weights_fingerprint
-    from vcl_infer.bundle import load_bundle_spec
-    from vcl_infer.embedder import DEFAULT_BUNDLE
+    from vcl_infer.encode.bundle import load_bundle_spec
+    from vcl_infer.encode.embedder import DEFAULT_BUNDLE
 
     ckpt_path = tmp_path / "again.pt"
     ckpt_path.write_bytes(tiny_checkpoint)
@@ -341,7 +341,7 @@ def test_vcl_index_build_with_a_published_name_end_to_end(server, cache, tmp_pat
     # 4. later runs need neither the server nor torch
     server.stop()
     code = ("import sys; sys.modules['torch'] = None\n"
-            "from vcl_infer.embedder import Embedder\n"
+            "from vcl_infer.encode.embedder import Embedder\n"
             "e = Embedder.load('test-entry'); print(e.path); print('torch' in sys.modules and sys.modules['torch'] is not None)")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
@@ -370,7 +370,7 @@ def test_vcl_index_build_with_a_wrong_hash_or_no_server_fails_cleanly(server, ca
 
 def test_the_pretrained_runtime_imports_nothing_heavy(tmp_path):
     code = ("import json, sys\n"
-            "import vcl_infer.pretrained as p\n"
+            "import vcl_infer.encode.pretrained as p\n"
             "p.load_registry(); p.resolve_model('some/bundle.onnx')\n"
             "print(json.dumps([m for m in ('torch', 'onnx', 'onnxruntime', 'export', 'training') if m in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,

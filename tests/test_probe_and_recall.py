@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from vcl_infer.probe import LinearProbe
-from vcl_infer.retrieval_metrics import recall_at_k
+from vcl_infer.probe.linear import LinearProbe
+from vcl_infer.probe.retrieval_metrics import recall_at_k
 
 
 def blobs(n_per_class=30, classes=4, dim=16, spread=0.6, seed=0):

@@ -14,7 +14,7 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import check_estimator  # noqa: E402
 
-from vcl_infer.probe import LinearProbe  # noqa: E402
+from vcl_infer.probe.linear import LinearProbe  # noqa: E402
 
 
 def _blobs(classes=4, n=25, dim=12, seed=0):

@@ -20,10 +20,10 @@ def test_the_cli_refuses_local_only_options_with_ray(tmp_path, option):
 
 
 def test_ray_builds_take_the_recorded_fixed_count_and_refuse_a_stride_index(tmp_path):
-    from vcl_infer.build import DEFAULT_CLIPS
+    from vcl_infer.clips.sampling import ClipSampling
+    from vcl_infer.clips.sampling_record import write_sampling
     from vcl_infer.distributed.pipeline import _fixed_sampling
-    from vcl_infer.sampling import ClipSampling
-    from vcl_infer.sampling_record import write_sampling
+    from vcl_infer.index.build import DEFAULT_CLIPS
 
     assert _fixed_sampling(tmp_path / "new", None) == ClipSampling.fixed(DEFAULT_CLIPS)
     assert _fixed_sampling(tmp_path / "new", 3) == ClipSampling.fixed(3)

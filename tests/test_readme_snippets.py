@@ -52,8 +52,8 @@ def python_blocks(text: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def user_folder(tmp_path_factory) -> Path:
-    from vcl_infer.build import build_index
-    from vcl_infer.embedder import DEFAULT_BUNDLE
+    from vcl_infer.encode.embedder import DEFAULT_BUNDLE
+    from vcl_infer.index.build import build_index
 
     folder = tmp_path_factory.mktemp("readme-user")
     make_video(folder / "clip.mp4", num_frames=40, width=96, height=64)

@@ -10,7 +10,7 @@ from training.losses.info_nce import info_nce_loss
 from training.methods import create_method
 from training.methods.reversal import reverse_time
 from training.models import create_backbone
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.spec import ClipSpec
 
 SPEC = ClipSpec(frames_per_clip=4, frame_step=1, resize_size=32, crop_size=32)
 

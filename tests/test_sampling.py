@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from vcl_infer.sampling import distinct_clips, random_clip, uniform_clips
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.sampling import distinct_clips, random_clip, uniform_clips
+from vcl_infer.clips.spec import ClipSpec
 
 
 def constant_rate(n, fps=25.0):

@@ -21,10 +21,10 @@ def _overlaps(start: float, end: float, lo: float, hi: float) -> bool:
 
 
 def test_every_decodable_video_finds_itself_first(index_dir):
-    from vcl_infer.build import clip_vectors
-    from vcl_infer.embedder import Embedder
+    from vcl_infer.encode.embedder import Embedder
     from vcl_infer.index import VideoIndex
-    from vcl_infer.search import search_vectors
+    from vcl_infer.index.build import clip_vectors
+    from vcl_infer.search.query import search_vectors
     from vcl_infer.video.isolated import DecodePool
 
     index = VideoIndex.open(index_dir)
@@ -45,7 +45,7 @@ def test_every_decodable_video_finds_itself_first(index_dir):
 
 
 def test_reencoded_copy_finds_the_original(index_dir):
-    from vcl_infer.search import search_index
+    from vcl_infer.search.query import search_index
 
     result = search_index(index_dir, str(queries()["reencoded"]), k=3, model=bundle())
     assert result.results[0].video == str(corpus() / "gen" / "short_03.mp4")
@@ -54,7 +54,7 @@ def test_reencoded_copy_finds_the_original(index_dir):
 
 @pytest.mark.parametrize("how", ["range", "file"])
 def test_two_second_cut_finds_the_long_video_and_the_range(index_dir, how):
-    from vcl_infer.search import search_index
+    from vcl_infer.search.query import search_index
 
     long_video = str(corpus() / "gen" / "long_1.mp4")
     query = f"{long_video}@5-7" if how == "range" else str(queries()["cut"])
@@ -96,7 +96,7 @@ def test_a_model_of_other_weights_is_refused(index_dir):
     from types import SimpleNamespace
 
     from vcl_infer.index import EncoderMismatch
-    from vcl_infer.search import embedder_for_index
+    from vcl_infer.search.query import embedder_for_index
 
     other = SimpleNamespace(fingerprint="sha256:" + "0" * 64)
     with pytest.raises(EncoderMismatch, match="not the encoder this index was built with"):
@@ -106,7 +106,7 @@ def test_a_model_of_other_weights_is_refused(index_dir):
 
 
 def test_parse_query():
-    from vcl_infer.search import parse_query
+    from vcl_infer.search.query import parse_query
 
     q = parse_query("clip.mp4@12.5-14")
     assert (q.path, q.start, q.end) == ("clip.mp4", 12.5, 14.0)
@@ -118,7 +118,7 @@ def test_parse_query():
 
 
 def test_range_outside_the_video_is_a_clear_error(index_dir):
-    from vcl_infer.search import search_index
+    from vcl_infer.search.query import search_index
 
     with pytest.raises(VclError, match="no frame in 100-102"):
         search_index(index_dir, f"{corpus() / 'gen' / 'long_0.mp4'}@100-102", model=bundle())

@@ -40,7 +40,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """(base URL, the folder under --root, the index dir, a folder outside the root)."""
-    from vcl_infer.build import build_index
+    from vcl_infer.index.build import build_index
 
     base = tmp_path_factory.mktemp("serve")
     folder = base / "videos"
@@ -94,7 +94,7 @@ def _upload(client, path: Path, **fields):
 
 
 def test_an_uploaded_video_finds_itself_as_the_cli_does(served):
-    from vcl_infer.search import search_index
+    from vcl_infer.search.query import search_index
 
     url, folder, index_dir, _ = served
     with _client(url) as client:
@@ -211,7 +211,7 @@ def test_video_records_thumbnails_info_and_docs(served):
 
 def test_a_build_committing_while_requests_run_is_picked_up_without_a_restart(served):
     """Runs last: it adds videos to the served index."""
-    from vcl_infer.build import build_index
+    from vcl_infer.index.build import build_index
 
     url, folder, index_dir, _ = served
     with _client(url) as client:

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
+from vcl_infer.clips.spec import ClipSpec, EncoderSpec
 from vcl_infer.errors import SpecMismatch
-from vcl_infer.spec import ClipSpec, EncoderSpec
 
 # every spec field DESIGN.md names for the bundle ("The encoder bundle" section)
 DESIGN_FIELDS = {

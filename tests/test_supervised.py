@@ -11,7 +11,7 @@ from training.checkpoint import load_checkpoint, save_checkpoint
 from training.cli import main as train_main
 from training.methods import create_method
 from training.models import create_backbone
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.spec import ClipSpec
 
 SPEC = ClipSpec(frames_per_clip=4, frame_step=2, resize_size=32, crop_size=32)
 

@@ -16,8 +16,8 @@ from click.testing import CliRunner  # noqa: E402
 
 from export.pipeline import TemporalFeatures, feature_spec_fields, select_features  # noqa: E402
 from training.models import create_backbone  # noqa: E402
-from vcl_infer.evaluation import PROTOCOLS, feature_layer_report, protocol_clip_spec  # noqa: E402
-from vcl_infer.spec import ClipSpec, EncoderSpec  # noqa: E402
+from vcl_infer.clips.spec import ClipSpec, EncoderSpec  # noqa: E402
+from vcl_infer.probe.evaluation import PROTOCOLS, feature_layer_report, protocol_clip_spec  # noqa: E402
 
 KS = (1, 5, 10, 20)
 
@@ -99,10 +99,10 @@ def test_protocol_tclr_on_a_temporal_bundle_equals_the_official_computation(tmp_
     from export.cli import main as export_main
     from training.checkpoint import save_checkpoint
     from vcl_infer.cli.evaluate import main as eval_main
-    from vcl_infer.embedder import Embedder
-    from vcl_infer.evaluation import embed_split, protocol_vectors
-    from vcl_infer.labels import load_labels
-    from vcl_infer.preprocess import to_model_input
+    from vcl_infer.clips.preprocess import to_model_input
+    from vcl_infer.encode.embedder import Embedder
+    from vcl_infer.probe.evaluation import embed_split, protocol_vectors
+    from vcl_infer.probe.labels import load_labels
     from vcl_infer.video.isolated import decode_clips
 
     torch.manual_seed(0)

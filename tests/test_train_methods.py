@@ -8,7 +8,7 @@ import torch
 
 from training.methods import create_method, list_methods, method_hparams
 from training.models import create_backbone
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.spec import ClipSpec
 
 SPEC = ClipSpec(frames_per_clip=4, frame_step=2, resize_size=32, crop_size=32)
 METHODS = ("simclr", "moco", "tclr", "fame")

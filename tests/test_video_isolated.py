@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from video_fixtures import make_video, shared_video, shared_videos
 
+from vcl_infer.clips.spec import ClipSpec
 from vcl_infer.errors import DecoderCrashed, DecodeTimeout, FrameTooLarge, NotARegularFile, VideoError
-from vcl_infer.spec import ClipSpec
 from vcl_infer.video.isolated import DecodedVideo, DecodePool, DecodeRequest, decode_clips
 
 SPEC = ClipSpec(frames_per_clip=4, frame_step=2, resize_size=64, crop_size=56)
@@ -141,13 +141,13 @@ def test_decode_clips_one_off(small_mp4):
 
 def test_one_pool_runs_clip_decoding_and_other_reads_of_a_file(strict_pool, small_mp4):
     """Range queries and thumbnails use the build's workers: same timeout, crash handling and logs."""
-    from vcl_infer.search import decode_range
+    from vcl_infer.search.query import decode_range
     from vcl_infer.video.isolated import CallRequest
 
     requests = [
-        CallRequest(small_mp4, "vcl_infer.search:decode_range", (small_mp4, SPEC, 2, 0.0, 0.2)),
+        CallRequest(small_mp4, "vcl_infer.search.query:decode_range", (small_mp4, SPEC, 2, 0.0, 0.2)),
         (small_mp4, SPEC, 1),
-        CallRequest(small_mp4, "vcl_infer.search:decode_range", (small_mp4, SPEC, 1, 50.0, 60.0)),
+        CallRequest(small_mp4, "vcl_infer.search.query:decode_range", (small_mp4, SPEC, 1, 50.0, 60.0)),
         CallRequest(small_mp4, "os:getpid", test_fault="hang"),
         CallRequest(small_mp4, "os:getpid"),
     ]
@@ -163,7 +163,7 @@ def test_one_pool_runs_clip_decoding_and_other_reads_of_a_file(strict_pool, smal
 
 
 def test_run_isolated_returns_the_value_or_raises_the_files_error(small_mp4, tmp_path):
-    from vcl_infer.search import decode_range
+    from vcl_infer.search.query import decode_range
     from vcl_infer.video.isolated import run_isolated
 
     clips, windows, _ = run_isolated(decode_range, (small_mp4, SPEC, 1, 0.0, 0.4), small_mp4, timeout_s=20)
@@ -177,7 +177,7 @@ def test_run_isolated_returns_the_value_or_raises_the_files_error(small_mp4, tmp
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux only")
 def test_build_workers_keep_the_callers_priority_under_sched_batch():
     """Nice 10 starved the workers beside any other job (benchmarks/decode_priority.py)."""
-    from vcl_infer.build import DECODE_PRIORITY
+    from vcl_infer.index.build import DECODE_PRIORITY
     from vcl_infer.video.isolated import CallRequest
 
     with DecodePool(workers=1, timeout_s=20, **DECODE_PRIORITY) as build_pool:

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from video_fixtures import frame_colour, make_video, shared_video
 
-from vcl_infer.sampling import uniform_clips
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.sampling import uniform_clips
+from vcl_infer.clips.spec import ClipSpec
 from vcl_infer.video.clips import read_clips
 from vcl_infer.video.open import open_video
 

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from vcl_infer.clips.spec import ClipSpec
 from vcl_infer.errors import VclError
-from vcl_infer.spec import ClipSpec
 
 FORMAT_NAME = "vcl-checkpoint"
 FORMAT_VERSION = 1

@@ -43,7 +43,7 @@ import torch
 
 from training.checkpoint import FORMAT_NAME, CheckpointError, load_checkpoint, read_weights_file
 from training.models import create_backbone
-from vcl_infer.spec import KINETICS_MEAN, KINETICS_STD, ClipSpec
+from vcl_infer.clips.spec import KINETICS_MEAN, KINETICS_STD, ClipSpec
 
 FORMATS = ("auto", "vcl", "torchvision", "tclr", "fame")
 # Architectures tried, in order, when a checkpoint does not name its own.

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.data.layouts import VideoItem
-from vcl_infer.sampling import ClipWindow, uniform_clips
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.sampling import ClipWindow, uniform_clips
+from vcl_infer.clips.spec import ClipSpec
 
 DECODER_PACKAGES = ("decord2", "decord", "av")
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.spec import ClipSpec
 
 log = logging.getLogger(__name__)
 

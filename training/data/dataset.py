@@ -6,7 +6,7 @@ one global and several local clips for TCLR, ...), decodes the union of their fr
 and crops each clip. Items stay uint8 until the batch reaches the training process:
 :func:`to_float_clips` scales them, colour augmentation runs there (on the device), and
 :func:`normalize_clips` applies the spec's mean and std last, exactly as
-:func:`vcl_infer.preprocess.to_model_input` does at inference.
+:func:`vcl_infer.clips.preprocess.to_model_input` does at inference.
 
 Randomness is a pure function of ``(seed, epoch, index)``, so worker count, worker order
 and resuming from a checkpoint do not change which clips an item yields.
@@ -25,10 +25,10 @@ from torch.utils.data import Dataset
 
 from training.data.layouts import VideoItem
 from training.data.spatial import crop_and_resize, hflip, random_resized_crop_box
+from vcl_infer.clips.preprocess import fit_frames
+from vcl_infer.clips.sampling import ClipWindow
+from vcl_infer.clips.spec import ClipSpec
 from vcl_infer.errors import VideoError
-from vcl_infer.preprocess import fit_frames
-from vcl_infer.sampling import ClipWindow
-from vcl_infer.spec import ClipSpec
 from vcl_infer.video.open import open_video
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class ClipDataset(Dataset):
         flip: random horizontal flip per clip (train).
         seed: base seed; the generator of item ``i`` is ``default_rng([seed, epoch, i])``.
         train: random resized crop + flip per clip; else resize and centre crop
-            (:func:`vcl_infer.preprocess.fit_frames`).
+            (:func:`vcl_infer.clips.preprocess.fit_frames`).
         backend: video decoder (``auto``, ``decord``, ``pyav``).
         decode_threads: decoder threads per open video; 1 suits many DataLoader workers.
         cache_frames: keep every decoded video in memory (all its frames, uint8) and serve
@@ -274,7 +274,7 @@ def normalize_clips(x: torch.Tensor, spec: ClipSpec) -> torch.Tensor:
 
     Returns:
         Same shape, ``(x - mean) / std`` with channels in ``spec.channel_order``: equal to
-        :func:`vcl_infer.preprocess.to_model_input` of the same uint8 pixels.
+        :func:`vcl_infer.clips.preprocess.to_model_input` of the same uint8 pixels.
     """
     if x.ndim < 4 or x.shape[-4] != 3:
         raise ValueError(f"expected ... x 3 x T x S x S clips, got {tuple(x.shape)}")

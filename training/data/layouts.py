@@ -1,7 +1,7 @@
-"""Data set layouts: re-exported from :mod:`vcl_infer.labels`, where the pure-Python parsing lives
+"""Data set layouts: re-exported from :mod:`vcl_infer.probe.labels`, where the pure-Python parsing lives
 (so the runtime reads labels without importing ``training``)."""
 
-from vcl_infer.labels import (  # noqa: F401
+from vcl_infer.probe.labels import (  # noqa: F401
     SUBSETS,
     VIDEO_SUFFIXES,
     VideoItem,

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vcl_infer.labels import VIDEO_SUFFIXES, class_folders
+from vcl_infer.probe.labels import VIDEO_SUFFIXES, class_folders
 
 MANIFEST = "long_tail.json"
 _LIST = re.compile(r"^(train|test)list(\d+)\.txt$")
@@ -118,7 +118,7 @@ class LongTailSplit:
 
 
 def _split_dir(root: Path) -> Path | None:
-    # the places vcl_infer.labels.load_layout looks for UCF101 split files
+    # the places vcl_infer.probe.labels.load_layout looks for UCF101 split files
     for candidate in (root, root / "splits", root / "ucfTrainTestlist"):
         if (candidate / "classInd.txt").is_file():
             return candidate

@@ -3,7 +3,7 @@
 All work on ``T x H x W x 3`` uint8 numpy frames (in DataLoader workers, before anything
 becomes a tensor) and apply ONE box and ONE flip to every frame of a clip, so the motion
 inside a clip is not distorted. The resize is the antialiased triangle filter of
-:mod:`vcl_infer.preprocess`, the same one evaluation and the runtime use.
+:mod:`vcl_infer.clips.preprocess`, the same one evaluation and the runtime use.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from vcl_infer.preprocess import check_frames, resize_frames
+from vcl_infer.clips.preprocess import check_frames, resize_frames
 
 Box = tuple[int, int, int, int]
 """``(top, left, height, width)`` in pixels."""

@@ -37,7 +37,7 @@ from training.augment import ColorAugment
 from training.data.dataset import normalize_clips
 from training.distributed import get_rank
 from training.errors import TrainError
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.spec import ClipSpec
 
 if TYPE_CHECKING:
     from training.config import TrainConfig

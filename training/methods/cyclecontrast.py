@@ -38,8 +38,8 @@ from training.methods.base import Prepared, step_seed
 from training.methods.heads import Encoder, MLPHead
 from training.methods.moco import Encoded, MoCo, MoCoHparams
 from training.methods.registry import register_method
-from vcl_infer.sampling import ClipWindow, distinct_clips
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.sampling import ClipWindow, distinct_clips
+from vcl_infer.clips.spec import ClipSpec
 
 
 @dataclass(frozen=True)

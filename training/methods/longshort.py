@@ -35,8 +35,8 @@ from training.methods.base import CommonHparams, Method
 from training.methods.heads import MLPHead
 from training.methods.registry import register_method
 from training.methods.views import _window
-from vcl_infer.sampling import ClipWindow
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.sampling import ClipWindow
+from vcl_infer.clips.spec import ClipSpec
 
 AGGREGATORS = ("mlp", "mean")
 FEATURE_PARTS = ("all", "stationary", "non-stationary")

@@ -12,8 +12,8 @@ from typing import Any, Callable, TypeVar
 
 from torch import nn
 
+from vcl_infer.clips.spec import ClipSpec
 from vcl_infer.registry import Registry
-from vcl_infer.spec import ClipSpec
 
 M = TypeVar("M", bound=type)
 METHODS: Registry = Registry("method")

@@ -51,8 +51,8 @@ from training.methods.heads import MLPHead
 from training.methods.moco import Encoded, MoCo, MoCoHparams
 from training.methods.registry import register_method
 from training.methods.views import _window
-from vcl_infer.sampling import ClipWindow
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.sampling import ClipWindow
+from vcl_infer.clips.spec import ClipSpec
 
 SEGMENTS = 3
 QUEUE_INITS = ("normal", "official")

@@ -55,8 +55,8 @@ from training.losses.videomoco import (
 from training.methods.moco import MoCo, MoCoHparams
 from training.methods.registry import register_method
 from training.methods.views import DistinctClips
-from vcl_infer.sampling import ClipWindow, random_clip
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.sampling import ClipWindow, random_clip
+from vcl_infer.clips.spec import ClipSpec
 
 
 @dataclass(frozen=True)

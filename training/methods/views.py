@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vcl_infer.sampling import ClipWindow, distinct_clips
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.sampling import ClipWindow, distinct_clips
+from vcl_infer.clips.spec import ClipSpec
 
 
 @dataclass(frozen=True)

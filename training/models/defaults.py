@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.spec import ClipSpec
 
 # torchvision's video models: 16 frames, resize 128 (short side), crop 112, Kinetics mean/std.
 FULL_SIZE_CLIP = ClipSpec()

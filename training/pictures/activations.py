@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.pictures._plt import pyplot
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.spec import ClipSpec
 
 
 def activation_map(backbone: nn.Module, clip: torch.Tensor) -> np.ndarray:
@@ -47,8 +47,8 @@ def activation_map(backbone: nn.Module, clip: torch.Tensor) -> np.ndarray:
 
 def read_clip(video: str | Path, spec: ClipSpec, *, clip_index: int = 0, num_clips: int = 1) -> np.ndarray:
     """Clip ``clip_index`` of ``num_clips`` uniform clips of ``video``: ``T x S x S x 3`` uint8."""
-    from vcl_infer.preprocess import fit_frames
-    from vcl_infer.sampling import uniform_clips
+    from vcl_infer.clips.preprocess import fit_frames
+    from vcl_infer.clips.sampling import uniform_clips
     from vcl_infer.video.open import open_video
 
     reader = open_video(str(video))

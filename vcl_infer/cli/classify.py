@@ -30,13 +30,13 @@ def _errors() -> Iterator[None]:
 
 
 def _load_probe(path: str):
-    from vcl_infer.probe_paths import probe_files, probe_stem
+    from vcl_infer.probe.paths import probe_files, probe_stem
 
     stem = probe_stem(path)
     if not all(file.is_file() for file in probe_files(stem)):
         raise click.ClickException(f"no probe at {stem}.json/.npz; fit one with `vcl-classify fit`")
     with _errors():
-        from vcl_infer.probe import LinearProbe  # scikit-learn: vcl[classify]
+        from vcl_infer.probe.linear import LinearProbe  # scikit-learn: vcl[classify]
 
         return LinearProbe.load(stem)
 
@@ -57,7 +57,7 @@ def _index_vectors(index, paths: list[str]) -> dict[str, "object"]:
     """Pooled vector (mean of L2-normalised clip vectors, L2) of each of ``paths`` held ok in ``index``."""
     import os
 
-    from vcl_infer.retrieval_metrics import pool_clips
+    from vcl_infer.encode.pooling import pool_clips
 
     known = index.known_files()
     wanted = {}
@@ -96,9 +96,9 @@ def fit(index_dir: str, source: str, out: str, split: int, label_fraction: float
     """Fit a probe on the indexed videos that SOURCE labels (its train side when it has one)."""
     import numpy as np
 
-    from vcl_infer.classify import fit_probe
     from vcl_infer.index import VideoIndex
-    from vcl_infer.labels import load_labels, source_has_splits
+    from vcl_infer.probe.classify import fit_probe
+    from vcl_infer.probe.labels import load_labels, source_has_splits
 
     with _errors():
         subset = "train" if source_has_splits(source) else "all"
@@ -147,9 +147,9 @@ def fit(index_dir: str, source: str, out: str, split: int, label_fraction: float
 def predict(videos: tuple[str, ...], probe_path: str, model: str | None, clips: int, mode: str, top: int,
             workers: int, as_json: bool) -> None:
     """Classify VIDEOS: top classes with probabilities, and the best class of every clip with its time range."""
-    from vcl_infer.classify import clip_embeddings, predict_clips
-    from vcl_infer.embedder import Embedder
+    from vcl_infer.encode.embedder import Embedder
     from vcl_infer.errors import VideoError
+    from vcl_infer.probe.classify import clip_embeddings, predict_clips
     from vcl_infer.video.isolated import DecodePool
 
     probe = _load_probe(probe_path)
@@ -200,11 +200,11 @@ def evaluate(probe_path: str, source: str, subset: str, fold: int, model: str | 
 
     import numpy as np
 
-    from vcl_infer.classify import evaluate_predictions, video_probabilities
-    from vcl_infer.confusion_plot import confusion_png, require_matplotlib
-    from vcl_infer.embedder import Embedder
-    from vcl_infer.evaluation import embed_split, encoder_info, write_results
-    from vcl_infer.labels import load_labels
+    from vcl_infer.encode.embedder import Embedder
+    from vcl_infer.probe.classify import evaluate_predictions, video_probabilities
+    from vcl_infer.probe.confusion_plot import confusion_png, require_matplotlib
+    from vcl_infer.probe.evaluation import embed_split, encoder_info, write_results
+    from vcl_infer.probe.labels import load_labels
 
     probe = _load_probe(probe_path)
     with _errors():

@@ -13,7 +13,7 @@ _LABELS_HELP = "Labelled data with train/test sides: UCF101/HMDB51 split layout,
 
 
 def _sides(source: str, split: int):
-    from vcl_infer.labels import load_labels, source_has_splits
+    from vcl_infer.probe.labels import load_labels, source_has_splits
 
     if not source_has_splits(source):
         raise click.ClickException(
@@ -59,8 +59,8 @@ def retrieval(source: str, split: int, model: str | None, protocol: str, clips: 
     """Test videos query the train videos; R@1/5/10/20/50 (hit: a same-class video in the top k)."""
     import dataclasses
 
-    from vcl_infer.embedder import Embedder
-    from vcl_infer.evaluation import (
+    from vcl_infer.encode.embedder import Embedder
+    from vcl_infer.probe.evaluation import (
         embed_split,
         encoder_info,
         evaluate_retrieval,
@@ -138,11 +138,11 @@ def linear(source: str, split: int, model: str | None, clips: int, mode: str, la
     import numpy as np
 
     from vcl_infer._optional import require
-    from vcl_infer.classify import evaluate_predictions, fit_probe, video_probabilities
-    from vcl_infer.confusion_plot import confusion_png, require_matplotlib
-    from vcl_infer.embedder import Embedder
-    from vcl_infer.evaluation import embed_split, encoder_info, write_results
-    from vcl_infer.retrieval_metrics import pool_clips
+    from vcl_infer.encode.embedder import Embedder
+    from vcl_infer.encode.pooling import pool_clips
+    from vcl_infer.probe.classify import evaluate_predictions, fit_probe, video_probabilities
+    from vcl_infer.probe.confusion_plot import confusion_png, require_matplotlib
+    from vcl_infer.probe.evaluation import embed_split, encoder_info, write_results
 
     with _errors():
         require("sklearn")  # the probe; fail before the embedding, not after

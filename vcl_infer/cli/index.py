@@ -99,7 +99,7 @@ def build(videos_dir: str, index_dir: str, model: str | None, clip_every: float 
     are listed with their reason and the build goes on; the report is written to
     INDEX/build_report.json.
     """
-    from vcl_infer.build import DEFAULT_COMMIT_EVERY, REPORT_NAME, build_index
+    from vcl_infer.index.build import DEFAULT_COMMIT_EVERY, REPORT_NAME, build_index
 
     if engine == "local" and (address or shards_dir or no_ingest or batch_size):
         raise click.ClickException("--address, --shards, --no-ingest and --batch-size need --engine ray")
@@ -143,7 +143,7 @@ def add(files: tuple[str, ...], index_dir: str, model: str | None, clip_every: f
 
     Clips are cut by the rule the index was built with; sampling options may only repeat it.
     """
-    from vcl_infer.build import add_files
+    from vcl_infer.index.build import add_files
 
     with _errors(model):
         report = add_files(index_dir, files, model=model, clips=clips, clip_every=clip_every, min_clips=min_clips,
@@ -192,7 +192,7 @@ def remove(files: tuple[str, ...], index_dir: str, missing_ok: bool, as_json: bo
 
     Exit status: 0 when at least one of FILES was removed (or --missing-ok), 1 when none was.
     """
-    from vcl_infer.build import remove_files
+    from vcl_infer.index.build import remove_files
 
     with _errors():
         report = remove_files(index_dir, files)

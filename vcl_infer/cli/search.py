@@ -28,12 +28,12 @@ def main(query: str, index_dir: str, k: int, moments: bool, as_json: bool, html:
     --moments, individual clips are ranked instead.
     """
     from vcl_infer.errors import VclError
-    from vcl_infer.search import format_table, search_index
+    from vcl_infer.search.query import format_table, search_index
 
     try:
         result = search_index(index_dir, query, k=k, moments=moments, model=model)
         if html:
-            from vcl_infer.html_report import write_html
+            from vcl_infer.search.html_report import write_html
 
             write_html(result, html)
     except VclError as exc:

@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from vcl_infer.build import Failure
 from vcl_infer.distributed.shards import (
     ShardError,
     ShardMeta,
@@ -31,6 +30,7 @@ from vcl_infer.distributed.shards import (
     read_rows,
 )
 from vcl_infer.errors import VclError
+from vcl_infer.index.build import Failure
 
 DEFAULT_COMMIT_ROWS = 256
 DEFAULT_COMMIT_SECONDS = 10.0
@@ -80,9 +80,9 @@ class IngestReport:
 def open_index_for_shards(index_dir: str | os.PathLike, meta: ShardMeta, index_type: str | None = None):
     """Open (or create) the index for writing with the shards' encoder; refuses another encoder's,
     and an index whose videos are cut another way (``sampling.json``, recorded here when new)."""
+    from vcl_infer.clips.sampling import ClipSampling
+    from vcl_infer.clips.sampling_record import resolve_sampling, write_sampling
     from vcl_infer.index import VideoIndex
-    from vcl_infer.sampling import ClipSampling
-    from vcl_infer.sampling_record import resolve_sampling, write_sampling
 
     rule = resolve_sampling(index_dir, ClipSampling.fixed(int(meta.clips_per_video)))  # before a catalog exists
     index = VideoIndex.open_or_create(os.fspath(index_dir), fingerprint=meta.fingerprint, spec_json=meta.spec_json,

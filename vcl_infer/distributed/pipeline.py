@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from vcl_infer.build import DECODE_PRIORITY, DEFAULT_CLIPS, BuildReport, find_videos, write_report
 from vcl_infer.distributed.ingest import IngestReport, ShardIngester, open_index_for_shards, shard_keys
 from vcl_infer.distributed.shards import ShardMeta, list_shards
 from vcl_infer.errors import VclError
+from vcl_infer.index.build import DECODE_PRIORITY, DEFAULT_CLIPS, BuildReport, find_videos, write_report
 
 DEFAULT_BATCH = 8
 DECODE_TASK_MEMORY = 256 * 2**20
@@ -41,7 +41,7 @@ SHARDS_SUBDIR = "shards"
 
 @dataclass
 class RayBuildReport(BuildReport):
-    """A :class:`~vcl_infer.build.BuildReport` plus what the distributed run did.
+    """A :class:`~vcl_infer.index.build.BuildReport` plus what the distributed run did.
 
     Attributes:
         engine: ``ray``.
@@ -201,8 +201,8 @@ def build_with_ray(
     from tqdm import tqdm
 
     from vcl_infer._optional import require
-    from vcl_infer.bundle import load_bundle_spec
-    from vcl_infer.embedder import default_bundle
+    from vcl_infer.encode.bundle import load_bundle_spec
+    from vcl_infer.encode.embedder import default_bundle
 
     require("ray")  # fail now, naming the extra, not after the resume step
     require("pyarrow")
@@ -264,8 +264,8 @@ def _fixed_sampling(index_dir: str | os.PathLike, clips: int | None):
     Raises:
         VclError: the index samples at a stride, or records another count.
     """
-    from vcl_infer.sampling import ClipSampling
-    from vcl_infer.sampling_record import read_sampling, resolve_sampling
+    from vcl_infer.clips.sampling import ClipSampling
+    from vcl_infer.clips.sampling_record import read_sampling, resolve_sampling
 
     recorded = read_sampling(index_dir)
     if recorded is not None and recorded.count is None:

@@ -5,7 +5,7 @@
   task: regular files only, magic bytes checked, a hard per-file timeout, a frame-size cap,
   the decord -> PyAV fallback) and hands uint8 clips on as Arrow binary columns.
 - :class:`EncodeToShard` is a Ray *actor*: it loads the encoder bundle once, embeds every
-  decoded file exactly as a local build does (:func:`vcl_infer.build.clip_vectors`, one
+  decoded file exactly as a local build does (:func:`vcl_infer.index.build.clip_vectors`, one
   call per video) and writes the batch as one Parquet shard, returning only its name, so
   vectors travel through the object store once, as files.
 
@@ -28,7 +28,7 @@ from vcl_infer.errors import VideoError
 def _decoded_row(path: str, size: int, mtime_ns: int, result: Any, parts: list) -> dict[str, Any]:
     """One file's decoded clips (``parts``: earlier batches of clips of a long video, if the
     decoder streams them) as a row of Arrow-friendly values."""
-    from vcl_infer.build import file_hash
+    from vcl_infer.index.build import file_hash
 
     row: dict[str, Any] = {"path_bytes": os.fsencode(path), "size": size, "mtime_ns": mtime_ns, "status": "ok",
                            "error_kind": "", "error": "", "content_hash": "", "info": "{}", "starts": [],
@@ -50,7 +50,7 @@ def _decoded_row(path: str, size: int, mtime_ns: int, result: Any, parts: list) 
 def decode_batch(batch, *, spec, clips: int, timeout_s: float, nice: int = 10, batch_policy: bool = False):
     """Ray task: ``(path_bytes, size, mtime_ns)`` rows -> decoded rows (clips as uint8 bytes).
 
-    ``nice`` and ``batch_policy``: the decode worker's priority (``vcl_infer.build.DECODE_PRIORITY``)."""
+    ``nice`` and ``batch_policy``: the decode worker's priority (``vcl_infer.index.build.DECODE_PRIORITY``)."""
     import pyarrow as pa
 
     from vcl_infer.video.isolated import DecodePool
@@ -88,8 +88,8 @@ class EncodeToShard:
     """
 
     def __init__(self, model: str, shards_dir: str, meta: ShardMeta, threads: int | None = None):
-        from vcl_infer.build import available_cores
-        from vcl_infer.embedder import Embedder
+        from vcl_infer.encode.embedder import Embedder
+        from vcl_infer.index.build import available_cores
 
         self.embedder = Embedder.load(model, threads=threads or available_cores())
         if self.embedder.spec.fingerprint != meta.fingerprint:
@@ -98,7 +98,7 @@ class EncodeToShard:
         self.meta = meta
 
     def _row(self, data: dict[str, list], i: int) -> ShardRow:
-        from vcl_infer.build import clip_vectors
+        from vcl_infer.index.build import clip_vectors
 
         row = ShardRow(path=os.fsdecode(data["path_bytes"][i]), size=data["size"][i], mtime_ns=data["mtime_ns"][i],
                        status=data["status"][i], error_kind=data["error_kind"][i], error=data["error"][i],

@@ -3,9 +3,9 @@
 Each of the ``workers`` threads has its own persistent decode worker process
 (:class:`~vcl_infer.video.isolated.DecodePool`: spawned once, killed and replaced when a
 file overruns ``decode_timeout_s`` or crashes it), so a query pays no process start-up; a
-range query (``start``/``end``) is decoded by :func:`vcl_infer.search.decode_range` in a
+range query (``start``/``end``) is decoded by :func:`vcl_infer.search.query.decode_range` in a
 one-off child, as ``vcl-search FILE@START-END`` does. Embedding and ranking are the
-CLI's own (:func:`vcl_infer.build.clip_vectors`, :func:`vcl_infer.search.search_vectors`),
+CLI's own (:func:`vcl_infer.index.build.clip_vectors`, :func:`vcl_infer.search.query.search_vectors`),
 so the service answers what ``vcl-search`` answers. Beyond ``workers + max_queue`` requests
 in flight, :class:`Busy` is raised at once instead of queueing without bound.
 """
@@ -65,7 +65,7 @@ class QueryEngine:
         return self._in_flight
 
     def _query_clips(self, path: str, start: float | None, end: float | None, num_clips):
-        from vcl_infer.search import decode_range
+        from vcl_infer.search.query import decode_range
         from vcl_infer.video.isolated import run_isolated
 
         spec = self.state.embedder.spec.clip
@@ -84,8 +84,8 @@ class QueryEngine:
 
     def search(self, path: str, start: float | None, end: float | None, k: int, level: str) -> dict[str, Any]:
         """Decode, embed and rank one query file; the ``POST /search`` body."""
-        from vcl_infer.build import clip_vectors
-        from vcl_infer.search import search_vectors
+        from vcl_infer.index.build import clip_vectors
+        from vcl_infer.search.query import search_vectors
 
         t0 = time.monotonic()
         with self.state.use() as handle:
@@ -119,7 +119,7 @@ class QueryEngine:
 
     def thumbnail(self, video_id: int, seconds: float | None) -> bytes:
         """PNG of the frame at ``seconds`` (default: the middle) of an indexed video."""
-        from vcl_infer.png import encode_png
+        from vcl_infer.search.png import encode_png
         from vcl_infer.serve.thumbnail import frame_at
         from vcl_infer.video.isolated import run_isolated
 

@@ -25,7 +25,7 @@ class _Handle:
     def __init__(self, index, generation: int, num_clips):
         self.index = index
         self.generation = generation
-        self.num_clips = num_clips  # a ClipSampling: how queries are cut (vcl_infer.search.query_sampling)
+        self.num_clips = num_clips  # a ClipSampling: how queries are cut (vcl_infer.search.query.query_sampling)
         self.lock = threading.Lock()  # the catalog connection is used by one thread at a time
         self.users = 0
         self.retired = False
@@ -39,7 +39,7 @@ class IndexState:
     """
 
     def __init__(self, config: ServeConfig):
-        from vcl_infer.search import embedder_for_index
+        from vcl_infer.search.query import embedder_for_index
 
         self.config = config
         self._guard = threading.Lock()
@@ -51,7 +51,7 @@ class IndexState:
 
     def _open(self) -> _Handle:
         from vcl_infer.index import VideoIndex
-        from vcl_infer.search import query_sampling
+        from vcl_infer.search.query import query_sampling
 
         index = VideoIndex.open(self.config.index_dir)
         rule = query_sampling(self.config.index_dir)  # queries are cut as `vcl-search` cuts them

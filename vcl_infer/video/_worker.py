@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from vcl_infer.spec import ClipSpec
+from vcl_infer.clips.spec import ClipSpec
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class DecodeRequest:
     Attributes:
         path: the video file.
         spec: how frames become clips.
-        num_clips: N uniformly spaced clips, or a :class:`vcl_infer.sampling.ClipSampling`
+        num_clips: N uniformly spaced clips, or a :class:`vcl_infer.clips.sampling.ClipSampling`
             (a stride in seconds with a floor and a cap).
         test_fault: tests only: ``"hang"``, ``"exit"``, ``"kill"`` or ``"abort"`` makes the
             worker misbehave that way instead of decoding.

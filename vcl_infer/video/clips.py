@@ -2,7 +2,7 @@
 
 :func:`stream_clips` is the unit of work decode workers run (see
 :mod:`vcl_infer.video.isolated`): open, sample clip windows from the decoded frames'
-timestamps (a stride in seconds or a fixed count, :class:`vcl_infer.sampling.ClipSampling`),
+timestamps (a stride in seconds or a fixed count, :class:`vcl_infer.clips.sampling.ClipSampling`),
 then decode the frames of consecutive clips in groups of at most ``MAX_BATCH_BYTES`` of
 decoded frames (each frame once per group, one pass of a sequential decoder per group), and
 fit and hand them on ``PART_CLIPS`` clips at a time, so memory is bounded by the group
@@ -18,10 +18,10 @@ from typing import Iterator, Union
 
 import numpy as np
 
+from vcl_infer.clips.preprocess import fit_frames, resized_size
+from vcl_infer.clips.sampling import ClipSampling, ClipWindow, sample_windows
+from vcl_infer.clips.spec import ClipSpec
 from vcl_infer.errors import VideoError
-from vcl_infer.preprocess import fit_frames, resized_size
-from vcl_infer.sampling import ClipSampling, ClipWindow, sample_windows
-from vcl_infer.spec import ClipSpec
 from vcl_infer.video.open import DEFAULT_MAX_PIXELS, open_video
 from vcl_infer.video.reader import VideoInfo, VideoReader
 
@@ -38,7 +38,7 @@ Sampling = Union[int, ClipSampling]
 
 @dataclass
 class DecodedVideo:
-    """Clips of one video, ready for :func:`vcl_infer.preprocess.to_model_input`.
+    """Clips of one video, ready for :func:`vcl_infer.clips.preprocess.to_model_input`.
 
     Attributes:
         path: the file as requested.
@@ -90,7 +90,7 @@ DECORD_MIN_SHRINK = 16
 
 def decoder_size(info: VideoInfo, spec: ClipSpec) -> tuple[int, int] | None:
     """``(height, width)`` the decoder should scale frames to for ``spec`` (the size
-    :func:`~vcl_infer.preprocess.fit_frames` resizes to), or None to decode at full size.
+    :func:`~vcl_infer.clips.preprocess.fit_frames` resizes to), or None to decode at full size.
 
     Only shrinking is done in the decoder: FFmpeg's scaler then costs a fraction of the numpy
     resize of full frames (which cost as much CPU as decoding itself), and ``fit_frames`` is
@@ -181,7 +181,7 @@ def stream_clips(
     video (:func:`inside_video`).
 
     ``decoder_resize``: shrink frames inside the decoder (see :func:`decoder_size`); False
-    resizes full-size frames with :func:`~vcl_infer.preprocess.fit_frames` only.
+    resizes full-size frames with :func:`~vcl_infer.clips.preprocess.fit_frames` only.
 
     With ``backend="auto"``, a decord read whose first group had to patch undecodable frames,
     or decoded nothing, is redone with PyAV, which skips bad packets and usually recovers

@@ -20,9 +20,9 @@ from collections import deque
 from multiprocessing.connection import wait
 from typing import Any, Callable, Iterable, Iterator, Union
 
+from vcl_infer.clips.sampling import ClipSampling
+from vcl_infer.clips.spec import ClipSpec
 from vcl_infer.errors import DecoderCrashed, DecodeTimeout, VideoError
-from vcl_infer.sampling import ClipSampling
-from vcl_infer.spec import ClipSpec
 from vcl_infer.video._child import ChildProcess, log_decoder_output
 from vcl_infer.video._worker import CallRequest, DecodeRequest
 from vcl_infer.video.clips import ClipBatch, DecodedVideo, collect
