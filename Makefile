@@ -20,11 +20,13 @@ VIDEOS ?=
 demo: setup
 	$(BIN)/python scripts/quickstart.py $(if $(VIDEOS),--videos "$(VIDEOS)")
 
-test: setup
+# what CI runs (.ci/run): the static checks first (seconds), then the suite (pytest -m "not slow" for the fast subset)
+test: lint
 	$(BIN)/python -m pytest -q
 
 lint: setup
 	$(BIN)/ruff check vcl_infer training export tests benchmarks scripts
+	$(BIN)/mypy vcl_infer training export
 
 clean:
 	rm -rf $(VENV) out

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import click
 
 from vcl_infer import __version__
+
+if TYPE_CHECKING:  # numpy is imported in the command bodies: --help stays instant
+    import numpy as np
 
 _MODEL_HELP = "Encoder bundle (.onnx); default: the bundled default encoder."
 _MODE_HELP = "Multi-clip inference: average clip embeddings then classify, or average clip probabilities."
@@ -53,7 +56,7 @@ def _check_encoder(probe, embedder) -> None:
             "pass the matching --model, or refit the probe on an index built with this model")
 
 
-def _index_vectors(index, paths: list[str]) -> dict[str, "object"]:
+def _index_vectors(index, paths: list[str]) -> dict[str, np.ndarray]:
     """Pooled vector (mean of L2-normalised clip vectors, L2) of each of ``paths`` held ok in ``index``."""
     import os
 
@@ -66,7 +69,7 @@ def _index_vectors(index, paths: list[str]) -> dict[str, "object"]:
             if known.get(candidate, (0, 0, ""))[2] == "ok":
                 wanted[candidate] = p
                 break
-    found: dict[str, object] = {}
+    found: dict[str, np.ndarray] = {}
     for indexed, given in wanted.items():
         vid = index.video_id(indexed)
         if vid is not None:
@@ -156,7 +159,7 @@ def predict(videos: tuple[str, ...], probe_path: str, model: str | None, clips: 
     with _errors():
         embedder = Embedder.load(model)
         _check_encoder(probe, embedder)
-        results = []
+        results: list[dict[str, Any]] = []
         with DecodePool(workers=workers, timeout_s=60.0) as pool:
             for path, decoded in zip(videos, pool.imap([(v, embedder.spec.clip, clips) for v in videos])):
                 if isinstance(decoded, VideoError):

@@ -99,7 +99,7 @@ def build(videos_dir: str, index_dir: str, model: str | None, clip_every: float 
     are listed with their reason and the build goes on; the report is written to
     INDEX/build_report.json.
     """
-    from vcl_infer.index.build import DEFAULT_COMMIT_EVERY, REPORT_NAME, build_index
+    from vcl_infer.index.build import DEFAULT_COMMIT_EVERY, REPORT_NAME, BuildReport, build_index
 
     if engine == "local" and (address or shards_dir or no_ingest or batch_size):
         raise click.ClickException("--address, --shards, --no-ingest and --batch-size need --engine ray")
@@ -109,6 +109,7 @@ def build(videos_dir: str, index_dir: str, model: str | None, clip_every: float 
     if engine == "ray" and target_recall is not None:
         raise click.ClickException("--recall is tuned by --engine local builds only; drop it, or build with "
                                    "--engine local")
+    report: BuildReport  # or its RayBuildReport subclass
     with _errors(model):
         if engine == "ray":
             from vcl_infer.distributed.pipeline import DEFAULT_BATCH, build_with_ray

@@ -112,6 +112,8 @@ def _write_row(index, row: ShardRow, report: IngestReport) -> None:
         index.add_failure(row.path, size=row.size, mtime_ns=row.mtime_ns, error_kind=row.error_kind, error=row.error)
         report.failed.append(Failure(row.path, row.error_kind, row.error))
         return
+    if row.clip_vectors is None:  # read_shard gives every ok row its vectors; a hand-made row may not
+        raise ShardError(f"{row.path}: an ok shard row without clip vectors; delete its shard and re-run the build")
     index.add_video(row.path, size=row.size, mtime_ns=row.mtime_ns, content_hash=row.content_hash, info=row.info,
                     video_vector=row.video_vector, clip_vectors=row.clip_vectors, windows=row.windows)
     report.clips += len(row.clip_vectors)

@@ -271,7 +271,7 @@ def _fixed_sampling(index_dir: str | os.PathLike, clips: int | None):
     if recorded is not None and recorded.count is None:
         raise VclError(f"{index_dir} was built with {recorded.describe()}; --engine ray cuts a fixed number of "
                        "clips per video (--clips N): build it with --engine local, or use a new index folder")
-    count = clips or (recorded.count if recorded is not None else DEFAULT_CLIPS)
+    count = clips or (recorded.count if recorded is not None else None) or DEFAULT_CLIPS
     return resolve_sampling(index_dir, ClipSampling.fixed(int(count)))
 
 

@@ -86,7 +86,7 @@ class Embedder:
         """``(path, vector or VideoError)`` per file, in order; decoding overlaps encoding."""
         from vcl_infer.video.isolated import DecodePool
 
-        paths = [os.fspath(p) for p in paths]
+        names = [os.fspath(p) for p in paths]
         with DecodePool(workers=workers, timeout_s=timeout_s) as pool:
-            for path, result in zip(paths, pool.imap([(p, self.spec.clip, num_clips) for p in paths])):
+            for path, result in zip(names, pool.imap([(p, self.spec.clip, num_clips) for p in names])):
                 yield path, result if isinstance(result, VideoError) else self.embed_decoded(result.clips)

@@ -26,6 +26,7 @@ import os
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from vcl_infer.encode.pooling import l2_normalize, pool_clips
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:  # the probe imports scikit-learn; the retrieval protocols tha
 MODES = ("mean_embedding", "mean_probability")
 
 
-def stratified_subset(labels: Sequence, fraction: float, seed: int = 0) -> np.ndarray:
+def stratified_subset(labels: ArrayLike, fraction: float, seed: int = 0) -> np.ndarray:
     """Indices of a seeded, class-stratified ``fraction`` of ``labels``, at least one per class.
 
     Each class keeps ``max(1, round(fraction * count))`` of its members, drawn with
@@ -44,17 +45,17 @@ def stratified_subset(labels: Sequence, fraction: float, seed: int = 0) -> np.nd
     """
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
-    labels = np.asarray(labels)
+    label_array = np.asarray(labels)
     rng = np.random.default_rng(seed)
     chosen = []
-    for cls in np.unique(labels):
-        members = np.flatnonzero(labels == cls)
+    for cls in np.unique(label_array):
+        members = np.flatnonzero(label_array == cls)
         keep = max(1, int(round(fraction * len(members))))
         chosen.append(rng.permutation(members)[:keep])
     return np.sort(np.concatenate(chosen))
 
 
-def fit_probe(embeddings: np.ndarray, labels: Sequence, *, label_fraction: float | None = None,
+def fit_probe(embeddings: np.ndarray, labels: ArrayLike, *, label_fraction: float | None = None,
               seed: int = 0, **probe_params: Any) -> LinearProbe:
     """Fit a linear probe on ``N x D`` video embeddings.
 

@@ -104,7 +104,7 @@ def protocol_clip_spec(protocol: RetrievalProtocol, clip, *, keep_bundle_normali
     """
     import dataclasses
 
-    if protocol.mean is None or keep_bundle_normalization:
+    if protocol.mean is None or protocol.std is None or keep_bundle_normalization:
         return clip
     mean, std = tuple(protocol.mean), tuple(protocol.std)
     if clip.channel_order == "BGR":

@@ -1,6 +1,6 @@
 """Where a linear probe's two files live: ``PATH.json`` (parameters) and ``PATH.npz`` (arrays).
 
-Kept apart from ``probe.py`` so the CLI can check the files without importing scikit-learn.
+Kept apart from ``linear.py`` (the probe itself) so the CLI can check the files without importing scikit-learn.
 """
 
 from __future__ import annotations

@@ -153,7 +153,8 @@ def write_html(result, out_html: str | os.PathLike, *, timeout_s: float = 120.0)
     from vcl_infer.video.isolated import run_isolated
 
     query = parse_query(result.query)
-    if query.start is not None:
+    q_range: tuple[float, float]
+    if query.start is not None and query.end is not None:  # parse_query sets both or neither
         q_range = (query.start, query.end)
     elif result.query_windows:
         q_range = (result.query_windows[0][0], result.query_windows[-1][1])

@@ -284,7 +284,7 @@ def search_vectors(index, video_vec: np.ndarray, clip_vecs: np.ndarray, *, k: in
             from vcl_infer.search.moments import ClipMatch
 
             clip = index.clip(clip_id)
-            why = ()
+            why: tuple[ClipMatch, ...] = ()
             if query_windows is not None and row < len(query_windows):
                 q0, q1 = query_windows[row]
                 why = (ClipMatch(float(q0), float(q1), float(clip.start_sec), float(clip.end_sec), score),)

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -40,7 +40,7 @@ class BodyTooLarge(HTTPException):
                               "send a shorter video or cut it first")
 
 
-async def _send_json(send, status: int, message: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
+async def _send_json(send, status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     body = json.dumps({"error": message, "status": status}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),

@@ -37,6 +37,8 @@ def main(index_dir: str, host: str, port: int, roots: tuple[str, ...], token_fil
     start/end, k, level=video|clip), GET /videos/{id}, GET /videos/{id}/thumbnail,
     GET /info, GET /healthz, docs at /docs. New generations written by a build are served
     without a restart."""
+    from pathlib import Path
+
     from vcl_infer._optional import require
     from vcl_infer.errors import VclError
     from vcl_infer.serve.config import ServeConfig, read_token_file
@@ -47,7 +49,7 @@ def main(index_dir: str, host: str, port: int, roots: tuple[str, ...], token_fil
         require("multipart")
         from vcl_infer.serve.app import create_app
 
-        config = ServeConfig(index_dir=index_dir, model=model, roots=tuple(roots),
+        config = ServeConfig(index_dir=Path(index_dir), model=model, roots=tuple(Path(r) for r in roots),
                              token=read_token_file(token_file) if token_file else None, workers=workers,
                              max_queue=max_queue, max_upload_bytes=int(max_upload_mb * 2**20),
                              decode_timeout_s=decode_timeout, max_range_s=max_range)

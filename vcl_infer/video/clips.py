@@ -205,11 +205,11 @@ def stream_clips(
         if backend == "auto" and reader.info.backend == "decord" and (error is not None or _damaged(reader)):
             out = 0
             try:
-                for part in stream_clips(shown, spec, num_clips, backend="pyav", max_pixels=max_pixels,
-                                         num_threads=num_threads, max_bytes=max_bytes,
-                                         decoder_resize=decoder_resize):
+                for fallback_part in stream_clips(shown, spec, num_clips, backend="pyav", max_pixels=max_pixels,
+                                                  num_threads=num_threads, max_bytes=max_bytes,
+                                                  decoder_resize=decoder_resize):
                     out += 1
-                    yield part
+                    yield fallback_part
                 return
             except VideoError:
                 if out:  # PyAV failed half-way: its first parts are out, so its error stands

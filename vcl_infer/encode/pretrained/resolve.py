@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import overload
 
 from vcl_infer.encode.pretrained.cache import bundle_dir, checkpoint_path, exclusive, prefix_checkpoint_path
 from vcl_infer.encode.pretrained.convert import BUNDLE_FILE, convert_checkpoint
@@ -71,6 +72,12 @@ def pretrained_bundle(entry: PretrainedEntry, *, progress: bool = False) -> Path
         if bundle.is_file():  # another process converted it while we waited
             return bundle
         return convert_checkpoint(entry, checkpoint, folder, progress=progress)
+
+
+@overload
+def resolve_model(model: None, *, progress: bool | None = None) -> None: ...
+@overload
+def resolve_model(model: str | os.PathLike, *, progress: bool | None = None) -> Path: ...
 
 
 def resolve_model(model: str | os.PathLike | None, *, progress: bool | None = None) -> Path | None:
