@@ -50,6 +50,7 @@ def _small_dir(name: str, count: int, copies: int = 1) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_bad_files_are_listed_with_reasons_and_the_build_finishes():
     if not indexed_shared():
         pytest.skip("../shared/videos not found")

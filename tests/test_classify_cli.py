@@ -41,6 +41,7 @@ def dataset(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_fit_predict_eval_end_to_end(dataset, tmp_path):
     index = tmp_path / "index"
     # the venv's own script: CI runs pytest without the venv on PATH

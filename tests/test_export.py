@@ -45,7 +45,7 @@ def golden_helpers():
 
 
 @needs_demo
-@pytest.mark.parametrize("arch", ["r2plus1d_18", "r3d_small"])
+@pytest.mark.parametrize("arch", [pytest.param("r2plus1d_18", marks=pytest.mark.slow), "r3d_small"])
 def test_export_matches_torch_on_clips_of_a_real_video(tmp_path, arch):
     out = tmp_path / f"{arch}.onnx"
     result = run_export("--arch", arch, "--out", out, "--verify-video", DEMO, "--clips-per-video", "2")
@@ -85,6 +85,7 @@ def torchvision_style_checkpoint(path: Path, arch: str, golden) -> dict:
     return state
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["r2plus1d_18", "r3d_18"])
 def test_torchvision_state_dict_exports_to_torchvisions_pooled_features(tmp_path, arch):
     golden = golden_helpers()

@@ -58,6 +58,7 @@ def exported(longshort_ckpt, tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("part", list(PARTS))
 def test_each_part_matches_its_torch_slice(part, exported, backbone) -> None:
     spec = load_bundle_spec(exported[part])

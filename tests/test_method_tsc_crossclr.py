@@ -110,7 +110,7 @@ def test_training_step_gives_finite_loss_and_gradients(name):
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
 
 
-@pytest.mark.parametrize("name", ["kcl", "tsc", "crossclr"])
+@pytest.mark.parametrize("name", ["kcl", pytest.param("tsc", marks=pytest.mark.slow), "crossclr"])
 def test_step_is_reproducible_and_state_resumes(name):
     a, b = _method(name), _method(name)
     first = _step(a, 3)["loss"]
@@ -121,6 +121,7 @@ def test_step_is_reproducible_and_state_resumes(name):
     assert not torch.equal(_step(_method(name), 5)["loss"], first)  # other step, other draws
 
 
+@pytest.mark.slow
 def test_kcl_queue_keeps_the_labels_of_its_keys_in_state():
     m = _method("kcl")
     assert m.queue_labels.tolist() == [-1] * 16
@@ -195,6 +196,7 @@ def _train_and_export(name: str, data: Path, tmp_path: Path, extra: list[str]) -
     return ckpt
 
 
+@pytest.mark.slow
 def test_kcl_trains_and_exports(synth_data, tmp_path):  # noqa: F811
     ckpt = _train_and_export("kcl", synth_data, tmp_path, ["--set", "queue_size=16"])
     assert ckpt["global_step"] == 2 and ckpt["config"]["method_args"]["num_classes"] == 2
@@ -222,6 +224,7 @@ def _pair_file(data: Path, path: Path, drop: int | None = None) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_crossclr_trains_with_paired_features_and_exports(synth_data, tmp_path):  # noqa: F811
     pairs = _pair_file(synth_data, tmp_path / "pairs.npz")
     ckpt = _train_and_export("crossclr", synth_data, tmp_path, ["--set", f"pair_features={pairs}",

@@ -49,6 +49,7 @@ def test_segment_clips_draw_two_clips_per_segment() -> None:
     assert all(int(w.indices.max()) <= 4 for w in short)
 
 
+@pytest.mark.slow
 def test_vclr_step_is_finite_reproducible_and_updates_queues() -> None:
     a, b = make("vclr", queue_size=16), make("vclr", queue_size=16)
     x = clips_for(a)
@@ -157,6 +158,7 @@ def test_longshort_bad_hyperparameters(kw: dict, match: str) -> None:
 # ------------------------------------------------------------------------------------------ CLI
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("method", "sets"), [("vclr", ["queue_size=16"]), ("longshort", ["num_short=2"])])
 def test_method_trains_and_exports(method: str, sets: list[str], synth_data, tmp_path) -> None:  # noqa: F811
     from export.cli import main as export_main

@@ -192,6 +192,7 @@ def test_cyclecontrast_video_ids_exclude_own_keys():
     assert sorted(twin.cycle_queue.ids.tolist()) == [-1] * 12 + [10, 11, 12, 13]  # unknown ids: -1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["videomoco", "cyclecontrast"])
 def test_trains_and_exports(name, synth_data, tmp_path):  # noqa: F811
     from export.cli import main as export_main

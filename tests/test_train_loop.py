@@ -27,7 +27,7 @@ def _queue(method: str) -> list[str]:
     return ["--set", "queue_size=16"] if method in ("moco", "fame") else []
 
 
-@pytest.mark.parametrize("method", ["simclr", "moco", "tclr", "fame"])
+@pytest.mark.parametrize("method", ["simclr", "moco", pytest.param("tclr", marks=pytest.mark.slow), "fame"])
 def test_method_trains_and_exports(method, synth_data, tmp_path):  # noqa: F811
     from export.cli import main as export_main
 
@@ -68,6 +68,7 @@ def reference(synth_data, tmp_path_factory):  # noqa: F811
     return load_checkpoint(out / "checkpoint.pt")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_at", [1, 2, 3])
 def test_resume_gives_the_same_weights(stop_at, synth_data, reference, tmp_path):  # noqa: F811
     out = tmp_path / "run"
@@ -87,6 +88,7 @@ def test_resume_gives_the_same_weights(stop_at, synth_data, reference, tmp_path)
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_then_resume_matches(synth_data, reference, tmp_path):  # noqa: F811
     """A run with a spawned decoding worker is stopped by SIGTERM, exits 0, and resumes exactly."""
     out = tmp_path / "run"
