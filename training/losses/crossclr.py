@@ -51,8 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.losses._checks import check_choice, check_shape, check_temperature
-from training.losses.registry import register_loss
+from training.checks import check_choice, check_shape, check_temperature
 
 VARIANTS = ("paper", "official")
 
@@ -191,7 +190,6 @@ def crossclr_loss(
     return 0.5 * (loss_x + loss_y)
 
 
-@register_loss("crossclr")
 class CrossCLRLoss(nn.Module):
     """CrossCLR: cross-modal InfoNCE + weighted intra-modality negatives, pruning, sample weights -> scalar."""
 

@@ -22,9 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.losses._checks import check_shape, check_temperature, check_weight
+from training.checks import check_shape, check_temperature, check_weight
 from training.losses.moco import moco_loss
-from training.losses.registry import register_loss
 
 
 def check_support_size(support_size: int, queue_size: int | None = None) -> int:
@@ -232,7 +231,6 @@ def cycle_contrast_terms(
     return terms
 
 
-@register_loss("cyclecontrast")
 class CycleContrastLoss(nn.Module):
     """CycleContrast: MoCo with a video-level positive + 0.1 x soft-NN cycle-back term -> scalar."""
 

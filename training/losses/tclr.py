@@ -18,10 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.losses._checks import check_choice, check_shape, check_temperature
-from training.losses._contrastive import nt_xent_rows
+from training.checks import check_choice, check_shape, check_temperature
 from training.losses.info_nce import info_nce_loss
-from training.losses.registry import register_loss
+from training.losses.nt_xent import nt_xent_rows
 
 LL_REDUCTIONS = ("mean", "sum")
 GL_REDUCTIONS = ("mean", "official")
@@ -169,7 +168,6 @@ def tclr_loss(
     return torch.stack(list(terms.values())).sum()
 
 
-@register_loss("tclr")
 class TCLRLoss(nn.Module):
     """TCLR loss: instance + local-local + global-local temporal contrastive terms -> scalar."""
 

@@ -31,8 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.losses._checks import check_choice, check_shape, check_temperature
-from training.losses.registry import register_loss
+from training.checks import check_choice, check_shape, check_temperature
 
 NORMALIZATIONS = ("paper", "official")
 
@@ -312,7 +311,6 @@ def tsc_loss(
                           temperature=temperature, target_weight=target_weight, normalization=normalization)["loss"]
 
 
-@register_loss("kcl")
 class KCLLoss(nn.Module):
     """K-positive contrastive loss over a labelled queue (Kang et al. 2021; TSC paper Sec. 3) -> scalar."""
 
@@ -332,7 +330,6 @@ class KCLLoss(nn.Module):
         return f"num_positive={self.num_positive}, temperature={self.temperature}"
 
 
-@register_loss("tsc")
 class TSCLoss(KCLLoss):
     """Targeted supervised contrastive loss (Li et al. 2022, Sec. 3) -> scalar."""
 

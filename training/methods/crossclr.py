@@ -33,9 +33,9 @@ import torch.nn.functional as F
 from training.distributed import gather_no_grad
 from training.errors import TrainError
 from training.losses.crossclr import VARIANTS, crossclr_loss
-from training.losses.moco import KeyQueue
 from training.methods.base import CommonHparams, Method, Prepared, step_seed
 from training.methods.heads import MLPHead
+from training.methods.queue import KeyQueue
 from training.methods.registry import register_method
 from training.methods.views import DistinctClips
 

@@ -30,13 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.checks import check_weight
 from training.distributed import gather_no_grad
-from training.losses._checks import check_weight
 from training.losses.cyclecontrast import check_support_size, cycle_contrast_terms
-from training.losses.moco import KeyQueue, momentum_update, split_batch_forward
 from training.methods.base import Prepared, step_seed
 from training.methods.heads import Encoder, MLPHead
 from training.methods.moco import Encoded, MoCo, MoCoHparams
+from training.methods.momentum import momentum_update, split_batch_forward
+from training.methods.queue import KeyQueue
 from training.methods.registry import register_method
 from vcl_infer.sampling import ClipWindow, distinct_clips
 from vcl_infer.spec import ClipSpec

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from training.losses.fame import HUE_UNITS, FAMEAugment
+from training.augment.fame import HUE_UNITS, FAMEAugment
 from training.methods.moco import MoCo, MoCoHparams
 from training.methods.registry import register_method
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
+
+from training.checks import check_shape
 
 
 class MLPHead(nn.Module):
@@ -75,3 +77,26 @@ class Encoder(nn.Module):
         maps = self.backbone.forward_features(x)
         z = F.normalize(self.head(self.backbone.forward_head(maps)), dim=1)
         return z, maps.flatten(2).transpose(1, 2), self.dense_head(maps)
+
+
+def pooled_dense_keys(k_dense: Tensor) -> Tensor:
+    """``B x M x P`` dense keys -> ``B x P`` L2-normalised means (what DenseCL enqueues)."""
+    check_shape("k_dense", k_dense, 3, "B x M x P")
+    return F.normalize(k_dense.mean(dim=1), dim=1)
+
+
+class DenseHead(nn.Module):
+    """DenseCL's dense projection: 1x1x1 conv ``C -> C``, ReLU, 1x1x1 conv ``C -> P``, per location.
+
+    ``B x C x t x h x w`` feature map -> ``B x (t*h*w) x P`` L2-normalised projections.
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int = 128) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv3d(in_dim, hidden_dim, 1), nn.ReLU(inplace=True), nn.Conv3d(hidden_dim, out_dim, 1)
+        )
+
+    def forward(self, maps: Tensor) -> Tensor:
+        check_shape("maps", maps, 5, "B x C x t x h x w")
+        return F.normalize(self.net(maps).flatten(2).transpose(1, 2), dim=-1)

@@ -22,10 +22,12 @@ import torch
 from torch import nn
 
 from training.distributed import gather_no_grad
-from training.losses.dense import DenseHead, dense_contrast_loss, dense_correspondence, pooled_dense_keys
-from training.losses.moco import KeyQueue, moco_loss, momentum_update, split_batch_forward
+from training.losses.dense import dense_contrast_loss, dense_correspondence
+from training.losses.moco import moco_loss
 from training.methods.base import CommonHparams, Method, step_seed
-from training.methods.heads import Encoder, MLPHead
+from training.methods.heads import DenseHead, Encoder, MLPHead, pooled_dense_keys
+from training.methods.momentum import momentum_update, split_batch_forward
+from training.methods.queue import KeyQueue
 from training.methods.registry import register_method
 from training.methods.reversal import reverse_time
 from training.methods.views import DistinctClips

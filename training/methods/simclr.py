@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from training.distributed import gather_with_grad
-from training.losses._contrastive import nt_xent_extra_negatives
 from training.losses.info_nce import info_nce_loss
+from training.losses.nt_xent import nt_xent_extra_negatives
 from training.methods.base import CommonHparams, Method
 from training.methods.heads import MLPHead
 from training.methods.registry import register_method

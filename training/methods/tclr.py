@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from training.losses._contrastive import nt_xent_extra_negatives
+from training.losses.nt_xent import nt_xent_extra_negatives
 from training.losses.tclr import tclr_loss_terms
 from training.methods.base import CommonHparams, Method
 from training.methods.heads import MLPHead

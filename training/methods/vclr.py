@@ -43,12 +43,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.augment.segment_order import OrderShuffle
 from training.distributed import gather_no_grad
-from training.losses.moco import KeyQueue, momentum_update, split_batch_forward
-from training.losses.vclr import ORDER_CLASSES, ORDER_NORMS, OrderShuffle, order_features, vclr_loss_terms
+from training.losses.vclr import ORDER_CLASSES, ORDER_NORMS, order_features, vclr_loss_terms
 from training.methods.base import step_seed
 from training.methods.heads import MLPHead
 from training.methods.moco import Encoded, MoCo, MoCoHparams
+from training.methods.momentum import momentum_update, split_batch_forward
+from training.methods.queue import KeyQueue
 from training.methods.registry import register_method
 from training.methods.views import _window
 from vcl_infer.sampling import ClipWindow

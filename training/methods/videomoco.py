@@ -5,7 +5,7 @@ Adversarial Examples" (CVPR); official code ``tinapan-pt/VideoMoCo`` @ ``42e069a
 (``moco/builder.py``, ``train.py``). Per step:
 
 1. a generator scores the frames of the query clip and the ``drop`` lowest-scoring frames are
-   replaced by their mean (:func:`~training.losses.videomoco.drop_frames`, straight-through);
+   replaced by their mean (:func:`~training.augment.frame_drop.drop_frames`, straight-through);
 2. the query is the encoder's embedding of that frame-dropped clip, the key the momentum
    encoder's embedding of the other view, and the loss MoCo's with negatives decayed by queue
    age, ``t^age`` (:func:`~training.losses.videomoco.decayed_moco_loss`);
@@ -43,16 +43,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.augment.frame_drop import drop_frames
 from training.distributed import gather_no_grad, is_distributed
-from training.losses.moco import momentum_update, split_batch_forward
-from training.losses.videomoco import (
-    AgedKeyQueue,
-    check_decay,
-    decayed_moco_loss,
-    drop_frames,
-    route_adversarial_gradient,
-)
+from training.losses.videomoco import check_decay, decayed_moco_loss, route_adversarial_gradient
 from training.methods.moco import MoCo, MoCoHparams
+from training.methods.momentum import momentum_update, split_batch_forward
+from training.methods.queue import AgedKeyQueue
 from training.methods.registry import register_method
 from training.methods.views import DistinctClips
 from vcl_infer.sampling import ClipWindow, random_clip
