@@ -91,7 +91,7 @@ class CrossCLR(Method[CrossCLRHparams]):
 
     Hparams: ClassVar[type] = CrossCLRHparams
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "adam", "lr": 9e-4, "weight_decay": 0.0}
-    num_views: ClassVar[int] = 1
+    num_views = 1
     batch_keys: ClassVar[tuple[str, ...]] = ("pairs",)
     """Each video's paired vector, ``training_step(..., pairs=B x P)``."""
 

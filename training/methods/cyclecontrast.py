@@ -39,6 +39,7 @@ from training.methods.moco import Encoded, MoCo, MoCoHparams
 from training.methods.momentum import momentum_update, split_batch_forward
 from training.methods.queue import KeyQueue
 from training.methods.registry import register_method
+from training.methods.views import ViewSampler
 from vcl_infer.sampling import ClipWindow, distinct_clips
 from vcl_infer.spec import ClipSpec
 
@@ -112,7 +113,7 @@ class CycleContrast(MoCo[CycleContrastHparams]):
     """CycleContrast: MoCo (T=0.07) with an own-video positive + 0.1 x soft-NN cross-video cycle term (sep. head)."""
 
     Hparams: ClassVar[type] = CycleContrastHparams
-    num_views: ClassVar[int] = 3
+    num_views = 3
     batch_keys: ClassVar[tuple[str, ...]] = ("video_ids",)
     """``training_step`` takes ``video_ids`` (the data set index of each clip) to keep the query's
     own video out of its cycle; without them nothing is excluded."""
@@ -136,7 +137,7 @@ class CycleContrast(MoCo[CycleContrastHparams]):
         self.cycle_queue = VideoIdQueue(hparams.cycle_queue_size, hparams.proj_dim, generator=init)
 
     @property
-    def views(self) -> ClipAndCandidate:
+    def views(self) -> ViewSampler:
         return ClipAndCandidate(self.spec)
 
     def encode_two_heads(
@@ -149,7 +150,7 @@ class CycleContrast(MoCo[CycleContrastHparams]):
             pooled = encoder.backbone.forward_head(maps)
             z, u = F.normalize(encoder.head(pooled), dim=1), F.normalize(cycle_head(pooled), dim=1)
             if self.uses_dense:
-                return z, u, maps.flatten(2).transpose(1, 2), encoder.dense_head(maps)
+                return z, u, maps.flatten(2).transpose(1, 2), encoder.project_dense(maps)
             return z, u
 
         z, u, *dense = split_batch_forward(run, x, groups, perm)
@@ -186,7 +187,7 @@ class CycleContrast(MoCo[CycleContrastHparams]):
                 groups,
                 torch.randperm(2 * b, generator=g),
             )
-        k = Encoded(*(None if t is None else t[:b] for t in (keys.z, keys.feats, keys.dense)))
+        k = Encoded(keys.z[:b], *(None if t is None else t[:b] for t in (keys.feats, keys.dense)))
         cycle_queue = self.cycle_queue().clone()
         same_video = None
         if video_ids is not None:

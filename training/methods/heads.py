@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from training.checks import check_shape
+from training.models.registry import Backbone
 
 
 class MLPHead(nn.Module):
@@ -60,7 +61,7 @@ class Encoder(nn.Module):
     the backbone's per-location features and the dense projections.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, dense_head: nn.Module | None = None) -> None:
+    def __init__(self, backbone: Backbone, head: nn.Module, dense_head: nn.Module | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -72,11 +73,16 @@ class Encoder(nn.Module):
     def forward_dense(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``x`` -> (embedding ``B x P``, backbone features ``B x L x C``, dense projections ``B x L x P``)
         over the ``L = t*h*w`` locations of the last feature map."""
-        if self.dense_head is None:
-            raise RuntimeError("this encoder has no dense head")
         maps = self.backbone.forward_features(x)
         z = F.normalize(self.head(self.backbone.forward_head(maps)), dim=1)
-        return z, maps.flatten(2).transpose(1, 2), self.dense_head(maps)
+        return z, maps.flatten(2).transpose(1, 2), self.project_dense(maps)
+
+    def project_dense(self, maps: torch.Tensor) -> torch.Tensor:
+        """``B x C x t x h x w`` backbone maps -> ``B x L x P`` dense projections."""
+        if self.dense_head is None:
+            raise RuntimeError("this encoder has no dense head")
+        dense: torch.Tensor = self.dense_head(maps)
+        return dense
 
 
 def pooled_dense_keys(k_dense: Tensor) -> Tensor:

@@ -59,7 +59,7 @@ class Supervised(Method[SupervisedHparams]):
 
     Hparams: ClassVar[type] = SupervisedHparams
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0}
-    num_views: ClassVar[int] = 1
+    num_views = 1
     batch_keys: ClassVar[tuple[str, ...]] = ("labels",)
 
     @classmethod

@@ -36,6 +36,8 @@ from training.losses.tsc import (
 from training.methods.base import Prepared, class_labels, step_seed
 from training.methods.moco import MoCo, MoCoHparams
 from training.methods.registry import register_method
+from training.models.registry import Backbone
+from vcl_infer.spec import ClipSpec
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ class KCL(MoCo[KH]):
 
     queue_labels: torch.Tensor
 
-    def __init__(self, *, backbone, spec, hparams: KCLHparams, seed: int = 0) -> None:
+    def __init__(self, *, backbone: Backbone, spec: ClipSpec, hparams: KH, seed: int = 0) -> None:
         super().__init__(backbone=backbone, spec=spec, hparams=hparams, seed=seed)
         # the class of every queued key; -1 = an initial random key, never a positive
         self.register_buffer("queue_labels", torch.full((hparams.queue_size,), -1, dtype=torch.long))

@@ -52,7 +52,8 @@ from training.methods.moco import Encoded, MoCo, MoCoHparams
 from training.methods.momentum import momentum_update, split_batch_forward
 from training.methods.queue import KeyQueue
 from training.methods.registry import register_method
-from training.methods.views import _window
+from training.methods.views import ViewSampler, _window
+from training.models.registry import Backbone
 from vcl_infer.sampling import ClipWindow
 from vcl_infer.spec import ClipSpec
 
@@ -81,7 +82,8 @@ class SegmentClips:
         n, t, step = ts.size, self.spec.frames_per_clip, int(self.spec.frame_step or 1)
         span = (t - 1) * step + 1
         length = n // SEGMENTS
-        queries, keys = [], []
+        queries: list[ClipWindow] = []
+        keys: list[ClipWindow] = []
         for j in range(SEGMENTS):
             lo = j * length
             hi = n if j == SEGMENTS - 1 else (j + 1) * length
@@ -147,7 +149,7 @@ class VCLR(MoCo[VCLRHparams]):
     Hparams: ClassVar[type] = VCLRHparams
     # official: SGD, lr 0.1 x (batch / 256), momentum 0.9, wd 1e-4, warm-up cosine, 400 epochs
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e-4}
-    num_views: ClassVar[int] = 2 * SEGMENTS + 2
+    num_views = 2 * SEGMENTS + 2
 
     def __init__(self, *, backbone, spec, hparams: VCLRHparams, seed: int = 0) -> None:
         super().__init__(backbone=backbone, spec=spec, hparams=hparams, seed=seed)
@@ -166,10 +168,10 @@ class VCLR(MoCo[VCLRHparams]):
                 queue.keys.copy_(torch.rand(queue.keys.shape, generator=init) * 2 * stdv - stdv)
 
     @property
-    def views(self) -> SegmentClips:
+    def views(self) -> ViewSampler:
         return SegmentClips(self.spec)
 
-    def _features(self, backbone: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _features(self, backbone: Backbone, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Pooled features and (dense term on) the feature maps of ``x``."""
         if not self.uses_dense:
             return backbone(x), None
@@ -182,7 +184,7 @@ class VCLR(MoCo[VCLRHparams]):
         out = (F.normalize(self.encoder_k.head(h), dim=1), F.normalize(self.heads_k["intra"](h), dim=1))
         if maps is None:
             return out
-        return (*out, maps.flatten(2).transpose(1, 2), self.encoder_k.dense_head(maps))
+        return (*out, maps.flatten(2).transpose(1, 2), self.encoder_k.project_dense(maps))
 
     def _key_tuple(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Key encoder on ``b x 3 x C x T x H x W`` tuples -> (segment z, order features)."""
@@ -253,9 +255,9 @@ class VCLR(MoCo[VCLRHparams]):
                    "segment": hp.segment_weight}
         out = {"loss": torch.stack([weights[k] * v for k, v in terms.items()]).sum()}
         out.update({f"loss_{k}": v.detach() for k, v in terms.items()})
-        if self.uses_dense:
+        if maps is not None:  # the dense term is on
             maps_anchor = maps.view(b, SEGMENTS, *maps.shape[1:])[rows, anchor]
-            q_dense = Encoded(q_inter, maps_anchor.flatten(2).transpose(1, 2), self.encoder_q.dense_head(maps_anchor))
+            q_dense = Encoded(q_inter, maps_anchor.flatten(2).transpose(1, 2), self.encoder_q.project_dense(maps_anchor))
             k_dense = Encoded(k_same[0], k_same[2], k_same[3])
             out["loss_dense"] = self.dense_terms([(q_dense, k_dense)])
             out["loss"] = out["loss"] + hp.dense_weight * out["loss_dense"]

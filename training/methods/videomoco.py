@@ -50,7 +50,7 @@ from training.methods.moco import MoCo, MoCoHparams
 from training.methods.momentum import momentum_update, split_batch_forward
 from training.methods.queue import AgedKeyQueue
 from training.methods.registry import register_method
-from training.methods.views import DistinctClips
+from training.methods.views import DistinctClips, ViewSampler
 from vcl_infer.sampling import ClipWindow, random_clip
 from vcl_infer.spec import ClipSpec
 
@@ -146,6 +146,7 @@ class VideoMoCo(MoCo[VideoMoCoHparams]):
     Hparams: ClassVar[type] = VideoMoCoHparams
     # official README: lr 0.005 at batch 32 (SGD, momentum 0.9, wd 1e-4, steps at 120/160 of 200 epochs)
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.005, "weight_decay": 1e-4}
+    queue: AgedKeyQueue  # replaces MoCo's KeyQueue in __init__ (keys keep their age)
 
     def __init__(self, *, backbone, spec, hparams: VideoMoCoHparams, seed: int = 0) -> None:
         super().__init__(backbone=backbone, spec=spec, hparams=hparams, seed=seed)
@@ -161,7 +162,7 @@ class VideoMoCo(MoCo[VideoMoCoHparams]):
         self.frame_scorer = FrameScorer(hparams.generator_width)
 
     @property
-    def views(self) -> SameClipTwice | DistinctClips:
+    def views(self) -> ViewSampler:
         return SameClipTwice(self.spec) if self.hparams.same_clip else DistinctClips(self.spec, 2)
 
     def contrastive_terms(self, q, k, queue, *, step, generator, labels=None) -> dict[str, torch.Tensor]:

@@ -8,11 +8,18 @@ independently, so a window listed twice yields two spatial augmentations of the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from vcl_infer.sampling import ClipWindow, distinct_clips
 from vcl_infer.spec import ClipSpec
+
+
+class ViewSampler(Protocol):
+    """What ``Method.views`` returns: the windows of one video a training item is made of."""
+
+    def __call__(self, timestamps: np.ndarray, rng: np.random.Generator) -> list[ClipWindow]: ...
 
 
 @dataclass(frozen=True)
