@@ -11,7 +11,7 @@ import torch
 
 def rng_state() -> dict[str, Any]:
     """Global RNG states as plain containers and tensors (``weights_only``-loadable)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # the 5-tuple (numpy's default)
     version, internal, gauss = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),

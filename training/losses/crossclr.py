@@ -45,6 +45,7 @@ gradient; the official enqueues the batch first and, once the queue is full, use
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -183,10 +184,12 @@ def crossclr_loss(
         raise ValueError(f"negative_weight must be >= 0, got {negative_weight!r}")
     if not score_threshold > 0:
         raise ValueError(f"score_threshold must be > 0, got {score_threshold!r}")
-    kw = dict(temperature=temperature, negative_weight=negative_weight, score_threshold=score_threshold,
-              weight_temperature=weight_temperature, variant=variant)
-    loss_x = crossclr_direction(x, y, x_inputs, queue_x, queue_x_inputs, **kw)
-    loss_y = crossclr_direction(y, x, y_inputs, queue_y, queue_y_inputs, **kw)
+    direction = functools.partial(
+        crossclr_direction, temperature=temperature, negative_weight=negative_weight,
+        score_threshold=score_threshold, weight_temperature=weight_temperature, variant=variant,
+    )
+    loss_x = direction(x, y, x_inputs, queue_x, queue_x_inputs)
+    loss_y = direction(y, x, y_inputs, queue_y, queue_y_inputs)
     return 0.5 * (loss_x + loss_y)
 
 

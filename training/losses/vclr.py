@@ -15,6 +15,8 @@ shuffles are drawn by :class:`training.augment.segment_order.OrderShuffle`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -155,7 +157,7 @@ class VCLRLoss(nn.Module):
             "segment": check_weight("segment_weight", segment_weight),
         }
 
-    def forward(self, **inputs: Tensor) -> Tensor:
+    def forward(self, **inputs: Any) -> Tensor:  # tensors and tuples of tensors, as vclr_loss_terms takes
         """``sum_t w_t * term_t`` of :func:`vclr_loss_terms` (same keyword inputs)."""
         terms = vclr_loss_terms(**inputs, temperature=self.temperature, temperature_intra=self.temperature_intra)
         return torch.stack([self.weights[k] * v for k, v in terms.items()]).sum()

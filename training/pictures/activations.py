@@ -15,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.models.registry import Backbone
 from training.pictures._plt import pyplot
 from vcl_infer.spec import ClipSpec
 
 
-def activation_map(backbone: nn.Module, clip: torch.Tensor) -> np.ndarray:
+def activation_map(backbone: Backbone, clip: torch.Tensor) -> np.ndarray:
     """Activation map of one normalised clip.
 
     Args:
