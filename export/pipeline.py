@@ -23,6 +23,7 @@ from export.verify import (
     write_report,
 )
 from training.fingerprint import weights_fingerprint
+from training.models.registry import Backbone
 from vcl_infer._optional import require
 from vcl_infer.bundle import BundlePaths
 from vcl_infer.spec import ClipSpec, EncoderSpec
@@ -38,7 +39,7 @@ class FeatureSlice(torch.nn.Module):
 
     feature_range: torch.Tensor
 
-    def __init__(self, backbone: torch.nn.Module, start: int, stop: int) -> None:
+    def __init__(self, backbone: Backbone, start: int, stop: int) -> None:
         super().__init__()
         if not 0 <= start < stop <= int(backbone.embed_dim):
             raise ValueError(f"feature range [{start}, {stop}) is not inside 0..{backbone.embed_dim}")
@@ -62,7 +63,7 @@ class TemporalFeatures(torch.nn.Module):
     protocol averages clips before its L2.
     """
 
-    def __init__(self, backbone: torch.nn.Module, steps: int) -> None:
+    def __init__(self, backbone: Backbone, steps: int) -> None:
         super().__init__()
         self.backbone = backbone
         self.channels, self.steps = int(backbone.embed_dim), int(steps)
@@ -72,7 +73,7 @@ class TemporalFeatures(torch.nn.Module):
         return self.backbone.forward_features(clips).mean(dim=(3, 4)).flatten(1)
 
 
-def temporal_steps(backbone: torch.nn.Module, clip: ClipSpec) -> int:
+def temporal_steps(backbone: Backbone, clip: ClipSpec) -> int:
     """Time steps of ``backbone``'s last feature map for one clip of ``clip`` (one dry run)."""
     was_training = backbone.training
     backbone.eval()
@@ -90,8 +91,8 @@ def feature_spec_fields(module: torch.nn.Module) -> dict:
     return {}
 
 
-def select_features(backbone: torch.nn.Module, method: str, features: str,
-                    clip: ClipSpec | None = None) -> tuple[torch.nn.Module, str]:
+def select_features(backbone: Backbone, method: str, features: str,
+                    clip: ClipSpec | None = None) -> tuple[Backbone | FeatureSlice | TemporalFeatures, str]:
     """The module to export for ``features`` and the spec's method name.
 
     ``"all"`` returns ``backbone`` and ``method`` unchanged. ``"stationary"`` /

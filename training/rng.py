@@ -11,11 +11,11 @@ import torch
 
 def rng_state() -> dict[str, Any]:
     """Global RNG states as plain containers and tensors (``weights_only``-loadable)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # the 5-tuple (numpy's default)
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached": float(cached)},
         "python": {"version": version, "internal": list(internal), "gauss": gauss},
     }

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from training.models.registry import Backbone
 from training.pictures._plt import pyplot
@@ -62,7 +61,7 @@ def read_clip(video: str | Path, spec: ClipSpec, *, clip_index: int = 0, num_cli
 
 
 def plot_activation_maps(
-    backbone: nn.Module,
+    backbone: Backbone,
     spec: ClipSpec,
     video: str | Path,
     out: str | Path,
