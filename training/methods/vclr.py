@@ -194,6 +194,48 @@ class VCLR(MoCo[VCLRHparams]):
         order = self.heads_k["order"](h.flatten(0, 1)).view(b, SEGMENTS, -1)
         return z, order_features(order, self.hparams.order_norm)
 
+    def _queries(
+        self, q_clips: torch.Tensor, anchor: torch.Tensor, perm_q: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Query encoder on ``b x 3 x C x T x H x W`` tuples -> (inter z, intra z, segment z, order
+        features, the anchor clips' feature maps when the dense term is on)."""
+        b = q_clips.shape[0]
+        rows = torch.arange(b, device=q_clips.device)
+        h, maps = self._features(self.encoder_q.backbone, q_clips.flatten(0, 1))
+        h = h.view(b, SEGMENTS, -1)
+        h_anchor = h[rows, anchor]
+        q_inter = F.normalize(self.encoder_q.head(h_anchor), dim=1)
+        q_intra = F.normalize(self.heads_q["intra"](h_anchor), dim=1)
+        q_segment = F.normalize(self.heads_q["segment"](h.mean(dim=1)), dim=1)
+        h_order = OrderShuffle.apply(h, perm_q)
+        order = self.heads_q["order"](h_order.flatten(0, 1)).view(b, SEGMENTS, -1)
+        q_order = order_features(order, self.hparams.order_norm)
+        maps_anchor = None if maps is None else maps.view(b, SEGMENTS, *maps.shape[1:])[rows, anchor]
+        return q_inter, q_intra, q_segment, q_order, maps_anchor
+
+    @torch.no_grad()
+    def _keys(
+        self, views: list[torch.Tensor], q_clips: torch.Tensor, k_clips: torch.Tensor, anchor_last: torch.Tensor,
+        perm_k: torch.Tensor, groups: int, perms: list[torch.Tensor],
+    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]:
+        """Key encoder: (same-clip keys, keys of the two other segments, segment z, order features).
+
+        MoCo updates the key encoder before computing this step's keys; every key batch goes
+        through shuffle-BN with its own permutation of ``perms``.
+        """
+        momentum_update(self.encoder_q, self.encoder_k, self.hparams.momentum)
+        momentum_update(self.heads_q, self.heads_k, self.hparams.momentum)
+        b = q_clips.shape[0]
+        rows = torch.arange(b, device=q_clips.device)
+        same = torch.where(anchor_last.view(b, 1, 1, 1, 1), views[-1], views[-2])
+        others = q_clips[rows[:, None], _OTHERS.to(q_clips.device)[anchor_last.long()]]  # b x 2 x C x T x H x W
+        k_same = split_batch_forward(self._key_clip, same, groups, perms[0])
+        k_other1 = split_batch_forward(self._key_clip, others[:, 0], groups, perms[1])
+        k_other2 = split_batch_forward(self._key_clip, others[:, 1], groups, perms[2])
+        k_tuple = OrderShuffle.apply(k_clips, perm_k)
+        k_segment, k_order = split_batch_forward(self._key_tuple, k_tuple, groups, perms[3])
+        return k_same, k_other1, k_other2, k_segment, k_order
+
     def training_step(
         self, clips: torch.Tensor, step: int, labels: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
@@ -213,31 +255,12 @@ class VCLR(MoCo[VCLRHparams]):
         anchor_last = (torch.rand(b, generator=g) < 0.5).to(dev)  # official: segment 0 or 2
         shuffle = OrderShuffle.draw(b, g, SEGMENTS)
         perms = [torch.randperm(b, generator=g) for _ in range(4)]
-        rows = torch.arange(b, device=dev)
-
-        # queries: one pass over the query tuple serves the segment, order and SeCo branches
-        h, maps = self._features(self.encoder_q.backbone, q_clips.flatten(0, 1))
-        h = h.view(b, SEGMENTS, -1)
         anchor = anchor_last.long() * (SEGMENTS - 1)
-        h_anchor = h[rows, anchor]
-        q_inter = F.normalize(self.encoder_q.head(h_anchor), dim=1)
-        q_intra = F.normalize(self.heads_q["intra"](h_anchor), dim=1)
-        q_segment = F.normalize(self.heads_q["segment"](h.mean(dim=1)), dim=1)
-        h_order = OrderShuffle.apply(h, shuffle.perm_q)
-        q_order = order_features(self.heads_q["order"](h_order.flatten(0, 1)).view(b, SEGMENTS, -1), hp.order_norm)
-
-        with torch.no_grad():
-            # MoCo updates the key encoder before computing this step's keys
-            momentum_update(self.encoder_q, self.encoder_k, hp.momentum)
-            momentum_update(self.heads_q, self.heads_k, hp.momentum)
-            same = torch.where(anchor_last.view(b, 1, 1, 1, 1), views[-1], views[-2])
-            others = q_clips[rows[:, None], _OTHERS.to(dev)[anchor_last.long()]]  # b x 2 x C x T x H x W
-            k_same = split_batch_forward(self._key_clip, same, groups, perms[0])
-            k_other1 = split_batch_forward(self._key_clip, others[:, 0], groups, perms[1])
-            k_other2 = split_batch_forward(self._key_clip, others[:, 1], groups, perms[2])
-            k_tuple = OrderShuffle.apply(k_clips, shuffle.perm_k)
-            k_segment, k_order = split_batch_forward(self._key_tuple, k_tuple, groups, perms[3])
-
+        # queries: one pass over the query tuple serves the segment, order and SeCo branches
+        q_inter, q_intra, q_segment, q_order, maps_anchor = self._queries(q_clips, anchor, shuffle.perm_q)
+        k_same, k_other1, k_other2, k_segment, k_order = self._keys(
+            views, q_clips, k_clips, anchor_last, shuffle.perm_k, groups, perms
+        )
         logits = self.order_classifier(torch.cat([q_order, k_order], dim=1))
         terms = vclr_loss_terms(
             inter=(q_inter, k_same[0], k_other1[0], k_other2[0]),
@@ -255,8 +278,7 @@ class VCLR(MoCo[VCLRHparams]):
                    "segment": hp.segment_weight}
         out = {"loss": torch.stack([weights[k] * v for k, v in terms.items()]).sum()}
         out.update({f"loss_{k}": v.detach() for k, v in terms.items()})
-        if maps is not None:  # the dense term is on
-            maps_anchor = maps.view(b, SEGMENTS, *maps.shape[1:])[rows, anchor]
+        if maps_anchor is not None:  # the dense term is on
             q_dense = Encoded(q_inter, maps_anchor.flatten(2).transpose(1, 2), self.encoder_q.project_dense(maps_anchor))
             k_dense = Encoded(k_same[0], k_same[2], k_same[3])
             out["loss_dense"] = self.dense_terms([(q_dense, k_dense)])
