@@ -89,7 +89,7 @@ class CrossCLRHparams(CommonHparams):
 class CrossCLR(Method[CrossCLRHparams]):
     """CrossCLR: video clip vs paired features (--set pair_features=FILE.npz), intra negatives, pruning, T=0.03."""
 
-    Hparams: ClassVar[type] = CrossCLRHparams
+    Hparams: ClassVar[type[CommonHparams]] = CrossCLRHparams
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "adam", "lr": 9e-4, "weight_decay": 0.0}
     num_views = 1
     batch_keys: ClassVar[tuple[str, ...]] = ("pairs",)

@@ -33,7 +33,7 @@ from torch import nn
 from training.checks import check_weight
 from training.distributed import gather_no_grad
 from training.losses.cyclecontrast import check_support_size, cycle_contrast_terms
-from training.methods.base import Prepared, step_seed
+from training.methods.base import CommonHparams, Prepared, step_seed
 from training.methods.heads import Encoder, MLPHead
 from training.methods.moco import Encoded, MoCo, MoCoHparams
 from training.methods.momentum import momentum_update, split_batch_forward
@@ -112,7 +112,7 @@ class VideoIdQueue(KeyQueue):
 class CycleContrast(MoCo[CycleContrastHparams]):
     """CycleContrast: MoCo (T=0.07) with an own-video positive + 0.1 x soft-NN cross-video cycle term (sep. head)."""
 
-    Hparams: ClassVar[type] = CycleContrastHparams
+    Hparams: ClassVar[type[CommonHparams]] = CycleContrastHparams
     num_views = 3
     batch_keys: ClassVar[tuple[str, ...]] = ("video_ids",)
     """``training_step`` takes ``video_ids`` (the data set index of each clip) to keep the query's

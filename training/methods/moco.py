@@ -111,7 +111,7 @@ class MoCo(Method[MH]):
     :meth:`dense_terms` and :meth:`enqueue_dense`.
     """
 
-    Hparams: ClassVar[type] = MoCoHparams
+    Hparams: ClassVar[type[CommonHparams]] = MoCoHparams
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.03, "weight_decay": 1e-4}
 
     def __init__(self, *, backbone: Backbone, spec: ClipSpec, hparams: MH, seed: int = 0) -> None:

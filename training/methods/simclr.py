@@ -37,7 +37,7 @@ class SimCLRHparams(CommonHparams):
 class SimCLR(Method[SimCLRHparams]):
     """SimCLR: 2 distinct clips per video, MLP head D->D->128, NT-Xent (T=0.1), negatives from all ranks."""
 
-    Hparams: ClassVar[type] = SimCLRHparams
+    Hparams: ClassVar[type[CommonHparams]] = SimCLRHparams
     # The paper's LARS is not implemented; SGD with momentum at MoCo's settings instead.
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.03, "weight_decay": 1e-4}
 

@@ -72,7 +72,7 @@ class TCLRHparams(CommonHparams):
 class TCLR(Method[TCLRHparams]):
     """TCLR: 1 global + 4 local clips x 2 augmentations, instance + local-local + global-local terms (T=0.1)."""
 
-    Hparams: ClassVar[type] = TCLRHparams
+    Hparams: ClassVar[type[CommonHparams]] = TCLRHparams
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-9}
 
     def __init__(self, *, backbone, spec, hparams: TCLRHparams, seed: int = 0) -> None:

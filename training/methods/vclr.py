@@ -46,13 +46,13 @@ from torch import nn
 from training.augment.segment_order import OrderShuffle
 from training.distributed import gather_no_grad
 from training.losses.vclr import ORDER_CLASSES, ORDER_NORMS, order_features, vclr_loss_terms
-from training.methods.base import step_seed
+from training.methods.base import CommonHparams, step_seed
 from training.methods.heads import MLPHead
 from training.methods.moco import Encoded, MoCo, MoCoHparams
 from training.methods.momentum import momentum_update, split_batch_forward
 from training.methods.queue import KeyQueue
 from training.methods.registry import register_method
-from training.methods.views import ViewSampler, _window
+from training.methods.views import ViewSampler, window_at
 from training.models.registry import Backbone
 from vcl_infer.sampling import ClipWindow
 from vcl_infer.spec import ClipSpec
@@ -93,7 +93,7 @@ class SegmentClips:
             for start, out in zip(starts, (queries, keys)):
                 offsets = int(start) + np.arange(t) * step
                 idx = offsets % n if self.spec.short_video == "loop" else np.minimum(offsets, n - 1)
-                out.append(_window(ts, idx))
+                out.append(window_at(ts, idx))
         return [*queries, *keys, queries[0], queries[-1]]
 
 
@@ -146,7 +146,7 @@ def _head(d: int, out: int, mlp: bool) -> nn.Module:
 class VCLR(MoCo[VCLRHparams]):
     """VCLR: 3-segment clip tuples (global context) + SeCo inter/intra + order, 2 queues K=131072, T=0.1."""
 
-    Hparams: ClassVar[type] = VCLRHparams
+    Hparams: ClassVar[type[CommonHparams]] = VCLRHparams
     # official: SGD, lr 0.1 x (batch / 256), momentum 0.9, wd 1e-4, warm-up cosine, 400 epochs
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e-4}
     num_views = 2 * SEGMENTS + 2

@@ -46,6 +46,7 @@ from torch import nn
 from training.augment.frame_drop import drop_frames
 from training.distributed import gather_no_grad, is_distributed
 from training.losses.videomoco import check_decay, decayed_moco_loss, route_adversarial_gradient
+from training.methods.base import CommonHparams
 from training.methods.moco import MoCo, MoCoHparams
 from training.methods.momentum import momentum_update, split_batch_forward
 from training.methods.queue import AgedKeyQueue
@@ -143,7 +144,7 @@ class FrameScorer(nn.Module):
 class VideoMoCo(MoCo[VideoMoCoHparams]):
     """VideoMoCo: MoCo (T=0.07, K=65536) on generator-dropped query frames (T/4, adversarial L1 x100), keys decayed 0.99999^age."""
 
-    Hparams: ClassVar[type] = VideoMoCoHparams
+    Hparams: ClassVar[type[CommonHparams]] = VideoMoCoHparams
     # official README: lr 0.005 at batch 32 (SGD, momentum 0.9, wd 1e-4, steps at 120/160 of 200 epochs)
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.005, "weight_decay": 1e-4}
     queue: AgedKeyQueue  # replaces MoCo's KeyQueue in __init__ (keys keep their age)

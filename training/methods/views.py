@@ -33,7 +33,7 @@ class DistinctClips:
         return distinct_clips(timestamps, self.spec, self.num_clips, rng)
 
 
-def _window(ts: np.ndarray, indices: np.ndarray) -> ClipWindow:
+def window_at(ts: np.ndarray, indices: np.ndarray) -> ClipWindow:
     end_index = int(indices.max()) + 1
     if end_index < ts.size:
         end = float(ts[end_index])
@@ -73,5 +73,5 @@ class GlobalLocalClips:
             indices = [o % n for o in offsets]
         else:
             indices = [np.minimum(o, n - 1) for o in offsets]
-        windows = [_window(ts, i) for i in indices]
+        windows = [window_at(ts, i) for i in indices]
         return [w for w in windows for _ in range(self.copies)]
