@@ -48,7 +48,10 @@ def calibration_clips(clip: ClipSpec, folder: str | os.PathLike, *, clips_per_vi
         items = scan_videos(folder)
     except FileNotFoundError:
         raise VclError(f"--calibration {folder} is not a folder; give a folder of real videos like the ones you will index") from None
-    clips, sources, skipped, videos = [], [], [], 0
+    clips: list[np.ndarray] = []
+    sources: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    videos = 0
     for item in items:
         if sum(len(c) for c in clips) >= max_clips:
             break

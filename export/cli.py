@@ -5,8 +5,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:  # --help must not load torch
+    from torch import nn
+
+    from export.pipeline import ExportResult
+    from export.quantize import QuantizeResult
+    from training.models.registry import Backbone
+    from vcl_infer.clips.spec import ClipSpec, EncoderSpec
 
 FORMATS = ("auto", "vcl", "torchvision", "tclr", "fame")
 # training.methods.longshort.FEATURE_PARTS (not imported here: --help must not load torch), plus
@@ -64,27 +74,65 @@ def main(checkpoint, out, engine, fmt, arch, list_archs, pretrained, list_pretra
       vcl-export --pretrained r2plus1d_18-k400 --out models/r2p1d.onnx
       vcl-export --pretrained r2plus1d_18-k400 --int8 --calibration videos/ --out models/r2p1d.int8.onnx
     """
-    from training.models import create_backbone, list_backbones
+    if _listed(list_archs, list_pretrained):
+        return
+    from export.pipeline import feature_spec_fields, select_features
+    from export.tensorrt import TensorRTUnavailable, TrtOptions
+    from export.verify import DEFAULT_MAX_ABS_ERROR, DEFAULT_MIN_COSINE, VerificationFailed
+    from vcl_infer.clips.spec import EncoderSpec
+    from vcl_infer.errors import VclError
 
+    _check_options(out, checkpoint, arch, pretrained, int8, engine, calibration, labelled)
+    try:
+        if pretrained is not None:
+            checkpoint, fmt, arch = _fetch_pretrained(pretrained, arch, progress=not as_json)
+        loaded, arch, method, clip = _load_backbone(checkpoint, fmt, arch)
+        clip = _override_clip(clip, frames, frame_step, target_fps, resize, crop)
+        trained = checkpoint is not None and method != "untrained"
+        module, method = select_features(loaded, method, features, clip=clip)
+        spec = EncoderSpec(arch=arch, embed_dim=int(module.embed_dim), clip=clip, method=method, trained=trained,
+                           **feature_spec_fields(module))
+        options = TrtOptions(fp16=fp16, int8=int8, max_batch=max_batch, opt_batch=min(opt_batch, max_batch),
+                             timing_cache=Path(timing_cache) if timing_cache else None)
+        if not as_json:
+            click.echo(f"exporting {arch} ({method}) -> {out}", err=True)
+        export_options = dict(
+            verify_videos=verify_videos, clips_per_video=clips_per_video, opset=opset or 18, engine=engine,
+            trt_options=options, min_cosine=DEFAULT_MIN_COSINE if min_cosine is None else min_cosine,
+            max_abs_error=DEFAULT_MAX_ABS_ERROR if max_abs_error is None else max_abs_error,
+        )
+        result: ExportResult | QuantizeResult
+        if int8 and engine == "onnx":
+            result = _export_int8(module, spec, out, calibration, labelled, calibration_clips, export_options)
+        else:
+            result = _export_fp32(module, spec, out, calibration, calibration_clips, export_options)
+    except TensorRTUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    except (VerificationFailed, VclError, ValueError, KeyError) as exc:
+        raise click.ClickException(str(exc)) from None
+    _report(result, spec.trained, as_json)
+
+
+def _listed(list_archs: bool, list_pretrained: bool) -> bool:
+    """Print the backbones (``--list-archs``) or the published encoders (``--list-pretrained``)."""
     if list_archs:
+        from training.models import list_backbones
+
         for name, description in list_backbones().items():
             click.echo(f"{name:16s} {description}")
-        return
+        return True
     if list_pretrained:
         from vcl_infer.encode.pretrained import describe_published
 
         for name, description in describe_published().items():
             click.echo(f"{name:24s} {description}")
-        return
-    from pathlib import Path
+        return True
+    return False
 
-    from export.pipeline import export_bundle, feature_spec_fields, select_features
-    from export.tensorrt import TensorRTUnavailable, TrtOptions
-    from export.verify import DEFAULT_MAX_ABS_ERROR, DEFAULT_MIN_COSINE, VerificationFailed
-    from training.models.defaults import default_clip_spec
-    from vcl_infer.clips.spec import EncoderSpec
-    from vcl_infer.errors import VclError
 
+def _check_options(out: str | None, checkpoint: str | None, arch: str | None, pretrained: str | None, int8: bool,
+                   engine: str, calibration: str | None, labelled: str | None) -> None:
+    """Usage errors of option combinations that cannot work, each saying the fix."""
     if out is None:
         raise click.UsageError("Missing option '--out' (the bundle's path: NAME.onnx or a folder)")
     if checkpoint is None and arch is None and pretrained is None:
@@ -97,57 +145,63 @@ def main(checkpoint, out, engine, fmt, arch, list_archs, pretrained, list_pretra
         raise click.UsageError("--calibration is for --int8; add --int8")
     if labelled is not None and not (int8 and engine == "onnx"):
         raise click.UsageError("--labelled measures the R@1 of an --int8 (ONNX Runtime) export against fp32")
-    try:
-        if pretrained is not None:
-            from vcl_infer.encode.pretrained import fetch_checkpoint, get_entry
 
-            entry = get_entry(pretrained)
-            if arch is not None and arch != entry.arch:
-                raise click.UsageError(f"{pretrained} is a {entry.arch}; drop --arch {arch}")
-            checkpoint, fmt, arch = str(fetch_checkpoint(entry, progress=not as_json)), entry.format, entry.arch
-        if checkpoint is not None:
-            from training.checkpoint_import import import_checkpoint
 
-            imported = import_checkpoint(checkpoint, format=fmt, arch=arch)
-            for note in imported.notes:
-                click.echo(f"note: {note}", err=True)
-            arch, arch_kwargs, method = imported.arch, imported.arch_kwargs, imported.method
-            clip = imported.clip_spec or default_clip_spec(arch)
-        else:
-            imported, arch_kwargs, method, clip = None, {}, "untrained", default_clip_spec(arch)
-        backbone = create_backbone(arch, **arch_kwargs)
-        if imported is not None:
-            backbone.load_state_dict(imported.state_dict, strict=True)
-        clip = _override_clip(clip, frames, frame_step, target_fps, resize, crop)
-        trained = imported is not None and method != "untrained"
-        backbone, method = select_features(backbone, method, features, clip=clip)
-        spec = EncoderSpec(arch=arch, embed_dim=int(backbone.embed_dim), clip=clip, method=method, trained=trained,
-                           **feature_spec_fields(backbone))
-        options = TrtOptions(fp16=fp16, int8=int8, max_batch=max_batch, opt_batch=min(opt_batch, max_batch),
-                             timing_cache=Path(timing_cache) if timing_cache else None)
-        if not as_json:
-            click.echo(f"exporting {arch} ({method}) -> {out}", err=True)
-        export_options = dict(
-            verify_videos=verify_videos, clips_per_video=clips_per_video, opset=opset or 18, engine=engine,
-            trt_options=options, min_cosine=DEFAULT_MIN_COSINE if min_cosine is None else min_cosine,
-            max_abs_error=DEFAULT_MAX_ABS_ERROR if max_abs_error is None else max_abs_error,
-        )
-        if int8 and engine == "onnx":
-            from export.quantize import export_then_quantize
+def _fetch_pretrained(pretrained: str, arch: str | None, *, progress: bool) -> tuple[str, str, str]:
+    """``--pretrained NAME``: the downloaded (sha256-verified, cached) checkpoint, its format and arch."""
+    from vcl_infer.encode.pretrained import fetch_checkpoint, get_entry
 
-            result = export_then_quantize(backbone, spec, out, calibration=calibration, labelled=labelled,
-                                          calibration_clips_per_video=calibration_clips, **export_options)
-        else:
-            if calibration is not None:  # TensorRT int8 reads the same calibration clips
-                from export.calibration import calibration_clips as decode_calibration
+    entry = get_entry(pretrained)
+    if arch is not None and arch != entry.arch:
+        raise click.UsageError(f"{pretrained} is a {entry.arch}; drop --arch {arch}")
+    return str(fetch_checkpoint(entry, progress=progress)), entry.format, entry.arch
 
-                export_options["calibration_inputs"] = decode_calibration(
-                    spec.clip, calibration, clips_per_video=calibration_clips).inputs
-            result = export_bundle(backbone, spec, out, **export_options)
-    except TensorRTUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
-    except (VerificationFailed, VclError, ValueError, KeyError) as exc:
-        raise click.ClickException(str(exc)) from None
+
+def _load_backbone(checkpoint: str | None, fmt: str, arch: str | None) -> tuple[Backbone, str, str, ClipSpec]:
+    """The backbone to export, its arch, method and clip spec: from ``checkpoint``, or untrained ``arch``."""
+    from training.models import create_backbone
+    from training.models.defaults import default_clip_spec
+
+    if checkpoint is None:
+        if arch is None:  # _check_options asks for one of CHECKPOINT, --pretrained, --arch
+            raise click.UsageError("give a CHECKPOINT, --pretrained NAME, or --arch NAME to export an untrained backbone")
+        return create_backbone(arch), arch, "untrained", default_clip_spec(arch)
+    from training.checkpoint_import import import_checkpoint
+
+    imported = import_checkpoint(checkpoint, format=fmt, arch=arch)
+    for note in imported.notes:
+        click.echo(f"note: {note}", err=True)
+    backbone = create_backbone(imported.arch, **imported.arch_kwargs)
+    backbone.load_state_dict(imported.state_dict, strict=True)
+    return backbone, imported.arch, imported.method, imported.clip_spec or default_clip_spec(imported.arch)
+
+
+def _export_int8(module: nn.Module, spec: EncoderSpec, out: str, calibration: str | None, labelled: str | None,
+                 calibration_clips: int, export_options: dict[str, Any]) -> QuantizeResult:
+    """``--int8 --engine onnx``: the verified fp32 bundle, quantised with ONNX Runtime on ``calibration``."""
+    from export.quantize import export_then_quantize
+
+    if calibration is None:  # _check_options requires --calibration for this path
+        raise click.UsageError("--int8 (ONNX Runtime) needs --calibration DIR, a folder of real videos")
+    return export_then_quantize(module, spec, out, calibration=calibration, labelled=labelled,
+                                calibration_clips_per_video=calibration_clips, **export_options)
+
+
+def _export_fp32(module: nn.Module, spec: EncoderSpec, out: str, calibration: str | None, calibration_clips: int,
+                 export_options: dict[str, Any]) -> ExportResult:
+    """The verified bundle (and with ``--engine trt``, the engine; TensorRT int8 reads ``calibration``'s clips)."""
+    from export.pipeline import export_bundle
+
+    if calibration is not None:  # TensorRT int8 reads the same calibration clips
+        from export.calibration import calibration_clips as decode_calibration
+
+        export_options["calibration_inputs"] = decode_calibration(
+            spec.clip, calibration, clips_per_video=calibration_clips).inputs
+    return export_bundle(module, spec, out, **export_options)
+
+
+def _report(result: ExportResult | QuantizeResult, trained: bool, as_json: bool) -> None:
+    """Print what was verified and written (or the JSON result)."""
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
@@ -156,7 +210,7 @@ def main(checkpoint, out, engine, fmt, arch, list_archs, pretrained, list_pretra
                    f"max abs error {check.max_abs_error:.2e}, min cosine {check.min_cosine:.7f}")
     click.echo(f"wrote {result.paths.onnx} (+ {result.paths.sidecar.name}, {result.paths.report.name}"
                + (f", {result.paths.engine.name})" if result.engine_written else ")"))
-    if not spec.trained:
+    if not trained:
         click.echo("note: this encoder is UNTRAINED (random weights): for smoke tests only", err=True)
 
 

@@ -62,6 +62,8 @@ def export_onnx(model: EmbeddingModel, spec: EncoderSpec, path: Path, *, opset: 
             dynamic_shapes={"clips": {0: batch}},
             verbose=False,
         )
+    if program is None:  # only the legacy (dynamo=False) exporter returns None
+        raise RuntimeError("torch.onnx.export returned no program")
     proto = program.model_proto
     set_spec_metadata(proto, spec)
     proto.doc_string = (

@@ -23,6 +23,7 @@ from export.verify import (
     write_report,
 )
 from training.fingerprint import weights_fingerprint
+from training.models.registry import Backbone
 from vcl_infer._optional import require
 from vcl_infer.clips.spec import ClipSpec, EncoderSpec
 from vcl_infer.encode.bundle import BundlePaths
@@ -38,7 +39,7 @@ class FeatureSlice(torch.nn.Module):
 
     feature_range: torch.Tensor
 
-    def __init__(self, backbone: torch.nn.Module, start: int, stop: int) -> None:
+    def __init__(self, backbone: Backbone, start: int, stop: int) -> None:
         super().__init__()
         if not 0 <= start < stop <= int(backbone.embed_dim):
             raise ValueError(f"feature range [{start}, {stop}) is not inside 0..{backbone.embed_dim}")
@@ -62,7 +63,7 @@ class TemporalFeatures(torch.nn.Module):
     protocol averages clips before its L2.
     """
 
-    def __init__(self, backbone: torch.nn.Module, steps: int) -> None:
+    def __init__(self, backbone: Backbone, steps: int) -> None:
         super().__init__()
         self.backbone = backbone
         self.channels, self.steps = int(backbone.embed_dim), int(steps)
@@ -72,7 +73,7 @@ class TemporalFeatures(torch.nn.Module):
         return self.backbone.forward_features(clips).mean(dim=(3, 4)).flatten(1)
 
 
-def temporal_steps(backbone: torch.nn.Module, clip: ClipSpec) -> int:
+def temporal_steps(backbone: Backbone, clip: ClipSpec) -> int:
     """Time steps of ``backbone``'s last feature map for one clip of ``clip`` (one dry run)."""
     was_training = backbone.training
     backbone.eval()
@@ -90,8 +91,8 @@ def feature_spec_fields(module: torch.nn.Module) -> dict:
     return {}
 
 
-def select_features(backbone: torch.nn.Module, method: str, features: str,
-                    clip: ClipSpec | None = None) -> tuple[torch.nn.Module, str]:
+def select_features(backbone: Backbone, method: str, features: str,
+                    clip: ClipSpec | None = None) -> tuple[Backbone | FeatureSlice | TemporalFeatures, str]:
     """The module to export for ``features`` and the spec's method name.
 
     ``"all"`` returns ``backbone`` and ``method`` unchanged. ``"stationary"`` /
@@ -168,6 +169,30 @@ def _write_spec_files(onnx_path: Path, paths: BundlePaths, spec: EncoderSpec) ->
     paths.sidecar.write_text(spec.to_json() + "\n")
 
 
+def _check_engine(engine: str) -> None:
+    """Refuse an unknown engine, and ``trt`` where TensorRT cannot build (before anything is written)."""
+    if engine not in ("onnx", "trt"):
+        raise ValueError("engine must be 'onnx' or 'trt'")
+    if engine == "trt":
+        from export.tensorrt import TensorRTUnavailable, tensorrt_unavailable_reason
+
+        reason = tensorrt_unavailable_reason()
+        if reason:
+            raise TensorRTUnavailable(f"cannot build a TensorRT engine: {reason}. Nothing was written.")
+
+
+def _verified_onnx(model: EmbeddingModel, onnx_path: Path, inputs: np.ndarray, sources: list[str],
+                   min_cosine: float, max_abs_error: float) -> Agreement:
+    """ONNX Runtime's embeddings of ``inputs`` against torch's (:class:`VerificationFailed` when apart)."""
+    check = compare(
+        _torch_encoder(model), _ort_encoder(onnx_path), inputs,
+        names=("torch", "onnxruntime-cpu"), sources=sources,
+        min_cosine=min_cosine, max_abs_error=max_abs_error,
+    )
+    ensure_passed(check)
+    return check
+
+
 def export_bundle(
     backbone: torch.nn.Module,
     spec: EncoderSpec,
@@ -195,14 +220,7 @@ def export_bundle(
             (``export.calibration``); the verification clips when None.
     """
     paths = BundlePaths.for_model(out)
-    if engine not in ("onnx", "trt"):
-        raise ValueError("engine must be 'onnx' or 'trt'")
-    if engine == "trt":
-        from export.tensorrt import TensorRTUnavailable, tensorrt_unavailable_reason
-
-        reason = tensorrt_unavailable_reason()
-        if reason:
-            raise TensorRTUnavailable(f"cannot build a TensorRT engine: {reason}. Nothing was written.")
+    _check_engine(engine)
     backbone = backbone.eval()
     model = EmbeddingModel(backbone, l2_normalize=spec.l2_normalized).eval()
     spec = spec.replace(fingerprint=weights_fingerprint(backbone.state_dict()))
@@ -213,12 +231,7 @@ def export_bundle(
         staged = BundlePaths.for_model(Path(tmp) / paths.onnx.name)
         export_onnx(model, spec, staged.onnx, opset=opset)
         inputs, sources = verification_clips(spec.clip, verify_videos, clips_per_video=clips_per_video)
-        onnx_check = compare(
-            _torch_encoder(model), _ort_encoder(staged.onnx), inputs,
-            names=("torch", "onnxruntime-cpu"), sources=sources,
-            min_cosine=min_cosine, max_abs_error=max_abs_error,
-        )
-        ensure_passed(onnx_check)
+        onnx_check = _verified_onnx(model, staged.onnx, inputs, sources, min_cosine, max_abs_error)
         checks = [onnx_check]
         spec = spec.replace(verification={
             "onnxruntime_vs_torch": {k: getattr(onnx_check, k) for k in ("clips", "max_abs_error", "min_cosine")},

@@ -140,7 +140,7 @@ def labelled_recall(fp32: Path, int8: Path, labelled: str | os.PathLike, spec: E
     if len(labels) < 2:
         raise ValueError(f"--labelled {labelled}: fewer than 2 readable videos in class folders")
     labels_arr = np.asarray(labels)
-    result = {"videos": len(labels), "classes": len(classes)}
+    result: dict[str, float] = {"videos": len(labels), "classes": len(classes)}
     for kind, rows in vectors.items():
         matrix = np.stack(rows)
         hits = []

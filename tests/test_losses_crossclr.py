@@ -13,7 +13,6 @@ from training.losses.crossclr import (
     influential_mask,
     input_connectivity,
 )
-from training.losses.registry import create_loss
 
 Vec = list[float]
 
@@ -81,7 +80,7 @@ def test_matches_the_reference(b, k, d, px, py, variant, threshold, positive):
     loss = crossclr_loss(x, y, xi, yi, temperature=0.1, negative_weight=0.8, score_threshold=threshold,
                          weight_temperature=0.05, variant=variant, **queues)
     assert loss.item() == pytest.approx(ref, rel=1e-6)
-    module = create_loss("crossclr", temperature=0.1, score_threshold=threshold, weight_temperature=0.05,
+    module = CrossCLRLoss(temperature=0.1, score_threshold=threshold, weight_temperature=0.05,
                          variant=variant)
     assert module(x, y, xi, yi, **queues).item() == pytest.approx(ref, rel=1e-6)
 

@@ -15,7 +15,6 @@ from training.losses.cyclecontrast import (
     pick_candidates,
     split_queue,
 )
-from training.losses.registry import create_loss
 
 
 def unit(*shape: int, g: torch.Generator) -> torch.Tensor:
@@ -141,7 +140,7 @@ def test_total_loss_matches_reference(b: int, c: int, k: int, s: int, weight: fl
     assert math.isclose(float(terms["moco"]), moco, rel_tol=1e-6)
     assert math.isclose(float(terms["cycle"]), cycle, rel_tol=1e-6)
     assert math.isclose(float(terms["loss"]), moco + weight * cycle, rel_tol=1e-6)
-    module = create_loss("cyclecontrast", support_size=s, cycle_weight=weight)
+    module = CycleContrastLoss(support_size=s, cycle_weight=weight)
     got = module(q, u, cands, cycle_cands, queue, cycle_queue, perm=perm, candidate_index=index)
     assert math.isclose(float(got), moco + weight * cycle, rel_tol=1e-6)
 

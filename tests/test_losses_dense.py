@@ -13,12 +13,10 @@ from train_fixtures import TINY, synth_data  # noqa: F401
 
 from training.losses.dense import (
     DenseContrastLoss,
-    DenseHead,
     dense_contrast_loss,
     dense_correspondence,
-    pooled_dense_keys,
 )
-from training.losses.registry import create_loss
+from training.methods.heads import DenseHead, pooled_dense_keys
 
 
 def unit(*shape: int, g: torch.Generator) -> torch.Tensor:
@@ -66,7 +64,7 @@ def test_matches_loop_reference(batch, locations, key_locations, queue_size, tem
     assert dense_correspondence(q_feats, k_feats).tolist() == match
     got = dense_contrast_loss(q, k, queue, torch.tensor(match), temperature)
     assert math.isclose(float(got), ref_dense(q, k, queue, match, temperature), rel_tol=1e-6)
-    module = create_loss("dense", temperature=temperature)
+    module = DenseContrastLoss(temperature=temperature)
     assert math.isclose(float(module(q, k, queue, q_feats, k_feats)), float(got), rel_tol=1e-12)
 
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from training.losses.hcl import HCLLoss, hcl_loss
-from training.losses.registry import create_loss
 
 
 def _reference(z1: list[list], z2: list[list], t: float, tau_plus: float, beta: float, estimator: str):
@@ -131,7 +130,7 @@ def test_optimisation_lowers_the_loss():
 
 
 def test_module_and_registry():
-    loss = create_loss("hcl", beta=0.5)
+    loss = HCLLoss(beta=0.5)
     assert isinstance(loss, HCLLoss) and "beta=0.5" in repr(loss)
     z1, z2 = _views(3, 4, seed=2)
     assert loss(z1, z2).item() == pytest.approx(hcl_loss(z1, z2, 0.5, 0.1, 0.5).item())

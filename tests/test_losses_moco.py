@@ -9,15 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.losses import (
-    KeyQueue,
-    MoCoLoss,
-    create_loss,
-    moco_loss,
-    momentum_update,
-    split_batch_forward,
-    symmetric_moco_loss,
-)
+from training.losses import MoCoLoss, moco_loss, symmetric_moco_loss
+from training.methods.momentum import momentum_update, split_batch_forward
+from training.methods.queue import KeyQueue
 
 
 def unit(*shape: int, g: torch.Generator) -> torch.Tensor:
@@ -86,7 +80,7 @@ def test_bad_temperature(temperature: float) -> None:
     with pytest.raises(ValueError, match="temperature"):
         MoCoLoss(temperature=temperature)
     with pytest.raises(ValueError, match="temperature"):
-        create_loss("moco", temperature=temperature)
+        MoCoLoss(temperature=temperature)
 
 
 def test_queue_init_and_wraparound() -> None:

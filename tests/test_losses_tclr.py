@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from loop_refs import Vec, dot, normed, ref_nt_xent  # noqa: F401
 
-from training.losses import TCLRLoss, create_loss, global_local_loss, local_local_loss, tclr_loss
+from training.losses import TCLRLoss, global_local_loss, local_local_loss, tclr_loss
 from training.losses.tclr import tclr_loss_terms
 
 
@@ -109,7 +109,7 @@ def test_tclr_matches_reference(batch: int, steps: int, t: float, weighting: str
     args = inputs(batch, steps, seed=batch * steps)
     got = float(tclr_loss(*args, temperature=t, weighting=weighting))
     assert math.isclose(got, ref_tclr(args, t, weighting), rel_tol=1e-6)
-    module = create_loss("tclr", temperature=t, weighting=weighting)
+    module = TCLRLoss(temperature=t, weighting=weighting)
     assert math.isclose(float(module(*args)), got, rel_tol=1e-12)
     terms = tclr_loss_terms(*args, temperature=t, weighting=weighting)
     assert set(terms) == ({"ic", "ll", "gl"} | ({"ic_local"} if weighting == "official" else set()))

@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.losses.registry import create_loss
 from training.losses.tsc import (
     KCLLoss,
     TSCLoss,
@@ -95,7 +94,7 @@ def test_kcl_matches_the_reference(b, n_queue, d, k):
     pos = sample_class_positives(labels, queue_labels, k, g)
     ref, _ = ref_tsc(q.tolist(), key.tolist(), queue.tolist(), pos.tolist(), None, None, 0.07, 0.0, "paper")
     assert kcl_loss(q, key, queue, labels, queue_labels, positive_index=pos).item() == pytest.approx(ref, rel=1e-6)
-    assert create_loss("kcl", num_positive=k)(q, key, queue, labels, queue_labels,
+    assert KCLLoss(num_positive=k)(q, key, queue, labels, queue_labels,
                                               positive_index=pos).item() == pytest.approx(ref, rel=1e-6)
     # drawn from a generator when not passed: the same generator state gives the same draw
     a = kcl_loss(q, key, queue, labels, queue_labels, num_positive=k, generator=torch.Generator().manual_seed(3))

@@ -8,12 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.losses.registry import create_loss
+from training.augment.segment_order import OrderShuffle, order_permutations
 from training.losses.vclr import (
-    OrderShuffle,
     VCLRLoss,
     order_features,
-    order_permutations,
     seco_inter_loss,
     seco_intra_loss,
     vclr_loss_terms,
@@ -99,7 +97,7 @@ def test_terms_match_loop_reference(batch: int, dim: int, queue: int, t: float, 
 def test_module_is_the_weighted_sum(weights: tuple[float, ...]) -> None:
     x = case(3, 6, 4, seed=1)
     names = ("inter", "intra", "order", "segment")
-    loss = create_loss("vclr", **{f"{n}_weight": w for n, w in zip(names, weights)})
+    loss = VCLRLoss(**{f"{n}_weight": w for n, w in zip(names, weights)})
     terms = vclr_loss_terms(**x)
     expected = sum(w * float(terms[n]) for n, w in zip(names, weights))
     assert math.isclose(float(loss(**x)), expected, rel_tol=1e-6)

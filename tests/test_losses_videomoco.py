@@ -9,14 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.losses.registry import create_loss
-from training.losses.videomoco import (
-    AgedKeyQueue,
-    DecayedMoCoLoss,
-    decayed_moco_loss,
-    drop_frames,
-    route_adversarial_gradient,
-)
+from training.augment.frame_drop import drop_frames
+from training.losses.videomoco import DecayedMoCoLoss, decayed_moco_loss, route_adversarial_gradient
+from training.methods.queue import AgedKeyQueue
 
 
 def unit(*shape: int, g: torch.Generator) -> torch.Tensor:
@@ -51,7 +46,7 @@ def test_decayed_loss_matches_loop_reference(
     expected = reference_decayed(q, k, queue, ages, decay, temperature)
     got = decayed_moco_loss(q, k, queue, ages, decay, temperature)
     assert math.isclose(float(got), expected, rel_tol=1e-6)
-    module = create_loss("videomoco", decay=decay, temperature=temperature)
+    module = DecayedMoCoLoss(decay=decay, temperature=temperature)
     assert math.isclose(float(module(q, k, queue, ages)), expected, rel_tol=1e-6)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.losses._contrastive import nt_xent_extra_negatives
 from training.losses.info_nce import info_nce_loss
+from training.losses.nt_xent import nt_xent_extra_negatives
 from training.methods import create_method
 from training.methods.reversal import reverse_time
 from training.models import create_backbone

@@ -157,15 +157,30 @@ def _detect(keys: list[str]) -> str:
 def _select_backbone(sd: dict[str, Any], fmt: str, notes: list[str]) -> dict[str, Any]:
     """Keep the backbone's entries of a stripped state dict, noting what was dropped."""
     if fmt == "fame" and any(k.startswith("encoder_q.") for k in sd):
-        dropped = sorted({k.split(".", 1)[0] for k in sd if not k.startswith("encoder_q.")})
-        notes.append(f"FAME MoCo checkpoint: kept encoder_q, dropped {', '.join(dropped)}")
-        sd = {k[len("encoder_q.") :]: v for k, v in sd.items() if k.startswith("encoder_q.")}
+        sd = _fame_query_encoder(sd, notes)
     elif fmt == "tclr" and any(k.startswith("0.") for k in sd):
-        head = [k[2:] for k in sd if k.startswith("1.")]
-        if head:
-            parts = ", ".join(sorted({k.rsplit(".", 1)[0] + ".*" for k in head}))
-            notes.append(f"dropped TCLR projection head (module.1.): {parts} ({len(head)} tensors)")
-        sd = {k[2:]: v for k, v in sd.items() if k.startswith("0.")}
+        sd = _tclr_backbone(sd, notes)
+    return _without_classifier(sd, notes)
+
+
+def _fame_query_encoder(sd: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """FAME's MoCo state dict -> its query encoder (``encoder_q.``), the rest dropped."""
+    dropped = sorted({k.split(".", 1)[0] for k in sd if not k.startswith("encoder_q.")})
+    notes.append(f"FAME MoCo checkpoint: kept encoder_q, dropped {', '.join(dropped)}")
+    return {k[len("encoder_q.") :]: v for k, v in sd.items() if k.startswith("encoder_q.")}
+
+
+def _tclr_backbone(sd: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """TCLR's ``Sequential(backbone, head)`` -> the backbone (``0.``), the head (``1.``) dropped."""
+    head = [k[2:] for k in sd if k.startswith("1.")]
+    if head:
+        parts = ", ".join(sorted({k.rsplit(".", 1)[0] + ".*" for k in head}))
+        notes.append(f"dropped TCLR projection head (module.1.): {parts} ({len(head)} tensors)")
+    return {k[2:]: v for k, v in sd.items() if k.startswith("0.")}
+
+
+def _without_classifier(sd: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """``sd`` without a classifier (``fc.*``), noting its shapes."""
     fc = sorted(k for k in sd if k.startswith("fc."))
     if fc:
         shapes = ", ".join(f"{k} {tuple(sd[k].shape)}" if isinstance(sd[k], torch.Tensor) else k for k in fc)
@@ -209,6 +224,35 @@ def _validate(
     sd: dict[str, Any], arch: str, arch_kwargs: dict[str, Any], path: Path, notes: list[str]
 ) -> dict[str, torch.Tensor]:
     ref = _reference(arch, arch_kwargs)
+    _check_fit(sd, ref, arch, path)
+    out: dict[str, torch.Tensor] = {}
+    bad, cast, filled = [], set(), []
+    for key, want in ref.items():
+        t = sd.get(key)
+        if t is None:  # only num_batches_tracked may be absent (checked above)
+            out[key] = torch.zeros((), dtype=torch.long)
+            filled.append(key)
+            continue
+        problem = _tensor_problem(t, want)
+        if problem is not None:
+            bad.append(f"{key} ({problem})")
+            continue
+        if t.dtype != want.dtype:
+            cast.add(str(t.dtype).removeprefix("torch."))
+        out[key] = t.detach().to(dtype=want.dtype).contiguous()
+    if bad:
+        raise CheckpointError(
+            f"{path}: unusable tensors: {_summarise(bad, 4)}; re-save them as dense float tensors"
+        )
+    if cast:
+        notes.append(f"cast {', '.join(sorted(cast))} tensors to the model's dtypes")
+    if filled:
+        notes.append(f"filled {len(filled)} absent BatchNorm num_batches_tracked buffers with 0")
+    return out
+
+
+def _check_fit(sd: dict[str, Any], ref: dict[str, torch.Tensor], arch: str, path: Path) -> None:
+    """Raise :class:`CheckpointError` naming the missing, unexpected and wrongly shaped keys."""
     missing, unexpected, wrong = _mismatch(sd, ref)
     problems = []
     if missing:
@@ -222,37 +266,19 @@ def _validate(
             f"{path}: does not fit backbone {arch!r}: {'; '.join(problems)}. Check arch= / format= "
             "(the checkpoint may be of another architecture or layout)"
         )
-    out: dict[str, torch.Tensor] = {}
-    bad, cast, filled = [], set(), []
-    for key, want in ref.items():
-        t = sd.get(key)
-        if t is None:  # only num_batches_tracked may be absent (checked above)
-            out[key] = torch.zeros((), dtype=torch.long)
-            filled.append(key)
-            continue
-        if type(t) not in (torch.Tensor, torch.nn.Parameter):
-            bad.append(f"{key} ({type(t).__name__}, not a tensor)")
-        elif t.layout != torch.strided or t.is_quantized or t.is_meta:
-            bad.append(
-                f"{key} (layout {t.layout}{', quantized' if t.is_quantized else ''}: need a dense tensor)"
-            )
-        elif want.is_floating_point() != t.is_floating_point() or t.is_complex():
-            bad.append(f"{key} (dtype {t.dtype}, need {'float' if want.is_floating_point() else want.dtype})")
-        elif t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            bad.append(f"{key} (contains NaN or Inf)")
-        else:
-            if t.dtype != want.dtype:
-                cast.add(str(t.dtype).removeprefix("torch."))
-            out[key] = t.detach().to(dtype=want.dtype).contiguous()
-    if bad:
-        raise CheckpointError(
-            f"{path}: unusable tensors: {_summarise(bad, 4)}; re-save them as dense float tensors"
-        )
-    if cast:
-        notes.append(f"cast {', '.join(sorted(cast))} tensors to the model's dtypes")
-    if filled:
-        notes.append(f"filled {len(filled)} absent BatchNorm num_batches_tracked buffers with 0")
-    return out
+
+
+def _tensor_problem(t: Any, want: torch.Tensor) -> str | None:
+    """Why checkpoint entry ``t`` cannot stand for the model's ``want`` (None: it can)."""
+    if type(t) not in (torch.Tensor, torch.nn.Parameter):
+        return f"{type(t).__name__}, not a tensor"
+    if t.layout != torch.strided or t.is_quantized or t.is_meta:
+        return f"layout {t.layout}{', quantized' if t.is_quantized else ''}: need a dense tensor"
+    if want.is_floating_point() != t.is_floating_point() or t.is_complex():
+        return f"dtype {t.dtype}, need {'float' if want.is_floating_point() else want.dtype}"
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        return "contains NaN or Inf"
+    return None
 
 
 def import_checkpoint(
@@ -284,13 +310,22 @@ def import_checkpoint(
     if format == "vcl" and not is_vcl:
         raise CheckpointError(f"{path}: not a vcl checkpoint; try format='auto'")
     if is_vcl and format in ("auto", "vcl"):
-        ckpt = load_checkpoint(path)
-        use_arch = arch or ckpt["arch"]
-        kwargs = dict(ckpt.get("arch_kwargs") or {}) if use_arch == ckpt["arch"] else {}
-        sd = _validate(dict(ckpt["model"]), use_arch, kwargs, path, notes)
-        spec = ClipSpec.from_dict(ckpt["clip_spec"]) if ckpt.get("clip_spec") else None
-        return ImportedCheckpoint(use_arch, kwargs, sd, ckpt.get("method") or "unknown", "vcl", spec, notes)
+        return _import_vcl(path, arch, notes)
+    return _import_foreign(obj, path, format, arch, notes)
 
+
+def _import_vcl(path: Path, arch: str | None, notes: list[str]) -> ImportedCheckpoint:
+    """A vcl checkpoint: its backbone, arch, method and clip spec (``arch`` overrides its arch)."""
+    ckpt = load_checkpoint(path)
+    use_arch = arch or ckpt["arch"]
+    kwargs = dict(ckpt.get("arch_kwargs") or {}) if use_arch == ckpt["arch"] else {}
+    sd = _validate(dict(ckpt["model"]), use_arch, kwargs, path, notes)
+    spec = ClipSpec.from_dict(ckpt["clip_spec"]) if ckpt.get("clip_spec") else None
+    return ImportedCheckpoint(use_arch, kwargs, sd, ckpt.get("method") or "unknown", "vcl", spec, notes)
+
+
+def _import_foreign(obj: Any, path: Path, format: str, arch: str | None, notes: list[str]) -> ImportedCheckpoint:
+    """A torchvision, TCLR or FAME checkpoint (``format`` ``auto`` detects which from the keys)."""
     raw, top = _find_state_dict(obj, path)
     sd = {_strip(str(k)): v for k, v in raw.items()}
     fmt = _detect(list(sd)) if format == "auto" else format
@@ -298,16 +333,7 @@ def import_checkpoint(
         notes.append(f"detected {fmt} layout")
     had_fc = any(k.startswith("fc.") for k in sd)
     sd = _select_backbone(sd, fmt, notes)
-    ckpt_arch = top.get("arch") if isinstance(top.get("arch"), str) else None
-    if arch is None and ckpt_arch is not None and fmt == "fame":
-        if ckpt_arch != "r2plus1d_18":
-            raise CheckpointError(
-                f"{path}: FAME checkpoint of arch {ckpt_arch!r}; only r2plus1d_18 is supported"
-            )
-        arch = ckpt_arch
-    if arch is None:
-        arch = _choose_arch(sd, fmt if fmt in _CANDIDATES else "torchvision", path)
-        notes.append(f"architecture {arch} inferred from tensor shapes")
+    arch = _foreign_arch(sd, fmt, top, arch, path, notes)
     if fmt == "tclr" and arch == "r2plus1d_18":
         notes.append(
             "TCLR R(2+1)D: the official repo does not show its layer4 temporal dilation; "
@@ -324,3 +350,19 @@ def import_checkpoint(
             "FAME pretrains on Kinetics mean/std (used here); its retrieval eval uses ImageNet mean/std"
         )
     return ImportedCheckpoint(arch, {}, state, method, fmt, spec, notes)
+
+
+def _foreign_arch(sd: dict[str, Any], fmt: str, top: dict[str, Any], arch: str | None, path: Path,
+                  notes: list[str]) -> str:
+    """``arch`` if given, else the one a FAME checkpoint names, else the one the shapes fit."""
+    ckpt_arch = top.get("arch") if isinstance(top.get("arch"), str) else None
+    if arch is None and ckpt_arch is not None and fmt == "fame":
+        if ckpt_arch != "r2plus1d_18":
+            raise CheckpointError(
+                f"{path}: FAME checkpoint of arch {ckpt_arch!r}; only r2plus1d_18 is supported"
+            )
+        arch = ckpt_arch
+    if arch is None:
+        arch = _choose_arch(sd, fmt if fmt in _CANDIDATES else "torchvision", path)
+        notes.append(f"architecture {arch} inferred from tensor shapes")
+    return arch

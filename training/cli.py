@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import click
+
+if TYPE_CHECKING:  # --help must not load torch
+    from training.config import TrainConfig
+    from training.loop import TrainResult
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -48,68 +54,20 @@ def main(method, data, arch, out, config_file, epochs, batch_size, lr, optimizer
     A run stops cleanly on SIGTERM / Ctrl-C (checkpoint saved); --resume continues it to
     exactly the weights an uninterrupted run would reach. Under torchrun it trains with DDP.
     """
-    if list_backbones:
-        from training.models import list_backbones as backbones
-
-        for name, description in backbones().items():
-            click.echo(f"{name:16s} {description}")
+    if _listed(list_backbones, list_methods):
         return
-    if list_methods:
-        from training.methods import list_methods as methods
-
-        for name, description in methods().items():
-            click.echo(f"{name:13s} {description}")
-        return
-
-    import dataclasses
     import logging
 
-    from training.config import TrainConfig, load_config, parse_set
-    from training.loop import CHECKPOINT_NAME, TrainError, train
-    from training.methods import method_hparams
+    from training.loop import TrainError, train
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        extra = parse_set(sets)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config_sets = {k: v for k, v in extra.items() if k in fields}
-    method_sets = {k: v for k, v in extra.items() if k not in fields}
-    flags = dict(method=method, data=data, arch=arch, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
-                 optimizer=optimizer, workers=workers, max_steps=max_steps, save_every=save_every, frames=frames,
-                 frame_step=frame_step, crop=crop, resize=resize, seed=seed, device=device, init=init,
-                 eval_data=eval_data, eval_every=eval_every)
-    if init and not arch and not resume:
-        flags["arch"] = _arch_of(init)
-    flags.update(config_sets)
-    if dense_weight is not None:
-        method_sets["dense_weight"] = dense_weight
-    if method_sets:
-        flags["method_args"] = method_sets
-    try:
-        if resume:
-            from pathlib import Path
-
-            from training.checkpoint import load_checkpoint
-
-            run = Path(out) if out else None
-            if run is None and config_file:
-                run = Path(load_config(config_file).out)
-            if run is None or not (run / CHECKPOINT_NAME).is_file():
-                raise click.ClickException(f"--resume: no {CHECKPOINT_NAME} in {run or '(give --out)'}")
-            saved = TrainConfig.from_dict(load_checkpoint(run / CHECKPOINT_NAME)["config"])
-            config = saved.replace(**flags)
-        else:
-            if not method and not config_file:
-                raise click.ClickException("give --method (see --list-methods) or --config")
-            if not data and not config_file:
-                raise click.ClickException("give --data: a folder of videos or a UCF101/HMDB51 layout")
-            config = load_config(config_file, **flags)
-        _check_dense(config.method, config.method_args)
-        method_hparams(config.method, **config.method_args)
-    except (KeyError, ValueError) as exc:
-        raise click.ClickException(str(exc).strip("\"'")) from None
+    flags: dict[str, Any] = dict(
+        method=method, data=data, arch=arch, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
+        optimizer=optimizer, workers=workers, max_steps=max_steps, save_every=save_every, frames=frames,
+        frame_step=frame_step, crop=crop, resize=resize, seed=seed, device=device, init=init,
+        eval_data=eval_data, eval_every=eval_every,
+    )
+    config = _config(flags, sets, dense_weight, resume=resume, config_file=config_file)
     try:
         result = train(config, resume=resume, progress=not no_progress)
     except TrainError as exc:
@@ -120,16 +78,105 @@ def main(method, data, arch, out, config_file, epochs, batch_size, lr, optimizer
 
         cleanup()
     if is_main:
-        where = result.checkpoint or "(none)"
-        if result.stopped_by in ("SIGTERM", "SIGINT", "signal"):
-            click.echo(f"stopped by {result.stopped_by} at step {result.global_step}; checkpoint saved to {where}; "
-                       f"continue with: vcl-train --out {config.out} --resume", err=True)
-        elif result.stopped_by == "max_steps":
-            click.echo(f"stopped at --max-steps {result.global_step}; checkpoint {where} (--resume continues)", err=True)
+        _report(result, config.out)
+
+
+def _listed(list_backbones: bool, list_methods: bool) -> bool:
+    """Print the backbones (``--list-backbones``) or the methods (``--list-methods``)."""
+    if list_backbones:
+        from training.models import list_backbones as backbones
+
+        for name, description in backbones().items():
+            click.echo(f"{name:16s} {description}")
+        return True
+    if list_methods:
+        from training.methods import list_methods as methods
+
+        for name, description in methods().items():
+            click.echo(f"{name:13s} {description}")
+        return True
+    return False
+
+
+def _config(flags: dict[str, Any], sets: tuple[str, ...], dense_weight: float | None, *, resume: bool,
+            config_file: str | None) -> TrainConfig:
+    """The run's config: the flags over ``--config`` (or over the saved run with ``--resume``), plus ``--set``.
+
+    ``--set KEY=VALUE`` goes to the config when KEY is a config field, else to the method's
+    hyperparameters (checked here, so a typo fails before any data is read).
+    """
+    import dataclasses
+
+    from training.config import TrainConfig, parse_set
+
+    try:
+        extra = parse_set(sets)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    config_sets = {k: v for k, v in extra.items() if k in fields}
+    method_sets = {k: v for k, v in extra.items() if k not in fields}
+    method, data, out = flags["method"], flags["data"], flags["out"]  # as given, before --set
+    if flags["init"] and not flags["arch"] and not resume:
+        flags["arch"] = _arch_of(flags["init"])
+    flags.update(config_sets)
+    if dense_weight is not None:
+        method_sets["dense_weight"] = dense_weight
+    if method_sets:
+        flags["method_args"] = method_sets
+    return _checked_config(flags, resume=resume, config_file=config_file, method=method, data=data, out=out)
+
+
+def _checked_config(flags: dict[str, Any], *, resume: bool, config_file: str | None, method: str | None,
+                    data: str | None, out: str | None) -> TrainConfig:
+    """The config of :func:`_config`'s merged flags, with the method's hyperparameters validated."""
+    from training.config import load_config
+    from training.methods import method_hparams
+
+    try:
+        if resume:
+            config = _saved_config(out, config_file).replace(**flags)
         else:
-            click.echo(f"done: {result.epoch} epoch(s), {result.global_step} steps; checkpoint {where}", err=True)
-        if result.skipped:
-            click.echo(f"skipped {result.skipped} unreadable video(s) (see the warnings above)", err=True)
+            if not method and not config_file:
+                raise click.ClickException("give --method (see --list-methods) or --config")
+            if not data and not config_file:
+                raise click.ClickException("give --data: a folder of videos or a UCF101/HMDB51 layout")
+            config = load_config(config_file, **flags)
+        _check_dense(config.method, config.method_args)
+        method_hparams(config.method, **config.method_args)
+    except (KeyError, ValueError) as exc:
+        raise click.ClickException(str(exc).strip("\"'")) from None
+    return config
+
+
+def _saved_config(out: str | None, config_file: str | None) -> TrainConfig:
+    """``--resume``: the config saved in the run's checkpoint (the run is --out, or --config's out)."""
+    from pathlib import Path
+
+    from training.checkpoint import load_checkpoint
+    from training.config import TrainConfig, load_config
+    from training.loop import CHECKPOINT_NAME
+
+    run = Path(out) if out else None
+    if run is None and config_file:
+        run = Path(load_config(config_file).out)
+    if run is None or not (run / CHECKPOINT_NAME).is_file():
+        raise click.ClickException(f"--resume: no {CHECKPOINT_NAME} in {run or '(give --out)'}")
+    return TrainConfig.from_dict(load_checkpoint(run / CHECKPOINT_NAME)["config"])
+
+
+def _report(result: TrainResult, out: str) -> None:
+    """How the run ended, where its checkpoint is and how to continue it (on stderr)."""
+    where = result.checkpoint or "(none)"
+    if result.stopped_by in ("SIGTERM", "SIGINT", "signal"):
+        click.echo(f"stopped by {result.stopped_by} at step {result.global_step}; checkpoint saved to {where}; "
+                   f"continue with: vcl-train --out {out} --resume", err=True)
+    elif result.stopped_by == "max_steps":
+        click.echo(f"stopped at --max-steps {result.global_step}; checkpoint {where} (--resume continues)", err=True)
+    else:
+        click.echo(f"done: {result.epoch} epoch(s), {result.global_step} steps; checkpoint {where}", err=True)
+    if result.skipped:
+        click.echo(f"skipped {result.skipped} unreadable video(s) (see the warnings above)", err=True)
 
 
 def _arch_of(path: str) -> str:

@@ -99,6 +99,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.crop_scale = tuple(float(v) for v in self.crop_scale)  # type: ignore[assignment]
         self.method_args = dict(self.method_args or {})
+        problems = [*self._count_problems(), *self._optimiser_problems(), *self._other_problems()]
+        if problems:
+            raise ValueError("invalid training config: " + "; ".join(problems))
+
+    def _count_problems(self) -> list[str]:
         problems = []
         if not self.data:
             problems.append("data is required (a video folder or split layout)")
@@ -108,6 +113,10 @@ class TrainConfig:
         for name in ("workers", "save_every"):
             if int(getattr(self, name)) < 0:
                 problems.append(f"{name} must be >= 0")
+        return problems
+
+    def _optimiser_problems(self) -> list[str]:
+        problems = []
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             problems.append("lr must be a positive number")
         if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
@@ -118,6 +127,10 @@ class TrainConfig:
             problems.append(f"schedule must be one of {SCHEDULES}")
         if self.warmup_epochs < 0:
             problems.append("warmup_epochs must be >= 0")
+        return problems
+
+    def _other_problems(self) -> list[str]:
+        problems = []
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append("device must be auto, cpu or cuda")
         if self.max_steps is not None and self.max_steps < 1:
@@ -126,8 +139,7 @@ class TrainConfig:
             problems.append("crop_scale must be (lo, hi) with 0 < lo <= hi <= 1")
         if self.subset not in ("train", "test"):
             problems.append("subset must be train or test")
-        if problems:
-            raise ValueError("invalid training config: " + "; ".join(problems))
+        return problems
 
     def clip_spec(self) -> ClipSpec:
         """The backbone's default spec with the ``frames``/``frame_step``/``crop``/``resize`` overrides."""

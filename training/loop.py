@@ -89,11 +89,15 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
 
 
 def build_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """The config's optimiser over ``params``; ``config`` must have been through :func:`resolve_config`."""
+    lr, weight_decay = config.lr, config.weight_decay
+    if lr is None or weight_decay is None:
+        raise ValueError("build_optimizer needs lr and weight_decay: pass the config through resolve_config first")
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=weight_decay)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 def lr_factor(step: int, *, total_steps: int, warmup_steps: int, schedule: str) -> float:
@@ -156,12 +160,13 @@ def _device(config: TrainConfig) -> str | None:
     return config.device
 
 
-def _init_backbone(backbone: nn.Module, config: TrainConfig) -> None:
-    """Load ``config.init`` (any format ``training.checkpoint_import.import_checkpoint`` reads) into ``backbone``."""
+def _init_backbone(backbone: nn.Module, init: str, config: TrainConfig) -> None:
+    """Load ``init`` (``config.init``: any format ``training.checkpoint_import.import_checkpoint`` reads)
+    into ``backbone``."""
     from training.checkpoint_import import import_checkpoint
 
     try:
-        imported = import_checkpoint(config.init, arch=config.arch)
+        imported = import_checkpoint(init, arch=config.arch)
         backbone.load_state_dict(imported.state_dict, strict=True)
     except (OSError, ValueError, RuntimeError) as exc:
         raise TrainError(f"--init {config.init}: cannot initialise a {config.arch} backbone: {exc}") from exc

@@ -13,7 +13,7 @@ class MetricsLog:
     def __init__(self, out: Path, resume_step: int, enabled: bool) -> None:
         self.enabled = enabled
         self.path = out / "metrics.csv"
-        self.fields: list[str] | None = None
+        self.fields: list[str] = []  # the CSV header; empty until the first row
         self.tb = None
         if not enabled:
             return
@@ -39,13 +39,12 @@ class MetricsLog:
     def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        new = self.fields is None
+        new = not self.fields
         if new:
             self.fields = list(row)
         elif any(k not in self.fields for k in row):
             # a column appears later (the kNN monitor's first row is step 0, before any loss):
             # rewrite the small file under the widened header so no value is dropped
-            assert self.fields is not None
             self.fields += [k for k in row if k not in self.fields]
             with self.path.open(newline="") as f:
                 old = list(csv.DictReader(f))

@@ -87,9 +87,10 @@ class KnnMonitor:
 
         was_training = backbone.training
         try:
-            kw = dict(num_clips=1, batch_size=self.batch_size, device=device)
-            mem, mem_y, _ = extract_features(backbone, self._items["memory"], self.spec, **kw)
-            qry, qry_y, _ = extract_features(backbone, self._items["queries"], self.spec, **kw)
+            mem, mem_y, _ = extract_features(backbone, self._items["memory"], self.spec, num_clips=1,
+                                             batch_size=self.batch_size, device=device)
+            qry, qry_y, _ = extract_features(backbone, self._items["queries"], self.spec, num_clips=1,
+                                             batch_size=self.batch_size, device=device)
         finally:
             backbone.train(was_training)
         return knn_top1(mem[:, 0], mem_y, qry[:, 0], qry_y, k=self.k)

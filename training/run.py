@@ -14,10 +14,9 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from training.config import TrainConfig, write_config
 from training.distributed import (
@@ -46,6 +45,9 @@ from training.loop import (
 from training.metrics_log import MetricsLog
 from training.rng import rng_state, set_rng_state
 
+if TYPE_CHECKING:
+    from training.methods.base import Method
+
 log = logging.getLogger(__name__)
 
 
@@ -55,7 +57,7 @@ class Setup:
 
     config: TrainConfig
     spec: Any  # the config's ClipSpec
-    method: nn.Module
+    method: Method[Any]
     inputs: dict[str, torch.Tensor]  # per-item tensors from the method's ``prepare``
     dataset: Any
     sampler: ResumableSampler
@@ -87,7 +89,9 @@ class Window:
     since: float = field(default_factory=time.perf_counter)
 
 
-def _prepared_method(config: TrainConfig, resume: bool) -> tuple[TrainConfig, nn.Module, list[Any], dict[str, torch.Tensor]]:
+def _prepared_method(
+    config: TrainConfig, resume: bool
+) -> tuple[TrainConfig, Method[Any], list[Any], dict[str, torch.Tensor]]:
     """Items, the method's ``prepare`` applied to the config, and the built method."""
     from training.methods import create_method, method_class
     from training.models import create_backbone
@@ -101,7 +105,7 @@ def _prepared_method(config: TrainConfig, resume: bool) -> tuple[TrainConfig, nn
     config = replace(config, method_args={**prepared.hparams, **config.method_args})
     backbone = create_backbone(config.arch)
     if config.init and not resume:
-        _init_backbone(backbone, config)
+        _init_backbone(backbone, config.init, config)
     method = create_method(config.method, backbone=backbone, spec=config.clip_spec(), seed=config.seed,
                            **config.method_args)
     return config, method, items, prepared.inputs

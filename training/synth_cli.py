@@ -3,12 +3,13 @@ optionally with a long-tailed train split (see :mod:`training.data.long_tail`)."
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 if TYPE_CHECKING:
     from training.data.long_tail import LongTailSplit
+    from training.data.synthetic import SynthConfig
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,11 +48,9 @@ def main(out_dir: str, classes: int, videos_per_class: int, frames: int, size: i
       vcl-train --method tsc --data data/ --set split=2 ...
     """
     import json
-    import os
-    import time
     from pathlib import Path
 
-    from training.data.synthetic import SynthConfig, generate
+    from training.data.synthetic import SynthConfig
 
     if rho is not None and not rho >= 1:
         raise click.ClickException(f"--long-tail must be an imbalance ratio >= 1, got {rho}")
@@ -68,8 +67,22 @@ def main(out_dir: str, classes: int, videos_per_class: int, frames: int, size: i
     _check_test_split(config)
     if (Path(out_dir) / "videos").exists() and any((Path(out_dir) / "videos").iterdir()):
         raise click.ClickException(f"{out_dir}/videos is not empty; pick a new OUT_DIR or delete it first")
+    summary = _generate(out_dir, config, workers, as_json)
+    if rho is not None:
+        _echo_long_tail(_long_tail(out_dir, rho, source_split, seed), as_json, summary)
+    elif as_json:
+        click.echo(json.dumps(summary))
+
+
+def _generate(out_dir: str, config: SynthConfig, workers: int, as_json: bool) -> dict[str, Any]:
+    """Write the data set (``workers <= 0``: one process per core, up to 8, from 40 videos on); its summary."""
+    import os
+    import time
+
+    from training.data.synthetic import generate
+
     start = time.perf_counter()
-    total = classes * videos_per_class
+    total = config.classes * config.videos_per_class
     if workers <= 0:
         workers = min(8, os.cpu_count() or 1) if total >= 40 else 1
     meta = generate(out_dir, config, progress=not as_json and total >= 50, workers=workers)
@@ -80,10 +93,7 @@ def main(out_dir: str, classes: int, videos_per_class: int, frames: int, size: i
     if not as_json:
         click.echo(f"wrote {counts['train']} train + {counts['test']} test videos of {len(meta['classes'])} "
                    f"classes to {out_dir} ({meta['codec']}, {seconds:.1f} s)")
-    if rho is not None:
-        _echo_long_tail(_long_tail(out_dir, rho, source_split, seed), as_json, summary)
-    elif as_json:
-        click.echo(json.dumps(summary))
+    return summary
 
 
 def _check_test_split(config) -> None:

@@ -183,7 +183,8 @@ class ClipDataset(Dataset):
             out = hflip(out)
         return out
 
-    def _failed(self, item: VideoItem, reason: object) -> None:
+    def _failed(self, item: VideoItem, reason: object) -> dict[str, Any] | None:
+        """Count and log (once per path) an unreadable item; its value is None (dropped by the collate)."""
         self.failures += 1
         if item.path not in self._logged:
             self._logged.add(item.path)

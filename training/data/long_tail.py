@@ -163,6 +163,18 @@ def _output_split(splits: Path, manifest: dict[str, dict], source: int, rho: flo
     return max(used, default=0) + 1
 
 
+def _row_labels(rows: list[str], classes: list[str], source: Path) -> list[int]:
+    """The class id of each train-list row (its first path component names the class)."""
+    by_name = {name: k for k, name in enumerate(classes)}
+    labels = []
+    for row in rows:
+        cls = row.split()[0].replace("\\", "/").split("/")[0]
+        if cls not in by_name:
+            raise ValueError(f"{source}: class {cls!r} of {row!r} is not in classInd.txt")
+        labels.append(by_name[cls])
+    return labels
+
+
 def write_long_tail_split(
     root: str | Path, rho: float, *, split: int = 1, seed: int = 0, out_split: int | None = None
 ) -> LongTailSplit:
@@ -198,13 +210,7 @@ def write_long_tail_split(
         if not path.is_file():
             raise FileNotFoundError(f"split {split} has no {path.name} in {splits}")
     rows = _lines(source_train)
-    by_name = {name: k for k, name in enumerate(classes)}
-    labels = []
-    for row in rows:
-        cls = row.split()[0].replace("\\", "/").split("/")[0]
-        if cls not in by_name:
-            raise ValueError(f"{source_train}: class {cls!r} of {row!r} is not in classInd.txt")
-        labels.append(by_name[cls])
+    labels = _row_labels(rows, classes, source_train)
     kept, order = select_long_tail(labels, len(classes), rho, seed)
 
     manifest = _manifest(splits)

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -206,8 +207,8 @@ def _trajectory(motion: str, frames: int, size: int, radius: float, rng: np.rand
     margin = radius + 1
     cx = np.full(frames, rng.uniform(margin, size - margin), np.float32)
     cy = np.full(frames, rng.uniform(margin, size - margin), np.float32)
-    r = np.full(frames, radius, np.float32)
-    angle = np.full(frames, rng.uniform(0, 2 * math.pi), np.float32)
+    r: np.ndarray = np.full(frames, radius, np.float32)
+    angle: np.ndarray = np.full(frames, rng.uniform(0, 2 * math.pi), np.float32)
     visible = np.ones(frames, bool)
     if motion.startswith("Move"):
         travel = strength * rng.uniform(0.75, 1.0) * (size - 2 * margin)
@@ -245,7 +246,7 @@ def _trajectory(motion: str, frames: int, size: int, radius: float, rng: np.rand
 def render_video(
     motion: str,
     background: np.ndarray,
-    actor: dict[str, Any],
+    actor: Mapping[str, Any],
     frames: int,
     size: int,
     rng: np.random.Generator,
@@ -321,6 +322,8 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int, codec: str) -> N
 
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=fps)
+        if not isinstance(stream, av.VideoStream):  # narrows the type: a video codec gives a video stream
+            raise RuntimeError(f"codec {codec} did not open a video stream")
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "yuv420p"
         if codec == "libx264":
@@ -343,11 +346,96 @@ def _split_groups(num_groups: int, test_fraction: float, rng: np.random.Generato
     return {int(g) for g in rng.permutation(num_groups)[:n_test]}
 
 
-def _write_one(job: tuple) -> None:
+class _Actor(TypedDict):
+    shape: str
+    texture: str
+    colours: tuple[Any, Any]
+    radius: float
+
+
+class _PlannedVideo(TypedDict):
+    """One video to write (``actor`` and ``seed`` are dropped from ``synth.json``)."""
+
+    path: str  # relative to out/videos
+    label: int
+    group: str
+    split: str
+    background: int
+    own_background: bool
+    actor: _Actor
+    seed: list[int]
+
+
+_Job = tuple[Path, str, np.ndarray, _Actor, list[int], SynthConfig, str]
+
+
+def _write_one(job: _Job) -> None:
     path, motion, background, actor, seed, cfg, codec = job
     frames = render_video(motion, background, actor, cfg.frames, cfg.size, np.random.default_rng(seed),
                           motion_strength=cfg.motion)
     write_video(path, frames, cfg.fps, codec)
+
+
+def _plan_class(cfg: SynthConfig, label: int, name: str, bank_size: int) -> list[_PlannedVideo]:
+    """The videos of class ``label``: groups of clips sharing an actor, split by group."""
+    groups_per_class = math.ceil(cfg.videos_per_class / cfg.clips_per_group)
+    rng = np.random.default_rng([cfg.seed, 2, label])
+    test_groups = _split_groups(groups_per_class, cfg.test_fraction, rng)
+    plan: list[_PlannedVideo] = []
+    for g in range(groups_per_class):
+        actor: _Actor = {
+            "shape": SHAPES[int(rng.integers(len(SHAPES)))],
+            "texture": OBJECT_TEXTURES[int(rng.integers(len(OBJECT_TEXTURES)))],
+            "colours": (_colour(rng), _colour(rng)),
+            "radius": float(rng.uniform(0.8, 1.2) * cfg.object_scale * cfg.size),
+        }
+        split = "test" if g in test_groups else "train"
+        clips = min(cfg.clips_per_group, cfg.videos_per_class - g * cfg.clips_per_group)
+        for c in range(clips):
+            own = split == "train" and bool(rng.random() < cfg.background_bias)
+            bg = label if own else int(rng.integers(bank_size))
+            rel = f"{name}/v_{name}_g{g + 1:02d}_c{c + 1:02d}.mp4"
+            plan.append(_PlannedVideo(path=rel, label=label, group=f"{name}_g{g + 1:02d}", split=split,
+                                      background=bg, own_background=bg == label, actor=actor,
+                                      seed=[cfg.seed, 3, label, g, c]))
+    return plan
+
+
+def _run_jobs(jobs: list[_Job], workers: int, progress: bool) -> None:
+    """Render and encode every job, in ``workers`` processes when more than one."""
+    if workers > 1 and len(jobs) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        executor = ProcessPoolExecutor(min(workers, len(jobs)))
+        pool: ProcessPoolExecutor | None = executor
+        done: Iterable[None] = executor.map(_write_one, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
+    else:
+        pool, done = None, map(_write_one, jobs)
+    try:
+        if progress:
+            from tqdm import tqdm
+
+            done = tqdm(done, total=len(jobs), desc="vcl-synth", unit="video")
+        for _ in done:
+            pass
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _write_splits(splits: Path, classes: list[str], plan: list[_PlannedVideo]) -> None:
+    """UCF101-style ``classInd.txt``, ``trainlist01.txt`` and ``testlist01.txt``."""
+    splits.joinpath("classInd.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(classes)))
+    splits.joinpath("trainlist01.txt").write_text(
+        "".join(f"{r['path']} {r['label'] + 1}\n" for r in plan if r["split"] == "train"))
+    splits.joinpath("testlist01.txt").write_text("".join(f"{r['path']}\n" for r in plan if r["split"] == "test"))
+
+
+def _video_record(r: _PlannedVideo) -> dict[str, Any]:
+    """``synth.json``'s record of one planned video."""
+    v: dict[str, Any] = {k: val for k, val in r.items() if k not in ("actor", "seed")} | {"path": "videos/" + r["path"]}
+    v["shape"], v["object_texture"] = r["actor"]["shape"], r["actor"]["texture"]
+    return v
 
 
 def generate(
@@ -369,64 +457,19 @@ def generate(
     classes = list(MOTIONS[: cfg.classes])
     codec = _codec()
     bank, kinds = texture_bank(2 * cfg.classes, cfg.size + 2 * cfg.jitter, cfg.seed)
-    groups_per_class = math.ceil(cfg.videos_per_class / cfg.clips_per_group)
     (out / "splits").mkdir(parents=True, exist_ok=True)
-
-    plan = []
-    for label, name in enumerate(classes):
-        rng = np.random.default_rng([cfg.seed, 2, label])
-        test_groups = _split_groups(groups_per_class, cfg.test_fraction, rng)
-        for g in range(groups_per_class):
-            actor = {
-                "shape": SHAPES[int(rng.integers(len(SHAPES)))],
-                "texture": OBJECT_TEXTURES[int(rng.integers(len(OBJECT_TEXTURES)))],
-                "colours": (_colour(rng), _colour(rng)),
-                "radius": float(rng.uniform(0.8, 1.2) * cfg.object_scale * cfg.size),
-            }
-            split = "test" if g in test_groups else "train"
-            clips = min(cfg.clips_per_group, cfg.videos_per_class - g * cfg.clips_per_group)
-            for c in range(clips):
-                own = split == "train" and bool(rng.random() < cfg.background_bias)
-                bg = label if own else int(rng.integers(len(bank)))
-                rel = f"{name}/v_{name}_g{g + 1:02d}_c{c + 1:02d}.mp4"
-                plan.append(dict(path=rel, label=label, group=f"{name}_g{g + 1:02d}", split=split,
-                                 background=bg, own_background=bg == label, actor=actor,
-                                 seed=[cfg.seed, 3, label, g, c]))
-
+    plan = [video for label, name in enumerate(classes) for video in _plan_class(cfg, label, name, len(bank))]
     for name in classes:
         (out / "videos" / name).mkdir(parents=True, exist_ok=True)
-    jobs = [(out / "videos" / r["path"], classes[r["label"]], bank[r["background"]], r["actor"], r["seed"], cfg, codec)
-            for r in plan]
-    if workers > 1 and len(jobs) > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
-        pool = ProcessPoolExecutor(min(workers, len(jobs)))
-        done: Any = pool.map(_write_one, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
-    else:
-        pool, done = None, map(_write_one, jobs)
-    try:
-        if progress:
-            from tqdm import tqdm
-
-            done = tqdm(done, total=len(jobs), desc="vcl-synth", unit="video")
-        for _ in done:
-            pass
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-
-    splits = out / "splits"
-    splits.joinpath("classInd.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(classes)))
-    splits.joinpath("trainlist01.txt").write_text(
-        "".join(f"{r['path']} {r['label'] + 1}\n" for r in plan if r["split"] == "train"))
-    splits.joinpath("testlist01.txt").write_text("".join(f"{r['path']}\n" for r in plan if r["split"] == "test"))
-
-    videos = [{k: v for k, v in r.items() if k not in ("actor", "seed")} | {"path": "videos/" + r["path"]}
-              for r in plan]
-    for r, v in zip(plan, videos):
-        v["shape"], v["object_texture"] = r["actor"]["shape"], r["actor"]["texture"]
+    jobs: list[_Job] = [
+        (out / "videos" / r["path"], classes[r["label"]], bank[r["background"]], r["actor"], r["seed"], cfg, codec)
+        for r in plan
+    ]
+    _run_jobs(jobs, workers, progress)
+    _write_splits(out / "splits", classes, plan)
     meta = {"config": asdict(cfg), "classes": classes, "codec": codec, "bank": kinds,
-            "background_owner": {k: classes[k] for k in range(cfg.classes)}, "videos": videos}
+            "background_owner": {k: classes[k] for k in range(cfg.classes)},
+            "videos": [_video_record(r) for r in plan]}
     out.joinpath("synth.json").write_text(json.dumps(meta, indent=1))
     return meta
 

@@ -45,14 +45,14 @@ gradient; the official enqueues the batch first and, once the queue is full, use
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.losses._checks import check_choice, check_shape, check_temperature
-from training.losses.registry import register_loss
+from training.checks import check_choice, check_shape, check_temperature
 
 VARIANTS = ("paper", "official")
 
@@ -184,14 +184,15 @@ def crossclr_loss(
         raise ValueError(f"negative_weight must be >= 0, got {negative_weight!r}")
     if not score_threshold > 0:
         raise ValueError(f"score_threshold must be > 0, got {score_threshold!r}")
-    kw = dict(temperature=temperature, negative_weight=negative_weight, score_threshold=score_threshold,
-              weight_temperature=weight_temperature, variant=variant)
-    loss_x = crossclr_direction(x, y, x_inputs, queue_x, queue_x_inputs, **kw)
-    loss_y = crossclr_direction(y, x, y_inputs, queue_y, queue_y_inputs, **kw)
+    direction = functools.partial(
+        crossclr_direction, temperature=temperature, negative_weight=negative_weight,
+        score_threshold=score_threshold, weight_temperature=weight_temperature, variant=variant,
+    )
+    loss_x = direction(x, y, x_inputs, queue_x, queue_x_inputs)
+    loss_y = direction(y, x, y_inputs, queue_y, queue_y_inputs)
     return 0.5 * (loss_x + loss_y)
 
 
-@register_loss("crossclr")
 class CrossCLRLoss(nn.Module):
     """CrossCLR: cross-modal InfoNCE + weighted intra-modality negatives, pruning, sample weights -> scalar."""
 

@@ -22,9 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.losses._checks import check_shape, check_temperature, check_weight
+from training.checks import check_shape, check_temperature, check_weight
 from training.losses.moco import moco_loss
-from training.losses.registry import register_loss
 
 
 def check_support_size(support_size: int, queue_size: int | None = None) -> int:
@@ -103,6 +102,24 @@ def soft_nearest_neighbour(
     return F.normalize(torch.softmax(logits, dim=1) @ support, dim=1)
 
 
+def _check_cycle_inputs(u: Tensor, cycle_queue: Tensor, candidates: Tensor, same_video: Tensor | None) -> None:
+    """The shape checks of :func:`cycle_back_loss` (``ValueError``)."""
+    check_shape("u", u, 2, "B x D")
+    check_shape("cycle_queue", cycle_queue, 2, "K x D")
+    check_shape("candidates", candidates, 3, "B x C x D")
+    if (
+        cycle_queue.shape[1] != u.shape[1]
+        or candidates.shape[0] != u.shape[0]
+        or candidates.shape[2] != u.shape[1]
+    ):
+        raise ValueError(
+            f"shape mismatch: u {tuple(u.shape)}, cycle_queue {tuple(cycle_queue.shape)}, candidates {tuple(candidates.shape)}"
+        )
+    k = cycle_queue.shape[0]
+    if same_video is not None and same_video.shape != (u.shape[0], k):
+        raise ValueError(f"same_video must be {(u.shape[0], k)}, got {tuple(same_video.shape)}")
+
+
 def cycle_back_loss(
     u: Tensor,
     cycle_queue: Tensor,
@@ -145,20 +162,8 @@ def cycle_back_loss(
     """
     check_temperature(temperature)
     nn_t = temperature if nn_temperature is None else check_temperature(nn_temperature)
-    check_shape("u", u, 2, "B x D")
-    check_shape("cycle_queue", cycle_queue, 2, "K x D")
-    check_shape("candidates", candidates, 3, "B x C x D")
-    if (
-        cycle_queue.shape[1] != u.shape[1]
-        or candidates.shape[0] != u.shape[0]
-        or candidates.shape[2] != u.shape[1]
-    ):
-        raise ValueError(
-            f"shape mismatch: u {tuple(u.shape)}, cycle_queue {tuple(cycle_queue.shape)}, candidates {tuple(candidates.shape)}"
-        )
+    _check_cycle_inputs(u, cycle_queue, candidates, same_video)
     k = cycle_queue.shape[0]
-    if same_video is not None and same_video.shape != (u.shape[0], k):
-        raise ValueError(f"same_video must be {(u.shape[0], k)}, got {tuple(same_video.shape)}")
     support, negatives = split_queue(k, support_size, perm, generator)
     positive = pick_candidates(candidates.detach(), candidate_index, generator)
     support, negatives = support.to(u.device), negatives.to(u.device)
@@ -232,7 +237,6 @@ def cycle_contrast_terms(
     return terms
 
 
-@register_loss("cyclecontrast")
 class CycleContrastLoss(nn.Module):
     """CycleContrast: MoCo with a video-level positive + 0.1 x soft-NN cycle-back term -> scalar."""
 

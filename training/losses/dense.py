@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.losses._checks import check_shape, check_temperature
-from training.losses.registry import register_loss
+from training.checks import check_shape, check_temperature
 
 
 def dense_correspondence(q_feats: Tensor, k_feats: Tensor) -> Tensor:
@@ -75,30 +74,6 @@ def dense_contrast_loss(
     return F.cross_entropy(logits, labels)
 
 
-def pooled_dense_keys(k_dense: Tensor) -> Tensor:
-    """``B x M x P`` dense keys -> ``B x P`` L2-normalised means (what DenseCL enqueues)."""
-    check_shape("k_dense", k_dense, 3, "B x M x P")
-    return F.normalize(k_dense.mean(dim=1), dim=1)
-
-
-class DenseHead(nn.Module):
-    """DenseCL's dense projection: 1x1x1 conv ``C -> C``, ReLU, 1x1x1 conv ``C -> P``, per location.
-
-    ``B x C x t x h x w`` feature map -> ``B x (t*h*w) x P`` L2-normalised projections.
-    """
-
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int = 128) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv3d(in_dim, hidden_dim, 1), nn.ReLU(inplace=True), nn.Conv3d(hidden_dim, out_dim, 1)
-        )
-
-    def forward(self, maps: Tensor) -> Tensor:
-        check_shape("maps", maps, 5, "B x C x t x h x w")
-        return F.normalize(self.net(maps).flatten(2).transpose(1, 2), dim=-1)
-
-
-@register_loss("dense")
 class DenseContrastLoss(nn.Module):
     """DenseCL's dense InfoNCE (:func:`dense_contrast_loss`); matches locations when ``match`` is None."""
 

@@ -26,8 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.losses._checks import check_choice, check_shape, check_temperature
-from training.losses.registry import register_loss
+from training.checks import check_choice, check_shape, check_temperature
 
 ESTIMATORS = ("hard", "easy")
 
@@ -118,7 +117,6 @@ def _hcl_rows(z: Tensor, b: int, t: float, tau_plus: float, beta: float, estimat
     return torch.log(pos + ng) - log_pos
 
 
-@register_loss("hcl")
 class HCLLoss(nn.Module):
     """HCL debiased hard-negative loss over two views, ``B x D`` each -> scalar."""
 

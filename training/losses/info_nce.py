@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from training.losses._checks import check_shape, check_temperature
-from training.losses._contrastive import nt_xent_rows
-from training.losses.registry import register_loss
+from training.checks import check_shape, check_temperature
+from training.losses.nt_xent import nt_xent_rows
 
 
 def info_nce_loss(z1: Tensor, z2: Tensor, temperature: float = 0.1) -> Tensor:
@@ -36,7 +35,6 @@ def info_nce_loss(z1: Tensor, z2: Tensor, temperature: float = 0.1) -> Tensor:
     return nt_xent_rows(z1, z2, temperature).mean()
 
 
-@register_loss("info_nce")
 class InfoNCELoss(nn.Module):
     """SimCLR NT-Xent (InfoNCE) loss over two views, ``B x D`` each -> scalar."""
 

@@ -19,9 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from training.losses._checks import check_shape, check_temperature, check_weight
+from training.checks import check_shape, check_temperature, check_weight
 from training.losses.info_nce import info_nce_loss
-from training.losses.registry import register_loss
 
 
 def stationary_loss(long: Tensor, short: Tensor, temperature: float = 0.1) -> Tensor:
@@ -75,7 +74,6 @@ def longshort_loss_terms(
     }
 
 
-@register_loss("longshort")
 class LongShortLoss(nn.Module):
     """Long/short view decomposition: weighted stationary + non-stationary NT-Xent terms -> scalar."""
 

@@ -32,8 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.losses._checks import check_shape, check_temperature
-from training.losses.registry import register_loss
+from training.checks import check_shape, check_temperature
 
 
 class MochiDraws(NamedTuple):
@@ -206,7 +205,6 @@ def mochi_loss(
     return F.cross_entropy(logits, labels)
 
 
-@register_loss("mochi")
 class MoCHiLoss(nn.Module):
     """MoCo queue loss with MoCHi(N, s, s') synthetic hard negatives -> scalar."""
 

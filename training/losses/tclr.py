@@ -18,10 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.losses._checks import check_choice, check_shape, check_temperature
-from training.losses._contrastive import nt_xent_rows
+from training.checks import check_choice, check_shape, check_temperature
 from training.losses.info_nce import info_nce_loss
-from training.losses.registry import register_loss
+from training.losses.nt_xent import nt_xent_rows
 
 LL_REDUCTIONS = ("mean", "sum")
 GL_REDUCTIONS = ("mean", "official")
@@ -141,17 +140,23 @@ def tclr_loss_terms(
         gl = [global_local_loss(slices[x], local[y], temperature, "mean") for x, y in pairs]
         terms["gl"] = torch.stack(gl).mean()
         return terms
-    n = local_a.shape[1]
+    return {**terms, **_official_local_terms(slices, local, temperature)}
+
+
+def _official_local_terms(slices: dict[str, Tensor], local: dict[str, Tensor], temperature: float) -> dict[str, Tensor]:
+    """``ic_local``, ``ll`` and ``gl`` as the official ``train_epoch`` sums them (see :func:`tclr_loss_terms`)."""
+    n = local["a"].shape[1]
     clips = [local[x][:, t] for x in "ab" for t in range(n)]
     # NT-Xent is symmetric in its two views, so each unordered pair counts twice.
     ic_local = [
         info_nce_loss(clips[i], clips[j], temperature) for i, j in itertools.combinations(range(2 * n), 2)
     ]
-    terms["ic_local"] = 2.0 * torch.stack(ic_local).sum() / n
-    terms["ll"] = local_local_loss(local_a, local_b, temperature, "sum")
-    gl = [global_local_loss(slices[x], local[y], temperature, "official") for x, y in pairs]
-    terms["gl"] = torch.stack(gl).sum()
-    return terms
+    gl = [global_local_loss(slices[x], local[y], temperature, "official") for x, y in itertools.product("ab", repeat=2)]
+    return {
+        "ic_local": 2.0 * torch.stack(ic_local).sum() / n,
+        "ll": local_local_loss(local["a"], local["b"], temperature, "sum"),
+        "gl": torch.stack(gl).sum(),
+    }
 
 
 def tclr_loss(
@@ -169,7 +174,6 @@ def tclr_loss(
     return torch.stack(list(terms.values())).sum()
 
 
-@register_loss("tclr")
 class TCLRLoss(nn.Module):
     """TCLR loss: instance + local-local + global-local temporal contrastive terms -> scalar."""
 

@@ -31,8 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.losses._checks import check_choice, check_shape, check_temperature
-from training.losses.registry import register_loss
+from training.checks import check_choice, check_shape, check_temperature
 
 NORMALIZATIONS = ("paper", "official")
 
@@ -190,6 +189,25 @@ def assign_targets(centres: Tensor, targets: Tensor) -> Tensor:
     return sigma.to(centres.device)
 
 
+def _check_tsc_inputs(
+    q: Tensor, k: Tensor, queue: Tensor, positive_index: Tensor, temperature: float, target_weight: float,
+    normalization: str,
+) -> None:
+    """The shape and hyperparameter checks of :func:`tsc_loss_terms` (``ValueError``)."""
+    check_temperature(temperature)
+    check_choice("normalization", normalization, NORMALIZATIONS)
+    check_shape("q", q, 2, "B x D")
+    check_shape("queue", queue, 2, "K x D")
+    check_shape("positive_index", positive_index, 2, "B x k")
+    if k.shape != q.shape or queue.shape[1] != q.shape[1] or positive_index.shape[0] != q.shape[0]:
+        raise ValueError(f"shape mismatch: q {tuple(q.shape)}, k {tuple(k.shape)}, queue {tuple(queue.shape)}, "
+                         f"positive_index {tuple(positive_index.shape)}")
+    if not target_weight >= 0:
+        raise ValueError(f"target_weight must be >= 0, got {target_weight!r}")
+    if positive_index.numel() and int(positive_index.max()) >= queue.shape[0]:
+        raise ValueError(f"positive_index must be < K = {queue.shape[0]}")
+
+
 def tsc_loss_terms(
     q: Tensor,
     k: Tensor,
@@ -220,18 +238,7 @@ def tsc_loss_terms(
     Returns:
         ``{"loss", "loss_class", "loss_target"}`` scalars (``loss_target`` is 0 for KCL).
     """
-    check_temperature(temperature)
-    check_choice("normalization", normalization, NORMALIZATIONS)
-    check_shape("q", q, 2, "B x D")
-    check_shape("queue", queue, 2, "K x D")
-    check_shape("positive_index", positive_index, 2, "B x k")
-    if k.shape != q.shape or queue.shape[1] != q.shape[1] or positive_index.shape[0] != q.shape[0]:
-        raise ValueError(f"shape mismatch: q {tuple(q.shape)}, k {tuple(k.shape)}, queue {tuple(queue.shape)}, "
-                         f"positive_index {tuple(positive_index.shape)}")
-    if not target_weight >= 0:
-        raise ValueError(f"target_weight must be >= 0, got {target_weight!r}")
-    if positive_index.numel() and int(positive_index.max()) >= queue.shape[0]:
-        raise ValueError(f"positive_index must be < K = {queue.shape[0]}")
+    _check_tsc_inputs(q, k, queue, positive_index, temperature, target_weight, normalization)
     b, n_queue = q.shape[0], queue.shape[0]
     parts = [(q * k.detach()).sum(dim=1, keepdim=True), q @ queue.detach().t()]
     if targets is not None:
@@ -248,7 +255,7 @@ def tsc_loss_terms(
     queue_lp = log_prob[rows[valid], 1 + positive_index[valid]]
     sum_pos = log_prob[:, 0] + torch.zeros(b, dtype=log_prob.dtype, device=q.device).index_add(0, rows[valid], queue_lp)
     n_pos = 1.0 + valid.sum(dim=1).to(log_prob.dtype)
-    if targets is None:
+    if targets is None or target_index is None:  # KCL (TSC's target_index was checked above)
         class_term = -sum_pos / n_pos
         zero = class_term.new_zeros(())
         return {"loss": class_term.mean(), "loss_class": class_term.mean(), "loss_target": zero}
@@ -312,7 +319,6 @@ def tsc_loss(
                           temperature=temperature, target_weight=target_weight, normalization=normalization)["loss"]
 
 
-@register_loss("kcl")
 class KCLLoss(nn.Module):
     """K-positive contrastive loss over a labelled queue (Kang et al. 2021; TSC paper Sec. 3) -> scalar."""
 
@@ -332,7 +338,6 @@ class KCLLoss(nn.Module):
         return f"num_positive={self.num_positive}, temperature={self.temperature}"
 
 
-@register_loss("tsc")
 class TSCLoss(KCLLoss):
     """Targeted supervised contrastive loss (Li et al. 2022, Sec. 3) -> scalar."""
 

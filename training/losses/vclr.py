@@ -9,21 +9,20 @@ code: ``amazon-research/video-contrastive-learning`` @ ``4fb66c3d``: ``models/Co
 A video is cut into ``S = 3`` equal segments. Notation (all embeddings ``B x P``, assumed
 L2-normalised): ``q`` is the query of one clip of the first or last segment; ``k_same`` the
 momentum encoder's key of the same clip under another augmentation; ``k_other1``/``k_other2``
-the keys of the clips of the two other segments ("SeCo", Yao et al. 2021).
+the keys of the clips of the two other segments ("SeCo", Yao et al. 2021). The segment-order
+shuffles are drawn by :class:`training.augment.segment_order.OrderShuffle`.
 """
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.losses._checks import check_choice, check_shape, check_temperature, check_weight
+from training.checks import check_choice, check_shape, check_temperature, check_weight
 from training.losses.moco import moco_loss
-from training.losses.registry import register_loss
 
 ORDER_NORMS = ("feature", "official")
 ORDER_CLASSES = 4  # 0: both in order, 1: query shuffled, 2: key shuffled, 3: both shuffled
@@ -91,60 +90,6 @@ def order_features(z: Tensor, norm: str = "feature") -> Tensor:
     return F.normalize(z, dim=2 if norm == "feature" else 1).flatten(1)
 
 
-def order_permutations(num_segments: int = 3) -> Tensor:
-    """The orders counted as "shuffled": every permutation but the identity and its reversal.
-
-    Official ``shuffle_list`` redraws until the order is neither (4 of the 6 for ``S = 3``).
-    Returns ``M x S`` long, in lexicographic order.
-    """
-    if num_segments < 3:
-        raise ValueError(f"num_segments must be >= 3 (2 segments have no shuffled order), got {num_segments}")
-    ident = tuple(range(num_segments))
-    perms = [p for p in itertools.permutations(ident) if p not in (ident, ident[::-1])]
-    return torch.tensor(perms, dtype=torch.long)
-
-
-@dataclass(frozen=True)
-class OrderShuffle:
-    """Segment orders of one batch for the order task (explicit so a test can replay them).
-
-    Attributes:
-        perm_q: ``B x S`` segment order of each query tuple (identity when not shuffled).
-        perm_k: ``B x S`` segment order of each key tuple.
-        labels: ``B`` classes, ``shuffled_q + 2 * shuffled_k`` (official ``order_label``).
-    """
-
-    perm_q: Tensor
-    perm_k: Tensor
-    labels: Tensor
-
-    @classmethod
-    def from_flags(
-        cls, shuffled_q: Tensor, shuffled_k: Tensor, choice_q: Tensor, choice_k: Tensor, num_segments: int = 3
-    ) -> "OrderShuffle":
-        """Build from ``B`` bool flags and ``B`` indices into :func:`order_permutations`."""
-        perms = order_permutations(num_segments)
-        ident = torch.arange(num_segments).expand(shuffled_q.shape[0], -1)
-        perm_q = torch.where(shuffled_q[:, None], perms[choice_q], ident)
-        perm_k = torch.where(shuffled_k[:, None], perms[choice_k], ident)
-        labels = shuffled_q.long() + 2 * shuffled_k.long()
-        return cls(perm_q, perm_k, labels)
-
-    @classmethod
-    def draw(cls, batch: int, generator: torch.Generator, num_segments: int = 3) -> "OrderShuffle":
-        """Each tuple shuffled with probability 1/2 (query and key independently), as officially."""
-        m = order_permutations(num_segments).shape[0]
-        flags = torch.rand(2, batch, generator=generator) < 0.5
-        choices = torch.randint(m, (2, batch), generator=generator)
-        return cls.from_flags(flags[0], flags[1], choices[0], choices[1], num_segments)
-
-    @staticmethod
-    def apply(x: Tensor, perm: Tensor) -> Tensor:
-        """Reorder ``B x S x ...`` along the segment axis: ``out[b, i] = x[b, perm[b, i]]``."""
-        index = perm.to(x.device).reshape(*perm.shape, *([1] * (x.dim() - 2))).expand_as(x)
-        return torch.gather(x, 1, index)
-
-
 def vclr_loss_terms(
     *,
     inter: tuple[Tensor, Tensor, Tensor, Tensor],
@@ -189,7 +134,6 @@ def vclr_loss_terms(
     }
 
 
-@register_loss("vclr")
 class VCLRLoss(nn.Module):
     """VCLR loss: weighted SeCo inter + intra + temporal order + segment (global context) -> scalar."""
 
@@ -213,7 +157,7 @@ class VCLRLoss(nn.Module):
             "segment": check_weight("segment_weight", segment_weight),
         }
 
-    def forward(self, **inputs: Tensor) -> Tensor:
+    def forward(self, **inputs: Any) -> Tensor:  # tensors and tuples of tensors, as vclr_loss_terms takes
         """``sum_t w_t * term_t`` of :func:`vclr_loss_terms` (same keyword inputs)."""
         terms = vclr_loss_terms(**inputs, temperature=self.temperature, temperature_intra=self.temperature_intra)
         return torch.stack([self.weights[k] * v for k, v in terms.items()]).sum()

@@ -1,4 +1,4 @@
-"""VideoMoCo: temporally decayed queue keys and adversarial frame dropping.
+"""VideoMoCo: the temporally decayed MoCo loss and the adversarial gradient routing.
 
 Pan et al., "VideoMoCo: Contrastive Video Representation Learning with Temporally Adversarial
 Examples", CVPR 2021. Official code: ``tinapan-pt/VideoMoCo`` @ ``42e069ae``,
@@ -7,9 +7,8 @@ Examples", CVPR 2021. Official code: ``tinapan-pt/VideoMoCo`` @ ``42e069ae``,
 
 - Temporal decay: a queue key that was enqueued ``a`` steps ago is scaled by ``t^a`` before it
   meets the query, so older keys (computed by an older momentum encoder) count less.
-- Frame dropping: a generator scores the frames of the query clip; the ``drop`` lowest-scoring
-  frames are replaced by their own mean value. The op is not differentiable in the scores, so
-  the backward is straight-through (as ``VideoTopk``).
+- Frame dropping (the generator's op) is :func:`training.augment.frame_drop.drop_frames`; the
+  queue that counts key ages is :class:`training.methods.queue.AgedKeyQueue`.
 - Gradient routing: the official code trains the generator G with ``L_contrastive - w * L1``
   and the encoder (discriminator D) with ``L_contrastive`` alone, using two optimisers.
   :func:`route_adversarial_gradient` builds one loss whose single backward gives both.
@@ -21,9 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.losses._checks import check_shape, check_temperature
-from training.losses.moco import KeyQueue
-from training.losses.registry import register_loss
+from training.checks import check_shape, check_temperature
 
 
 def check_decay(decay: float) -> float:
@@ -49,7 +46,7 @@ def decayed_moco_loss(
         k: ``B x D`` positive keys, assumed L2-normalised.
         queue: ``K x D`` negative keys (row layout), assumed L2-normalised.
         ages: ``K`` non-negative ages ``a_j`` of the queue keys, in enqueue steps (see
-            :class:`AgedKeyQueue`).
+            :class:`~training.methods.queue.AgedKeyQueue`).
         decay: ``t`` in ``(0, 1]``; 0.99999 (official ``--temporal_decay``); 1 is plain MoCo.
         temperature: ``T > 0`` (official 0.07).
 
@@ -72,77 +69,6 @@ def decayed_moco_loss(
     logits = torch.cat([l_pos, l_neg], dim=1) / temperature
     labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
     return F.cross_entropy(logits, labels)
-
-
-class AgedKeyQueue(KeyQueue):
-    """A :class:`~training.losses.moco.KeyQueue` that also counts each key's age.
-
-    Ages follow the official ``_dequeue_and_enqueue``: every enqueue first adds 1 to all ages,
-    then sets the slots just written to 1. So at the next loss the newest keys have age 1, and
-    a key written ``n`` enqueues ago has age ``n``. The initial random keys start at age 0.
-    Unlike the official ``count`` (a plain int16 attribute, lost on resume and silently reset to
-    0), ``ages`` is an int64 buffer saved in ``state_dict``.
-    """
-
-    ages: Tensor
-
-    def __init__(self, size: int, dim: int, generator: torch.Generator | None = None) -> None:
-        super().__init__(size, dim, generator=generator)
-        self.register_buffer("ages", torch.zeros(self.size, dtype=torch.long))
-
-    @torch.no_grad()
-    def enqueue(self, keys: Tensor) -> None:
-        """Write ``keys`` (``B x D``) as :class:`KeyQueue` does, then age the queue."""
-        check_shape("keys", keys, 2, "B x D")
-        slots = self.written_slots(keys.shape[0])
-        super().enqueue(keys)
-        self.ages.add_(1)
-        self.ages[slots] = 1
-
-
-class DropFrames(torch.autograd.Function):
-    """Replace the ``drop`` lowest-scoring frames of each clip by their mean (``VideoTopk``).
-
-    Forward: for clip ``b`` the ``drop`` frames ``t`` with the smallest ``scores[b, t]`` become
-    the constant ``mean(x[b, :, t])`` (one scalar over channels and pixels); the others are
-    copied. Backward (straight-through, as official): ``d scores[b, t] = sum_{c,h,w}
-    grad[b, c, t, h, w]`` for *every* frame, and no gradient to ``x``.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, scores: Tensor, drop: int) -> Tensor:  # noqa: D102
-        dropped = torch.zeros_like(scores, dtype=torch.bool)
-        if drop > 0:
-            lowest = scores.detach().topk(int(drop), dim=1, largest=False).indices
-            dropped.scatter_(1, lowest, True)
-        means = x.mean(dim=(1, 3, 4), keepdim=True)  # B x 1 x T x 1 x 1
-        mask = dropped[:, None, :, None, None]
-        return torch.where(mask, means.expand_as(x), x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[None, Tensor, None]:  # noqa: D102
-        return None, grad.sum(dim=(1, 3, 4)), None
-
-
-def drop_frames(x: Tensor, scores: Tensor, drop: int) -> Tensor:
-    """Frame dropping with a straight-through gradient to ``scores`` (see :class:`DropFrames`).
-
-    Args:
-        x: ``B x C x T x H x W`` clips (normalised, as the official code drops after its GPU
-            augmentation).
-        scores: ``B x T`` per-frame scores from the generator.
-        drop: number of frames replaced per clip, ``0 <= drop <= T`` (official 8 of 32).
-
-    Returns:
-        ``B x C x T x H x W`` clips with ``drop`` frames set to their mean.
-    """
-    check_shape("x", x, 5, "B x C x T x H x W")
-    check_shape("scores", scores, 2, "B x T")
-    if scores.shape != (x.shape[0], x.shape[2]):
-        raise ValueError(f"scores must be B x T = {(x.shape[0], x.shape[2])}, got {tuple(scores.shape)}")
-    if not 0 <= int(drop) <= x.shape[2]:
-        raise ValueError(f"drop must be in [0, T={x.shape[2]}], got {drop!r}")
-    return DropFrames.apply(x, scores, int(drop))
 
 
 def route_adversarial_gradient(contrastive: Tensor, adversarial: Tensor, fake: Tensor) -> Tensor:
@@ -173,7 +99,6 @@ def route_adversarial_gradient(contrastive: Tensor, adversarial: Tensor, fake: T
     return contrastive + (surrogate - surrogate.detach())
 
 
-@register_loss("videomoco")
 class DecayedMoCoLoss(nn.Module):
     """VideoMoCo's MoCo loss with negatives decayed by queue age, ``t^age`` (t=0.99999) -> scalar."""
 

@@ -37,6 +37,8 @@ from training.augment import ColorAugment
 from training.data.dataset import normalize_clips
 from training.distributed import get_rank
 from training.errors import TrainError
+from training.methods.views import ViewSampler
+from training.models.registry import Backbone
 from vcl_infer.clips.spec import ClipSpec
 
 if TYPE_CHECKING:
@@ -133,7 +135,7 @@ class Method(nn.Module, Generic[H]):
     name: ClassVar[str] = ""
     Hparams: ClassVar[type[CommonHparams]] = CommonHparams
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.03, "weight_decay": 1e-4}
-    num_views: ClassVar[int] = 2
+    num_views = 2
     batch_keys: ClassVar[tuple[str, ...]] = ()
     hparams: H
 
@@ -151,7 +153,7 @@ class Method(nn.Module, Generic[H]):
         """
         return Prepared()
 
-    def __init__(self, *, backbone: nn.Module, spec: ClipSpec, hparams: H, seed: int = 0) -> None:
+    def __init__(self, *, backbone: Backbone, spec: ClipSpec, hparams: H, seed: int = 0) -> None:
         super().__init__()
         if not isinstance(hparams, self.Hparams):
             raise TypeError(f"{type(self).__name__} needs {self.Hparams.__name__}, got {type(hparams).__name__}")
@@ -166,7 +168,7 @@ class Method(nn.Module, Generic[H]):
         return int(self.backbone.embed_dim)
 
     @property
-    def views(self) -> Any:
+    def views(self) -> ViewSampler:
         """Picklable ``views(timestamps, rng) -> list[ClipWindow]`` for the data set."""
         raise NotImplementedError
 

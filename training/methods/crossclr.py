@@ -33,9 +33,9 @@ import torch.nn.functional as F
 from training.distributed import gather_no_grad
 from training.errors import TrainError
 from training.losses.crossclr import VARIANTS, crossclr_loss
-from training.losses.moco import KeyQueue
 from training.methods.base import CommonHparams, Method, Prepared, step_seed
 from training.methods.heads import MLPHead
+from training.methods.queue import KeyQueue
 from training.methods.registry import register_method
 from training.methods.views import DistinctClips
 
@@ -89,9 +89,9 @@ class CrossCLRHparams(CommonHparams):
 class CrossCLR(Method[CrossCLRHparams]):
     """CrossCLR: video clip vs paired features (--set pair_features=FILE.npz), intra negatives, pruning, T=0.03."""
 
-    Hparams: ClassVar[type] = CrossCLRHparams
+    Hparams: ClassVar[type[CommonHparams]] = CrossCLRHparams
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "adam", "lr": 9e-4, "weight_decay": 0.0}
-    num_views: ClassVar[int] = 1
+    num_views = 1
     batch_keys: ClassVar[tuple[str, ...]] = ("pairs",)
     """Each video's paired vector, ``training_step(..., pairs=B x P)``."""
 

@@ -30,14 +30,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.checks import check_weight
 from training.distributed import gather_no_grad
-from training.losses._checks import check_weight
 from training.losses.cyclecontrast import check_support_size, cycle_contrast_terms
-from training.losses.moco import KeyQueue, momentum_update, split_batch_forward
-from training.methods.base import Prepared, step_seed
+from training.methods.base import CommonHparams, Prepared, step_seed
 from training.methods.heads import Encoder, MLPHead
 from training.methods.moco import Encoded, MoCo, MoCoHparams
+from training.methods.momentum import momentum_update, split_batch_forward
+from training.methods.queue import KeyQueue
 from training.methods.registry import register_method
+from training.methods.views import ViewSampler
 from vcl_infer.clips.sampling import ClipWindow, distinct_clips
 from vcl_infer.clips.spec import ClipSpec
 
@@ -110,8 +112,8 @@ class VideoIdQueue(KeyQueue):
 class CycleContrast(MoCo[CycleContrastHparams]):
     """CycleContrast: MoCo (T=0.07) with an own-video positive + 0.1 x soft-NN cross-video cycle term (sep. head)."""
 
-    Hparams: ClassVar[type] = CycleContrastHparams
-    num_views: ClassVar[int] = 3
+    Hparams: ClassVar[type[CommonHparams]] = CycleContrastHparams
+    num_views = 3
     batch_keys: ClassVar[tuple[str, ...]] = ("video_ids",)
     """``training_step`` takes ``video_ids`` (the data set index of each clip) to keep the query's
     own video out of its cycle; without them nothing is excluded."""
@@ -135,7 +137,7 @@ class CycleContrast(MoCo[CycleContrastHparams]):
         self.cycle_queue = VideoIdQueue(hparams.cycle_queue_size, hparams.proj_dim, generator=init)
 
     @property
-    def views(self) -> ClipAndCandidate:
+    def views(self) -> ViewSampler:
         return ClipAndCandidate(self.spec)
 
     def encode_two_heads(
@@ -148,7 +150,7 @@ class CycleContrast(MoCo[CycleContrastHparams]):
             pooled = encoder.backbone.forward_head(maps)
             z, u = F.normalize(encoder.head(pooled), dim=1), F.normalize(cycle_head(pooled), dim=1)
             if self.uses_dense:
-                return z, u, maps.flatten(2).transpose(1, 2), encoder.dense_head(maps)
+                return z, u, maps.flatten(2).transpose(1, 2), encoder.project_dense(maps)
             return z, u
 
         z, u, *dense = split_batch_forward(run, x, groups, perm)
@@ -185,7 +187,7 @@ class CycleContrast(MoCo[CycleContrastHparams]):
                 groups,
                 torch.randperm(2 * b, generator=g),
             )
-        k = Encoded(*(None if t is None else t[:b] for t in (keys.z, keys.feats, keys.dense)))
+        k = Encoded(keys.z[:b], *(None if t is None else t[:b] for t in (keys.feats, keys.dense)))
         cycle_queue = self.cycle_queue().clone()
         same_video = None
         if video_ids is not None:

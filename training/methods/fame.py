@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from training.losses.fame import HUE_UNITS, FAMEAugment
+from training.augment.fame import HUE_UNITS, FAMEAugment
+from training.methods.base import CommonHparams
 from training.methods.moco import MoCo, MoCoHparams
 from training.methods.registry import register_method
 
@@ -49,7 +50,7 @@ class FAMEHparams(MoCoHparams):
 class FAME(MoCo[FAMEHparams]):
     """FAME: symmetric MoCo (T=0.1, K=2048) with foreground-background merging of the query clip (beta=0.5)."""
 
-    Hparams: ClassVar[type] = FAMEHparams
+    Hparams: ClassVar[type[CommonHparams]] = FAMEHparams
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.01, "weight_decay": 1e-4}
 
     def __init__(self, *, backbone, spec, hparams: FAMEHparams, seed: int = 0) -> None:

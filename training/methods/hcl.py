@@ -66,7 +66,7 @@ def hcl_head(in_dim: int, hidden_dim: int = 512, out_dim: int = 128) -> nn.Seque
 class HCL(Method[HCLHparams]):
     """HCL: 2 distinct clips per video, head D->512->128, debiased hard-negative loss (T=0.5, tau+=0.1, beta=1)."""
 
-    Hparams: ClassVar[type] = HCLHparams
+    Hparams: ClassVar[type[CommonHparams]] = HCLHparams
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-6}
 
     def __init__(self, *, backbone, spec, hparams: HCLHparams, seed: int = 0) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
+
+from training.checks import check_shape
+from training.models.registry import Backbone
 
 
 class MLPHead(nn.Module):
@@ -58,7 +61,7 @@ class Encoder(nn.Module):
     the backbone's per-location features and the dense projections.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, dense_head: nn.Module | None = None) -> None:
+    def __init__(self, backbone: Backbone, head: nn.Module, dense_head: nn.Module | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -70,8 +73,36 @@ class Encoder(nn.Module):
     def forward_dense(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``x`` -> (embedding ``B x P``, backbone features ``B x L x C``, dense projections ``B x L x P``)
         over the ``L = t*h*w`` locations of the last feature map."""
-        if self.dense_head is None:
-            raise RuntimeError("this encoder has no dense head")
         maps = self.backbone.forward_features(x)
         z = F.normalize(self.head(self.backbone.forward_head(maps)), dim=1)
-        return z, maps.flatten(2).transpose(1, 2), self.dense_head(maps)
+        return z, maps.flatten(2).transpose(1, 2), self.project_dense(maps)
+
+    def project_dense(self, maps: torch.Tensor) -> torch.Tensor:
+        """``B x C x t x h x w`` backbone maps -> ``B x L x P`` dense projections."""
+        if self.dense_head is None:
+            raise RuntimeError("this encoder has no dense head")
+        dense: torch.Tensor = self.dense_head(maps)
+        return dense
+
+
+def pooled_dense_keys(k_dense: Tensor) -> Tensor:
+    """``B x M x P`` dense keys -> ``B x P`` L2-normalised means (what DenseCL enqueues)."""
+    check_shape("k_dense", k_dense, 3, "B x M x P")
+    return F.normalize(k_dense.mean(dim=1), dim=1)
+
+
+class DenseHead(nn.Module):
+    """DenseCL's dense projection: 1x1x1 conv ``C -> C``, ReLU, 1x1x1 conv ``C -> P``, per location.
+
+    ``B x C x t x h x w`` feature map -> ``B x (t*h*w) x P`` L2-normalised projections.
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int = 128) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv3d(in_dim, hidden_dim, 1), nn.ReLU(inplace=True), nn.Conv3d(hidden_dim, out_dim, 1)
+        )
+
+    def forward(self, maps: Tensor) -> Tensor:
+        check_shape("maps", maps, 5, "B x C x t x h x w")
+        return F.normalize(self.net(maps).flatten(2).transpose(1, 2), dim=-1)

@@ -34,7 +34,7 @@ from training.losses.longshort import longshort_loss_terms
 from training.methods.base import CommonHparams, Method
 from training.methods.heads import MLPHead
 from training.methods.registry import register_method
-from training.methods.views import _window
+from training.methods.views import window_at
 from vcl_infer.clips.sampling import ClipWindow
 from vcl_infer.clips.spec import ClipSpec
 
@@ -75,7 +75,7 @@ class LongShortClips:
         offsets = [start + np.arange(t) * step * self.num_short]
         offsets += [start + j * t * step + np.arange(t) * step for j in range(self.num_short)]
         pad = (lambda o: o % n) if self.spec.short_video == "loop" else (lambda o: np.minimum(o, n - 1))
-        return [_window(ts, pad(o)) for o in offsets]
+        return [window_at(ts, pad(o)) for o in offsets]
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ class ShortViewAggregator(nn.Module):
 class LongShort(Method[LongShortHparams]):
     """Long/short views: stationary (first D/2) and non-stationary (last D/2) features, NT-Xent (T=0.1)."""
 
-    Hparams: ClassVar[type] = LongShortHparams
+    Hparams: ClassVar[type[CommonHparams]] = LongShortHparams
     # [unverified] the paper's optimiser; SimCLR-style SGD at MoCo's settings, as simclr here
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.03, "weight_decay": 1e-4}
 

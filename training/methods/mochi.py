@@ -16,6 +16,7 @@ import torch
 
 from training.losses.mochi import check_mochi_hparams, draw_mochi, mochi_loss
 from training.losses.moco import moco_loss
+from training.methods.base import CommonHparams
 from training.methods.moco import MoCo, MoCoHparams
 from training.methods.registry import register_method
 
@@ -55,7 +56,7 @@ class MoCHiHparams(MoCoHparams):
 class MoCHi(MoCo[MoCHiHparams]):
     """MoCHi: MoCo v2 with hard negative mixing, MoCHi(N=1024, s=1024, s'=128), synthetic points never enqueued."""
 
-    Hparams: ClassVar[type] = MoCHiHparams
+    Hparams: ClassVar[type[CommonHparams]] = MoCHiHparams
 
     def mixing_counts(self, step: int) -> tuple[int, int, int]:
         """``(N, s, s')`` at ``step``: clamped to the queue size, ``s = s' = 0`` before the warm-up ends."""

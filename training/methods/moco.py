@@ -22,13 +22,17 @@ import torch
 from torch import nn
 
 from training.distributed import gather_no_grad
-from training.losses.dense import DenseHead, dense_contrast_loss, dense_correspondence, pooled_dense_keys
-from training.losses.moco import KeyQueue, moco_loss, momentum_update, split_batch_forward
+from training.losses.dense import dense_contrast_loss, dense_correspondence
+from training.losses.moco import moco_loss
 from training.methods.base import CommonHparams, Method, step_seed
-from training.methods.heads import Encoder, MLPHead
+from training.methods.heads import DenseHead, Encoder, MLPHead, pooled_dense_keys
+from training.methods.momentum import momentum_update, split_batch_forward
+from training.methods.queue import KeyQueue
 from training.methods.registry import register_method
 from training.methods.reversal import reverse_time
-from training.methods.views import DistinctClips
+from training.methods.views import DistinctClips, ViewSampler
+from training.models.registry import Backbone
+from vcl_infer.clips.spec import ClipSpec
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,12 @@ class Encoded:
     feats: torch.Tensor | None = None  # B x L x C backbone features (correspondence)
     dense: torch.Tensor | None = None  # B x L x P dense projections
 
+    def dense_parts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(feats, dense)``; a view encoded without the dense head has none (``RuntimeError``)."""
+        if self.feats is None or self.dense is None:
+            raise RuntimeError("this view was encoded without the dense head")
+        return self.feats, self.dense
+
 
 MH = TypeVar("MH", bound=MoCoHparams)
 
@@ -101,10 +111,10 @@ class MoCo(Method[MH]):
     :meth:`dense_terms` and :meth:`enqueue_dense`.
     """
 
-    Hparams: ClassVar[type] = MoCoHparams
+    Hparams: ClassVar[type[CommonHparams]] = MoCoHparams
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.03, "weight_decay": 1e-4}
 
-    def __init__(self, *, backbone, spec, hparams: MoCoHparams, seed: int = 0) -> None:
+    def __init__(self, *, backbone: Backbone, spec: ClipSpec, hparams: MH, seed: int = 0) -> None:
         super().__init__(backbone=backbone, spec=spec, hparams=hparams, seed=seed)
         d = self.embed_dim
         head: nn.Module = MLPHead(d, d, hparams.proj_dim) if hparams.mlp else nn.Linear(d, hparams.proj_dim)
@@ -124,7 +134,7 @@ class MoCo(Method[MH]):
         return self.hparams.dense_weight > 0
 
     @property
-    def views(self) -> DistinctClips:
+    def views(self) -> ViewSampler:
         return DistinctClips(self.spec, 2)
 
     def _groups(self, batch: int) -> int:
@@ -172,15 +182,16 @@ class MoCo(Method[MH]):
     def dense_terms(self, pairs: list[tuple[Encoded, Encoded]]) -> torch.Tensor:
         """Mean dense loss over ``(query, key)`` pairs, against the dense queue as it was before this step."""
         queue = self.dense_queue().clone()
-        losses = [
-            dense_contrast_loss(q.dense, k.dense, queue, dense_correspondence(q.feats, k.feats), self.hparams.temperature)
-            for q, k in pairs
-        ]
+        losses = []
+        for q, k in pairs:
+            (q_feats, q_dense), (k_feats, k_dense) = q.dense_parts(), k.dense_parts()
+            match = dense_correspondence(q_feats, k_feats)
+            losses.append(dense_contrast_loss(q_dense, k_dense, queue, match, self.hparams.temperature))
         return torch.stack(losses).mean()
 
     def enqueue_dense(self, keys: list[Encoded]) -> None:
         """Push the pooled dense projections of this step's keys (gathered over ranks)."""
-        self.dense_queue.enqueue(torch.cat([gather_no_grad(pooled_dense_keys(k.dense)) for k in keys]))
+        self.dense_queue.enqueue(torch.cat([gather_no_grad(pooled_dense_keys(k.dense_parts()[1])) for k in keys]))
 
     def training_step(
         self, clips: torch.Tensor, step: int, labels: torch.Tensor | None = None

@@ -8,14 +8,16 @@ dataclass); ``list_methods()`` maps names to one-line descriptions.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, TypeVar
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from vcl_infer.clips.spec import ClipSpec
 from vcl_infer.registry import Registry
 
-M = TypeVar("M", bound=type)
+if TYPE_CHECKING:
+    from training.methods.base import Method
+    from training.models.registry import Backbone
+
+M = TypeVar("M", bound="type[Method[Any]]")
 METHODS: Registry = Registry("method")
 
 
@@ -29,9 +31,10 @@ def register_method(name: str) -> Callable[[M], M]:
     return decorate
 
 
-def method_class(name: str) -> type:
+def method_class(name: str) -> type[Method[Any]]:
     """The class registered as ``name``; an unknown name lists the valid ones (KeyError)."""
-    return METHODS.get(name)
+    cls: type[Method[Any]] = METHODS.get(name)
+    return cls
 
 
 def method_hparams(name: str, **overrides: Any) -> Any:
@@ -49,7 +52,7 @@ def method_hparams(name: str, **overrides: Any) -> Any:
     return cls.Hparams(**overrides)
 
 
-def create_method(name: str, *, backbone: nn.Module, spec: ClipSpec, seed: int = 0, **overrides: Any) -> nn.Module:
+def create_method(name: str, *, backbone: Backbone, spec: ClipSpec, seed: int = 0, **overrides: Any) -> Method[Any]:
     """Build method ``name`` around ``backbone`` for clips described by ``spec``.
 
     Args:

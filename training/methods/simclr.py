@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from training.distributed import gather_with_grad
-from training.losses._contrastive import nt_xent_extra_negatives
 from training.losses.info_nce import info_nce_loss
+from training.losses.nt_xent import nt_xent_extra_negatives
 from training.methods.base import CommonHparams, Method
 from training.methods.heads import MLPHead
 from training.methods.registry import register_method
@@ -37,7 +37,7 @@ class SimCLRHparams(CommonHparams):
 class SimCLR(Method[SimCLRHparams]):
     """SimCLR: 2 distinct clips per video, MLP head D->D->128, NT-Xent (T=0.1), negatives from all ranks."""
 
-    Hparams: ClassVar[type] = SimCLRHparams
+    Hparams: ClassVar[type[CommonHparams]] = SimCLRHparams
     # The paper's LARS is not implemented; SGD with momentum at MoCo's settings instead.
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.03, "weight_decay": 1e-4}
 

@@ -57,9 +57,9 @@ class SupervisedHparams(CommonHparams):
 class Supervised(Method[SupervisedHparams]):
     """Supervised fine-tuning: 1 random clip per video, linear classifier, cross-entropy (needs labels)."""
 
-    Hparams: ClassVar[type] = SupervisedHparams
+    Hparams: ClassVar[type[CommonHparams]] = SupervisedHparams
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0}
-    num_views: ClassVar[int] = 1
+    num_views = 1
     batch_keys: ClassVar[tuple[str, ...]] = ("labels",)
 
     @classmethod

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from training.losses._contrastive import nt_xent_extra_negatives
+from training.losses.nt_xent import nt_xent_extra_negatives
 from training.losses.tclr import tclr_loss_terms
 from training.methods.base import CommonHparams, Method
 from training.methods.heads import MLPHead
@@ -72,7 +72,7 @@ class TCLRHparams(CommonHparams):
 class TCLR(Method[TCLRHparams]):
     """TCLR: 1 global + 4 local clips x 2 augmentations, instance + local-local + global-local terms (T=0.1)."""
 
-    Hparams: ClassVar[type] = TCLRHparams
+    Hparams: ClassVar[type[CommonHparams]] = TCLRHparams
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-9}
 
     def __init__(self, *, backbone, spec, hparams: TCLRHparams, seed: int = 0) -> None:

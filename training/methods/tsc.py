@@ -33,9 +33,11 @@ from training.losses.tsc import (
     tsc_loss_terms,
     update_class_centres,
 )
-from training.methods.base import Prepared, class_labels, step_seed
+from training.methods.base import CommonHparams, Prepared, class_labels, step_seed
 from training.methods.moco import MoCo, MoCoHparams
 from training.methods.registry import register_method
+from training.models.registry import Backbone
+from vcl_infer.clips.spec import ClipSpec
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ KH = TypeVar("KH", bound=KCLHparams)
 class KCL(MoCo[KH]):
     """KCL: supervised MoCo (T=0.07), key + 6 same-class queue keys as positives (needs labels)."""
 
-    Hparams: ClassVar[type] = KCLHparams
+    Hparams: ClassVar[type[CommonHparams]] = KCLHparams
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e-4}
     batch_keys: ClassVar[tuple[str, ...]] = ("labels",)
 
@@ -127,7 +129,7 @@ class KCL(MoCo[KH]):
 
     queue_labels: torch.Tensor
 
-    def __init__(self, *, backbone, spec, hparams: KCLHparams, seed: int = 0) -> None:
+    def __init__(self, *, backbone: Backbone, spec: ClipSpec, hparams: KH, seed: int = 0) -> None:
         super().__init__(backbone=backbone, spec=spec, hparams=hparams, seed=seed)
         # the class of every queued key; -1 = an initial random key, never a positive
         self.register_buffer("queue_labels", torch.full((hparams.queue_size,), -1, dtype=torch.long))
@@ -177,7 +179,7 @@ class KCL(MoCo[KH]):
 class TSC(KCL[TSCHparams]):
     """TSC: KCL plus class targets uniform on the sphere, Hungarian-assigned to EMA class centres (lambda=0.2)."""
 
-    Hparams: ClassVar[type] = TSCHparams
+    Hparams: ClassVar[type[CommonHparams]] = TSCHparams
 
     targets: torch.Tensor
     centres: torch.Tensor

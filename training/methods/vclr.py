@@ -43,14 +43,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.augment.segment_order import OrderShuffle
 from training.distributed import gather_no_grad
-from training.losses.moco import KeyQueue, momentum_update, split_batch_forward
-from training.losses.vclr import ORDER_CLASSES, ORDER_NORMS, OrderShuffle, order_features, vclr_loss_terms
-from training.methods.base import step_seed
+from training.losses.vclr import ORDER_CLASSES, ORDER_NORMS, order_features, vclr_loss_terms
+from training.methods.base import CommonHparams, step_seed
 from training.methods.heads import MLPHead
 from training.methods.moco import Encoded, MoCo, MoCoHparams
+from training.methods.momentum import momentum_update, split_batch_forward
+from training.methods.queue import KeyQueue
 from training.methods.registry import register_method
-from training.methods.views import _window
+from training.methods.views import ViewSampler, window_at
+from training.models.registry import Backbone
 from vcl_infer.clips.sampling import ClipWindow
 from vcl_infer.clips.spec import ClipSpec
 
@@ -79,7 +82,8 @@ class SegmentClips:
         n, t, step = ts.size, self.spec.frames_per_clip, int(self.spec.frame_step or 1)
         span = (t - 1) * step + 1
         length = n // SEGMENTS
-        queries, keys = [], []
+        queries: list[ClipWindow] = []
+        keys: list[ClipWindow] = []
         for j in range(SEGMENTS):
             lo = j * length
             hi = n if j == SEGMENTS - 1 else (j + 1) * length
@@ -89,7 +93,7 @@ class SegmentClips:
             for start, out in zip(starts, (queries, keys)):
                 offsets = int(start) + np.arange(t) * step
                 idx = offsets % n if self.spec.short_video == "loop" else np.minimum(offsets, n - 1)
-                out.append(_window(ts, idx))
+                out.append(window_at(ts, idx))
         return [*queries, *keys, queries[0], queries[-1]]
 
 
@@ -142,10 +146,10 @@ def _head(d: int, out: int, mlp: bool) -> nn.Module:
 class VCLR(MoCo[VCLRHparams]):
     """VCLR: 3-segment clip tuples (global context) + SeCo inter/intra + order, 2 queues K=131072, T=0.1."""
 
-    Hparams: ClassVar[type] = VCLRHparams
+    Hparams: ClassVar[type[CommonHparams]] = VCLRHparams
     # official: SGD, lr 0.1 x (batch / 256), momentum 0.9, wd 1e-4, warm-up cosine, 400 epochs
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e-4}
-    num_views: ClassVar[int] = 2 * SEGMENTS + 2
+    num_views = 2 * SEGMENTS + 2
 
     def __init__(self, *, backbone, spec, hparams: VCLRHparams, seed: int = 0) -> None:
         super().__init__(backbone=backbone, spec=spec, hparams=hparams, seed=seed)
@@ -164,10 +168,10 @@ class VCLR(MoCo[VCLRHparams]):
                 queue.keys.copy_(torch.rand(queue.keys.shape, generator=init) * 2 * stdv - stdv)
 
     @property
-    def views(self) -> SegmentClips:
+    def views(self) -> ViewSampler:
         return SegmentClips(self.spec)
 
-    def _features(self, backbone: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _features(self, backbone: Backbone, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Pooled features and (dense term on) the feature maps of ``x``."""
         if not self.uses_dense:
             return backbone(x), None
@@ -180,7 +184,7 @@ class VCLR(MoCo[VCLRHparams]):
         out = (F.normalize(self.encoder_k.head(h), dim=1), F.normalize(self.heads_k["intra"](h), dim=1))
         if maps is None:
             return out
-        return (*out, maps.flatten(2).transpose(1, 2), self.encoder_k.dense_head(maps))
+        return (*out, maps.flatten(2).transpose(1, 2), self.encoder_k.project_dense(maps))
 
     def _key_tuple(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Key encoder on ``b x 3 x C x T x H x W`` tuples -> (segment z, order features)."""
@@ -189,6 +193,48 @@ class VCLR(MoCo[VCLRHparams]):
         z = F.normalize(self.heads_k["segment"](h.mean(dim=1)), dim=1)
         order = self.heads_k["order"](h.flatten(0, 1)).view(b, SEGMENTS, -1)
         return z, order_features(order, self.hparams.order_norm)
+
+    def _queries(
+        self, q_clips: torch.Tensor, anchor: torch.Tensor, perm_q: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Query encoder on ``b x 3 x C x T x H x W`` tuples -> (inter z, intra z, segment z, order
+        features, the anchor clips' feature maps when the dense term is on)."""
+        b = q_clips.shape[0]
+        rows = torch.arange(b, device=q_clips.device)
+        h, maps = self._features(self.encoder_q.backbone, q_clips.flatten(0, 1))
+        h = h.view(b, SEGMENTS, -1)
+        h_anchor = h[rows, anchor]
+        q_inter = F.normalize(self.encoder_q.head(h_anchor), dim=1)
+        q_intra = F.normalize(self.heads_q["intra"](h_anchor), dim=1)
+        q_segment = F.normalize(self.heads_q["segment"](h.mean(dim=1)), dim=1)
+        h_order = OrderShuffle.apply(h, perm_q)
+        order = self.heads_q["order"](h_order.flatten(0, 1)).view(b, SEGMENTS, -1)
+        q_order = order_features(order, self.hparams.order_norm)
+        maps_anchor = None if maps is None else maps.view(b, SEGMENTS, *maps.shape[1:])[rows, anchor]
+        return q_inter, q_intra, q_segment, q_order, maps_anchor
+
+    @torch.no_grad()
+    def _keys(
+        self, views: list[torch.Tensor], q_clips: torch.Tensor, k_clips: torch.Tensor, anchor_last: torch.Tensor,
+        perm_k: torch.Tensor, groups: int, perms: list[torch.Tensor],
+    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]:
+        """Key encoder: (same-clip keys, keys of the two other segments, segment z, order features).
+
+        MoCo updates the key encoder before computing this step's keys; every key batch goes
+        through shuffle-BN with its own permutation of ``perms``.
+        """
+        momentum_update(self.encoder_q, self.encoder_k, self.hparams.momentum)
+        momentum_update(self.heads_q, self.heads_k, self.hparams.momentum)
+        b = q_clips.shape[0]
+        rows = torch.arange(b, device=q_clips.device)
+        same = torch.where(anchor_last.view(b, 1, 1, 1, 1), views[-1], views[-2])
+        others = q_clips[rows[:, None], _OTHERS.to(q_clips.device)[anchor_last.long()]]  # b x 2 x C x T x H x W
+        k_same = split_batch_forward(self._key_clip, same, groups, perms[0])
+        k_other1 = split_batch_forward(self._key_clip, others[:, 0], groups, perms[1])
+        k_other2 = split_batch_forward(self._key_clip, others[:, 1], groups, perms[2])
+        k_tuple = OrderShuffle.apply(k_clips, perm_k)
+        k_segment, k_order = split_batch_forward(self._key_tuple, k_tuple, groups, perms[3])
+        return k_same, k_other1, k_other2, k_segment, k_order
 
     def training_step(
         self, clips: torch.Tensor, step: int, labels: torch.Tensor | None = None
@@ -209,31 +255,12 @@ class VCLR(MoCo[VCLRHparams]):
         anchor_last = (torch.rand(b, generator=g) < 0.5).to(dev)  # official: segment 0 or 2
         shuffle = OrderShuffle.draw(b, g, SEGMENTS)
         perms = [torch.randperm(b, generator=g) for _ in range(4)]
-        rows = torch.arange(b, device=dev)
-
-        # queries: one pass over the query tuple serves the segment, order and SeCo branches
-        h, maps = self._features(self.encoder_q.backbone, q_clips.flatten(0, 1))
-        h = h.view(b, SEGMENTS, -1)
         anchor = anchor_last.long() * (SEGMENTS - 1)
-        h_anchor = h[rows, anchor]
-        q_inter = F.normalize(self.encoder_q.head(h_anchor), dim=1)
-        q_intra = F.normalize(self.heads_q["intra"](h_anchor), dim=1)
-        q_segment = F.normalize(self.heads_q["segment"](h.mean(dim=1)), dim=1)
-        h_order = OrderShuffle.apply(h, shuffle.perm_q)
-        q_order = order_features(self.heads_q["order"](h_order.flatten(0, 1)).view(b, SEGMENTS, -1), hp.order_norm)
-
-        with torch.no_grad():
-            # MoCo updates the key encoder before computing this step's keys
-            momentum_update(self.encoder_q, self.encoder_k, hp.momentum)
-            momentum_update(self.heads_q, self.heads_k, hp.momentum)
-            same = torch.where(anchor_last.view(b, 1, 1, 1, 1), views[-1], views[-2])
-            others = q_clips[rows[:, None], _OTHERS.to(dev)[anchor_last.long()]]  # b x 2 x C x T x H x W
-            k_same = split_batch_forward(self._key_clip, same, groups, perms[0])
-            k_other1 = split_batch_forward(self._key_clip, others[:, 0], groups, perms[1])
-            k_other2 = split_batch_forward(self._key_clip, others[:, 1], groups, perms[2])
-            k_tuple = OrderShuffle.apply(k_clips, shuffle.perm_k)
-            k_segment, k_order = split_batch_forward(self._key_tuple, k_tuple, groups, perms[3])
-
+        # queries: one pass over the query tuple serves the segment, order and SeCo branches
+        q_inter, q_intra, q_segment, q_order, maps_anchor = self._queries(q_clips, anchor, shuffle.perm_q)
+        k_same, k_other1, k_other2, k_segment, k_order = self._keys(
+            views, q_clips, k_clips, anchor_last, shuffle.perm_k, groups, perms
+        )
         logits = self.order_classifier(torch.cat([q_order, k_order], dim=1))
         terms = vclr_loss_terms(
             inter=(q_inter, k_same[0], k_other1[0], k_other2[0]),
@@ -251,9 +278,8 @@ class VCLR(MoCo[VCLRHparams]):
                    "segment": hp.segment_weight}
         out = {"loss": torch.stack([weights[k] * v for k, v in terms.items()]).sum()}
         out.update({f"loss_{k}": v.detach() for k, v in terms.items()})
-        if self.uses_dense:
-            maps_anchor = maps.view(b, SEGMENTS, *maps.shape[1:])[rows, anchor]
-            q_dense = Encoded(q_inter, maps_anchor.flatten(2).transpose(1, 2), self.encoder_q.dense_head(maps_anchor))
+        if maps_anchor is not None:  # the dense term is on
+            q_dense = Encoded(q_inter, maps_anchor.flatten(2).transpose(1, 2), self.encoder_q.project_dense(maps_anchor))
             k_dense = Encoded(k_same[0], k_same[2], k_same[3])
             out["loss_dense"] = self.dense_terms([(q_dense, k_dense)])
             out["loss"] = out["loss"] + hp.dense_weight * out["loss_dense"]

@@ -5,7 +5,7 @@ Adversarial Examples" (CVPR); official code ``tinapan-pt/VideoMoCo`` @ ``42e069a
 (``moco/builder.py``, ``train.py``). Per step:
 
 1. a generator scores the frames of the query clip and the ``drop`` lowest-scoring frames are
-   replaced by their mean (:func:`~training.losses.videomoco.drop_frames`, straight-through);
+   replaced by their mean (:func:`~training.augment.frame_drop.drop_frames`, straight-through);
 2. the query is the encoder's embedding of that frame-dropped clip, the key the momentum
    encoder's embedding of the other view, and the loss MoCo's with negatives decayed by queue
    age, ``t^age`` (:func:`~training.losses.videomoco.decayed_moco_loss`);
@@ -43,18 +43,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.augment.frame_drop import drop_frames
 from training.distributed import gather_no_grad, is_distributed
-from training.losses.moco import momentum_update, split_batch_forward
-from training.losses.videomoco import (
-    AgedKeyQueue,
-    check_decay,
-    decayed_moco_loss,
-    drop_frames,
-    route_adversarial_gradient,
-)
+from training.losses.videomoco import check_decay, decayed_moco_loss, route_adversarial_gradient
+from training.methods.base import CommonHparams
 from training.methods.moco import MoCo, MoCoHparams
+from training.methods.momentum import momentum_update, split_batch_forward
+from training.methods.queue import AgedKeyQueue
 from training.methods.registry import register_method
-from training.methods.views import DistinctClips
+from training.methods.views import DistinctClips, ViewSampler
 from vcl_infer.clips.sampling import ClipWindow, random_clip
 from vcl_infer.clips.spec import ClipSpec
 
@@ -147,9 +144,10 @@ class FrameScorer(nn.Module):
 class VideoMoCo(MoCo[VideoMoCoHparams]):
     """VideoMoCo: MoCo (T=0.07, K=65536) on generator-dropped query frames (T/4, adversarial L1 x100), keys decayed 0.99999^age."""
 
-    Hparams: ClassVar[type] = VideoMoCoHparams
+    Hparams: ClassVar[type[CommonHparams]] = VideoMoCoHparams
     # official README: lr 0.005 at batch 32 (SGD, momentum 0.9, wd 1e-4, steps at 120/160 of 200 epochs)
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.005, "weight_decay": 1e-4}
+    queue: AgedKeyQueue  # replaces MoCo's KeyQueue in __init__ (keys keep their age)
 
     def __init__(self, *, backbone, spec, hparams: VideoMoCoHparams, seed: int = 0) -> None:
         super().__init__(backbone=backbone, spec=spec, hparams=hparams, seed=seed)
@@ -165,7 +163,7 @@ class VideoMoCo(MoCo[VideoMoCoHparams]):
         self.frame_scorer = FrameScorer(hparams.generator_width)
 
     @property
-    def views(self) -> SameClipTwice | DistinctClips:
+    def views(self) -> ViewSampler:
         return SameClipTwice(self.spec) if self.hparams.same_clip else DistinctClips(self.spec, 2)
 
     def contrastive_terms(self, q, k, queue, *, step, generator, labels=None) -> dict[str, torch.Tensor]:

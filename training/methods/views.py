@@ -8,11 +8,18 @@ independently, so a window listed twice yields two spatial augmentations of the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from vcl_infer.clips.sampling import ClipWindow, distinct_clips
 from vcl_infer.clips.spec import ClipSpec
+
+
+class ViewSampler(Protocol):
+    """What ``Method.views`` returns: the windows of one video a training item is made of."""
+
+    def __call__(self, timestamps: np.ndarray, rng: np.random.Generator) -> list[ClipWindow]: ...
 
 
 @dataclass(frozen=True)
@@ -26,7 +33,7 @@ class DistinctClips:
         return distinct_clips(timestamps, self.spec, self.num_clips, rng)
 
 
-def _window(ts: np.ndarray, indices: np.ndarray) -> ClipWindow:
+def window_at(ts: np.ndarray, indices: np.ndarray) -> ClipWindow:
     end_index = int(indices.max()) + 1
     if end_index < ts.size:
         end = float(ts[end_index])
@@ -66,5 +73,5 @@ class GlobalLocalClips:
             indices = [o % n for o in offsets]
         else:
             indices = [np.minimum(o, n - 1) for o in offsets]
-        windows = [_window(ts, i) for i in indices]
+        windows = [window_at(ts, i) for i in indices]
         return [w for w in windows for _ in range(self.copies)]

@@ -6,10 +6,11 @@ attribute ``embed_dim = D``.
 """
 
 from training.models import zoo as _zoo  # noqa: F401  (registers the backbones)
-from training.models.registry import create_backbone, list_backbones, register_backbone
+from training.models.registry import Backbone, create_backbone, list_backbones, register_backbone
 from training.models.video_resnet import BasicBlock, VideoResNet, r2plus1d_midplanes
 
 __all__ = [
+    "Backbone",
     "BasicBlock",
     "VideoResNet",
     "create_backbone",

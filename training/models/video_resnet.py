@@ -19,6 +19,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from training.models.registry import Backbone
+
 ConvType = Literal["r3d", "r2plus1d"]
 
 
@@ -90,6 +92,8 @@ class BasicBlock(nn.Module):
         t_dilation: int = 1,
     ) -> None:
         super().__init__()
+        first: nn.Module
+        second: nn.Module
         if conv_type == "r2plus1d":
             # torchvision computes one midplanes per block (from C_in, C_out) for both convs.
             mid = r2plus1d_midplanes(in_planes, planes)
@@ -133,7 +137,7 @@ def _stem(conv_type: ConvType, width: int, midplanes: int) -> nn.Sequential:
     )
 
 
-class VideoResNet(nn.Module):
+class VideoResNet(Backbone):
     """ResNet video backbone without classifier (Tran et al. 2018).
 
     Args:
@@ -171,6 +175,7 @@ class VideoResNet(nn.Module):
         self.stem = _stem(conv_type, widths[0], stem_midplanes)
         in_planes = widths[0]
         spatial_strides = (1, 2, 2, 2)
+        layers: list[nn.Sequential] = []
         for i in range(4):
             stride = (temporal_strides[i], spatial_strides[i], spatial_strides[i])
             layer = [
@@ -186,8 +191,9 @@ class VideoResNet(nn.Module):
                 BasicBlock(in_planes=widths[i], planes=widths[i], conv_type=conv_type)
                 for _ in range(blocks[i] - 1)
             ]
-            self.add_module(f"layer{i + 1}", nn.Sequential(*layer))
+            layers.append(nn.Sequential(*layer))
             in_planes = widths[i]
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -208,11 +214,3 @@ class VideoResNet(nn.Module):
         x = self.layer2(x)
         x = self.layer3(x)
         return self.layer4(x)
-
-    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
-        """``B x D x t x h x w`` -> ``B x D`` by global average pooling."""
-        return feats.mean(dim=(2, 3, 4))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``B x 3 x T x H x W`` clips -> ``B x D`` pooled (not normalised) embeddings."""
-        return self.forward_head(self.forward_features(x))

@@ -12,10 +12,17 @@ train and run on a 2-core CPU.
 
 from __future__ import annotations
 
+from typing import cast
+
 from training.models.registry import register_backbone
 from training.models.video_resnet import VideoResNet
 
 _SMALL_WIDTHS = (16, 32, 64, 128)
+
+
+def _four(values: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """``values`` (a list when it comes from a config file) as a tuple; VideoResNet checks the length."""
+    return cast("tuple[int, int, int, int]", tuple(values))
 
 
 @register_backbone("r3d_18", "R3D-18 (Tran et al. 2018), torchvision-compatible, D=512")
@@ -41,7 +48,7 @@ def r3d_small(
     *, widths: tuple[int, int, int, int] = _SMALL_WIDTHS, blocks: tuple[int, int, int, int] = (1, 1, 1, 1)
 ) -> VideoResNet:
     """Small R3D: ``B x 3 x T x H x W -> B x widths[-1]``."""
-    return VideoResNet(conv_type="r3d", widths=tuple(widths), blocks=tuple(blocks))
+    return VideoResNet(conv_type="r3d", widths=_four(widths), blocks=_four(blocks))
 
 
 @register_backbone("r2plus1d_small", "small R(2+1)D (widths 16/32/64/128, 1 block per layer) for CPUs, D=128")
@@ -53,5 +60,5 @@ def r2plus1d_small(
 ) -> VideoResNet:
     """Small R(2+1)D: ``B x 3 x T x H x W -> B x widths[-1]``."""
     return VideoResNet(
-        conv_type="r2plus1d", widths=tuple(widths), blocks=tuple(blocks), stem_midplanes=stem_midplanes
+        conv_type="r2plus1d", widths=_four(widths), blocks=_four(blocks), stem_midplanes=stem_midplanes
     )

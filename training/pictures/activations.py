@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from training.models.registry import Backbone
 from training.pictures._plt import pyplot
 from vcl_infer.clips.spec import ClipSpec
 
 
-def activation_map(backbone: nn.Module, clip: torch.Tensor) -> np.ndarray:
+def activation_map(backbone: Backbone, clip: torch.Tensor) -> np.ndarray:
     """Activation map of one normalised clip.
 
     Args:
@@ -61,7 +61,7 @@ def read_clip(video: str | Path, spec: ClipSpec, *, clip_index: int = 0, num_cli
 
 
 def plot_activation_maps(
-    backbone: nn.Module,
+    backbone: Backbone,
     spec: ClipSpec,
     video: str | Path,
     out: str | Path,

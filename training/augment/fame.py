@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.losses._checks import check_choice, check_shape
+from training.checks import check_choice, check_shape
 
 HUE_UNITS = ("paper", "official")
 _BINS = 10  # colour bins per axis of (hx, hy, v): 10 x 10 x 10 histogram

@@ -1,4 +1,4 @@
-"""Hyperparameter and shape checks shared by the loss modules (raise ``ValueError``)."""
+"""Hyperparameter and shape checks shared by losses, augmentations and methods (raise ``ValueError``)."""
 
 from __future__ import annotations
 

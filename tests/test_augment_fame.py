@@ -8,8 +8,13 @@ import math
 import pytest
 import torch
 
-from training.losses import FAMEAugment, fame_foreground_mask, fame_merge
-from training.losses.fame import default_kernel_size, rgb_to_hsv
+from training.augment.fame import (
+    FAMEAugment,
+    default_kernel_size,
+    fame_foreground_mask,
+    fame_merge,
+    rgb_to_hsv,
+)
 
 
 def test_rgb_to_hsv_matches_colorsys() -> None:
