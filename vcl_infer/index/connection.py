@@ -154,12 +154,12 @@ class Catalog:
             return int(db.execute("SELECT COUNT(*) FROM clips").fetchone()[0])
         return int(db.execute("SELECT COUNT(*) FROM videos WHERE status = 'ok'").fetchone()[0])
 
-    def vectors(self, level: str) -> tuple[np.ndarray, np.ndarray]:
-        """Every stored vector of ``level`` (ids ascending), each checked against its checksum, so a
-        damaged row is never built into a FAISS file."""
+    def vectors(self, level: str, where: str = "", args: tuple = ()) -> tuple[np.ndarray, np.ndarray]:
+        """Every stored vector of ``level`` (or those ``where`` selects), ids ascending, each checked
+        against its checksum, so a damaged row is never built into a FAISS file."""
         from vcl_infer.index.checksums import bad_rows, scan
 
-        ids, vecs, bad = scan(self.db, level, self.dim)
+        ids, vecs, bad = scan(self.db, level, self.dim, where, args)
         if bad:
             raise IndexCorrupt(bad_rows(self.path, level, bad))
         return ids, vecs

@@ -3,10 +3,11 @@ transaction (a crash leaves the old format, which is read as before and migrated
 
 from __future__ import annotations
 
-from vcl_infer.index.catalog import clip_checksum, video_checksum
+from vcl_infer.index.catalog import SCHEMA, clip_checksum, video_checksum
 from vcl_infer.index.connection import Catalog
 
 _BATCH = 4096
+TOMBSTONES = next(s for s in SCHEMA.split(";") if "tombstones" in s)
 
 
 def migrate(catalog: Catalog) -> bool:
@@ -16,6 +17,7 @@ def migrate(catalog: Catalog) -> bool:
     (damage done before this point cannot be told apart; from now on it is caught). Returns
     whether anything was changed.
     """
+    catalog.db.execute(TOMBSTONES)  # the segment layout's table (not a format change: see catalog.py)
     if catalog.format_version >= 2:
         return False
     from vcl_infer.index.checksums import has_checksums

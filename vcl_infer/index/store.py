@@ -55,7 +55,7 @@ from vcl_infer.index.catalog import (
 from vcl_infer.index.connection import Catalog
 from vcl_infer.index.errors import EncoderMismatch, IndexCorrupt, IndexExists, IndexLocked, IndexNotFound
 from vcl_infer.index.faults import clear_wal_lost, guarded, translate, wal_was_lost
-from vcl_infer.index.files import Built, FaissFiles
+from vcl_infer.index.files import Change, Delta, FaissFiles
 from vcl_infer.index.migrate import migrate
 from vcl_infer.index.queries import Queries
 from vcl_infer.index.recover import RECOVERED, finish_interrupted_swap
@@ -130,6 +130,7 @@ class VideoIndex:
         self._pending_add: Batch = _empty_batch()
         self._pending_remove: Batch = _empty_batch()
         self._retune = False
+        self._committed = False  # this writer published a batch (see close)
         self.repair_report: dict = {}
 
     # the index's metadata, as the catalog holds it
@@ -325,7 +326,15 @@ class VideoIndex:
             self.close()
 
     def close(self) -> None:
-        """Release the catalog and the lock; uncommitted writes are discarded."""
+        """Release the catalog and the lock; uncommitted writes are discarded.
+
+        A writer that committed and whose levels are small (:meth:`.FaissFiles.cheap_to_compact`)
+        first merges its deltas into the base, so a small index is one file per level at rest.
+        """
+        if self._committed and self.catalog.is_open and not self.catalog.in_transaction:
+            self._committed = False
+            if self.files.cheap_to_compact():
+                self.compact()
         self.catalog.close()
         self.files.clear()
         if self._lock_fd is not None:
@@ -525,33 +534,43 @@ class VideoIndex:
                 self.files.rebuild(LEVELS)
                 self._retune = False
             return
-        # step 1: rows + generation bump, one transaction
+        # step 1: rows, tombstones for removed ids a segment holds, generation bump: one transaction
+        adds, removes = self._pending_add, self._pending_remove
+        for level in LEVELS:
+            self.files.record_tombstones(level, removes[level])
         self.catalog.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
         self.catalog.commit()
-        adds, removes = self._pending_add, self._pending_remove
         self._pending_add, self._pending_remove = _empty_batch(), _empty_batch()
-        # step 2 + 3: update the FAISS indexes in memory, then publish both files
+        # steps 2 + 3: a delta segment per level (or a compaction), then record it
         self.files.publish({level: self._updated(level, adds[level], removes[level]) for level in LEVELS})
         self._retune = False
+        self._committed = True
 
-    def _updated(self, level: str, adds: list, removes: list) -> Built:
-        """``level``'s loaded index with the batch applied, or rebuilt from the catalog when its factory
-        changes, a re-tune is due, or it cannot remove (HNSW)."""
-        n = self.catalog.count(level)
+    def _updated(self, level: str, adds: list, removes: list) -> Change:
+        """What the batch does to ``level``: a delta segment with its new vectors, or a new base built
+        from the catalog when its factory changes, a re-tune is due, or the deltas have grown to a
+        fraction of the base (:data:`~.files.COMPACT_RATIO`)."""
+        gone = set(removes)
+        ids = np.concatenate([i for i, _ in adds]) if adds else np.zeros(0, np.int64)
+        vecs = np.concatenate([v for _, v in adds]) if adds else np.zeros((0, self.dim), np.float32)
+        keep = np.array([i not in gone for i in ids.tolist()], dtype=bool)
+        ids, vecs = ids[keep], vecs[keep]  # added and replaced in the same batch: never published
+        n = self.files.live_after(level, len(ids), removes)
         factory = F.effective_factory(self.index_type, n, self.dim)
-        index = self.files.loaded.get(level)
-        if index is None or factory != self.catalog.meta.get(f"{level}.factory") or self._retune:
+        if self.files.layout(level) is None or factory != self.catalog.meta.get(f"{level}.factory") or self._retune:
             return self.files.build_level(level)
-        try:
-            if removes:
-                index.remove_ids(np.array(removes, dtype=np.int64))
-            for ids, vecs in adds:
-                index.add_with_ids(vecs, ids)
-            if index.ntotal != n:
-                raise RuntimeError("count drift")
-        except RuntimeError:  # remove not supported (HNSW) or drift: rebuild from the catalog
-            return self.files.build_level(level)
-        return index, factory, T.recorded_params(self.catalog.meta, level)
+        if self.files.needs_compaction(level, len(ids)):
+            return self.files.build_level(level, retrain=False)
+        return Delta(ids, vecs)
+
+    def compact(self) -> None:
+        """Merge every level's deltas and tombstones into a new base now (no retraining)."""
+        self._require_writable()
+        if self.catalog.in_transaction:
+            raise RuntimeError("commit() or rollback() the pending writes before compact()")
+        with self.catalog.tx() as tx:
+            tx.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+        self.files.publish({level: self.files.build_level(level, retrain=False) for level in LEVELS})
 
     def set_target_recall(self, target: float) -> None:
         """Record a new target recall@10; the next commit re-tunes the search parameters to it."""
