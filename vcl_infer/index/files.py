@@ -19,6 +19,7 @@ from vcl_infer.index.level_view import LevelView
 from vcl_infer.index.segments import (
     Layout,
     OpenSegment,
+    generation_of,
     SegmentDamaged,
     SegmentProblem,
     meta_key,
@@ -111,6 +112,10 @@ class FaissFiles:
         if fgen < gen:
             return None, ("stale", f"{fpath}: the file is older than the catalog (generation {fgen} < {gen}; "
                                    "a write was interrupted)")
+        newer = self._newer_on_disk(level, gen) if self.catalog.wal_lost else None
+        if newer is not None:
+            return None, ("corrupt", f"{fpath}: segment {newer} was written by a later commit than the catalog "
+                                     f"holds (generation {gen})")
         try:
             if meta_key(level) in meta:
                 layout = Layout.from_json(meta[meta_key(level)])
@@ -129,6 +134,14 @@ class FaissFiles:
         view.set_params(int(params["nprobe"]), int(params["efsearch"]))
         self._layouts[level] = layout
         return view, None
+
+    def _newer_on_disk(self, level: str, gen: int) -> str | None:
+        """A segment file of ``level`` from a generation after ``gen`` (evidence of lost commits), or None."""
+        for p in self.path.glob("*.faiss"):
+            g = generation_of(level, p.name)
+            if g is not None and g > gen:
+                return p.name
+        return None
 
     def _segment(self, seg, eager: bool) -> OpenSegment:
         cached = self._open.get(seg.file)
@@ -278,15 +291,14 @@ class FaissFiles:
                 rows.append((f"{level}.count", str(live)))
             tx.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", rows)
         self.catalog.reload_meta()
+        self._layouts.update(layouts)
+        self.remove_unreferenced()
         for level in changes:
             self._gpu.pop(level, None)
             view, problem = self.read_checked(level, self.catalog.meta)
             if problem is not None:
                 raise IndexCorrupt(self.explained(problem[1], faiss_file_fix(FILES[level], self.path)))
-            old = self.loaded.get(level)
             self.loaded[level] = view
-            del old
-        self.remove_unreferenced()
 
     def _write_base(self, level: str, built: Built, gen: int) -> Layout:
         template = None
@@ -335,13 +347,12 @@ class FaissFiles:
 
     def remove_unreferenced(self) -> None:
         """Delete segment files no layout refers to (replaced by a merge or compaction, or left by a crash)."""
+        known = [lv for lv in LEVELS if self._layouts.get(lv) is not None]  # never guess another level's
         keep = {FILES[lv] for lv in LEVELS}
-        for level in LEVELS:
-            layout = self._layouts.get(level)
-            if layout is not None:
-                keep |= {s.file for s in layout.files()}
+        for level in known:
+            keep |= {s.file for s in self._layouts[level].files()}  # type: ignore[union-attr]
         for p in self.path.glob("*.faiss"):
-            if p.name not in keep and any(owned_by(lv, p.name) for lv in LEVELS):
+            if p.name not in keep and any(owned_by(lv, p.name) for lv in known):
                 self._open.pop(p.name, None)
                 try:
                     p.unlink()

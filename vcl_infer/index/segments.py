@@ -29,6 +29,7 @@ import errno
 import json
 import mmap
 import os
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,13 @@ def owned_by(level: str, name: str) -> bool:
     """Whether ``name`` is a segment file name of ``level`` (for cleaning up unreferenced ones)."""
     stem = FILES[level].removesuffix(".faiss")
     return name == FILES[level] or (name.startswith(stem + ".") and name.endswith(".faiss") and name.count(".") == 2)
+
+
+def generation_of(level: str, name: str) -> int | None:
+    """The generation in a segment file name of ``level`` (None for the base or another file)."""
+    stem = FILES[level].removesuffix(".faiss")
+    m = re.fullmatch(re.escape(stem) + r"\.[a-z](\d+)-\d+\.faiss", name)
+    return int(m.group(1)) if m else None
 
 
 def write_segment(folder: Path, level: str, name: str, index: Any, *, lo: int = 0, hi: int = 0,
