@@ -19,9 +19,9 @@ from vcl_infer.index.level_view import LevelView
 from vcl_infer.index.segments import (
     Layout,
     OpenSegment,
-    generation_of,
     SegmentDamaged,
     SegmentProblem,
+    generation_of,
     meta_key,
     owned_by,
     segment_name,
