@@ -277,7 +277,8 @@ class FaissFiles:
                 cleared.append((level, -1, 1 << 62))
                 rows += [(f"{level}.factory", change.factory), (f"{level}.nprobe", str(int(change.params["nprobe"]))),
                          (f"{level}.efsearch", str(int(change.params["efsearch"]))),
-                         (f"{level}.recall", f"{float(change.params['recall']):.4f}")]
+                         (f"{level}.recall", f"{float(change.params['recall']):.4f}"),
+                         (f"{level}.rerank", str(int(change.params.get("rerank", 0))))]
             else:
                 layout, merged = self._write_delta(level, change, gen)
                 cleared += [(level, lo, hi) for lo, hi in merged]

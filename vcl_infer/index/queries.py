@@ -26,6 +26,7 @@ from vcl_infer.index.checksums import bad_rows, check_rows, verify_vectors
 from vcl_infer.index.connection import Catalog
 from vcl_infer.index.errors import IndexCorrupt
 from vcl_infer.index.files import FaissFiles
+from vcl_infer.index.rerank import rerank
 from vcl_infer.index.segments import SegmentDamaged
 
 
@@ -66,11 +67,15 @@ class Queries:
         view = self.files.loaded[level]
         if view.ntotal == 0:
             return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+        factor = int(self.catalog.meta.get(f"{level}.rerank", 0) or 0)  # exact re-ranking (PQ), see rerank.py
+        wanted = k * factor if factor else k
         gpu = self.files.gpu_copy(level) if nprobe is None else None
         try:
-            scores, ids = gpu.search(q, k) if gpu is not None else view.search(q, k, nprobe)
+            scores, ids = gpu.search(q, wanted) if gpu is not None else view.search(q, wanted, nprobe)
         except SegmentDamaged as exc:  # a mapped segment failed its deferred check: never answered
             raise self.files.damaged(exc, level) from None
+        if factor:
+            scores, ids = rerank(q, ids, lambda wanted_ids: self.catalog.vectors_of(level, wanted_ids), k)
         scores = scores.astype(np.float32, copy=False)
         ids = ids.astype(np.int64, copy=False)
         scores[ids < 0] = -np.inf
@@ -158,6 +163,7 @@ class Queries:
             "index_types": {lv: meta.get(f"{lv}.factory") for lv in LEVELS},
             "nprobe": {lv: int(meta.get(f"{lv}.nprobe", 0) or 0) for lv in LEVELS},
             "efsearch": {lv: int(meta.get(f"{lv}.efsearch", 0) or 0) for lv in LEVELS},
+            "rerank": {lv: int(meta.get(f"{lv}.rerank", 0) or 0) for lv in LEVELS},
             "recall_at_10": {lv: float(meta.get(f"{lv}.recall", 1.0) or 1.0) for lv in LEVELS},
             "target_recall": cat.target_recall,
             "size_bytes": size,
