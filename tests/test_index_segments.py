@@ -120,12 +120,16 @@ def test_ivf_segments_answer_as_one_ivf_file(tmp_path, monkeypatch):
     ids, vecs = _catalog_vectors(ix, "clip")
     one = F.add_all(F.deserialize(ix.files._templates["clip"]), ids, vecs)  # one file, same centroids
     q = _unit(rng, 50)
-    for nprobe in (1, 3):
-        one.nprobe = nprobe
-        want_s, want = one.search(q, 10)
-        got_s, got = ix.search(q, 10, level="clip", nprobe=nprobe)
-        np.testing.assert_array_equal(got, want)
-        np.testing.assert_allclose(got_s, want_s, atol=1e-6)
+    monkeypatch.setattr(seg_mod, "EAGER_BYTES", 0)  # the reader maps every segment's inverted lists
+    with VideoIndex.open(tmp_path / "ix") as reader:
+        assert not reader.files.loaded["clip"].segments[0].checked
+        for nprobe in (1, 3):
+            one.nprobe = nprobe
+            want_s, want = one.search(q, 10)
+            for searcher in (ix, reader):
+                got_s, got = searcher.search(q, 10, level="clip", nprobe=nprobe)
+                np.testing.assert_array_equal(got, want)
+                np.testing.assert_allclose(got_s, want_s, atol=1e-6)
     ix.close()
 
 

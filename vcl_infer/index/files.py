@@ -143,11 +143,11 @@ class FaissFiles:
                 return p.name
         return None
 
-    def _segment(self, seg, eager: bool) -> OpenSegment:
+    def _segment(self, seg, eager: bool, ivf: bool) -> OpenSegment:
         cached = self._open.get(seg.file)
         if cached is not None and cached.seg == seg and not eager:
             return cached
-        opened = OpenSegment(self.path, seg, eager=eager)
+        opened = OpenSegment(self.path, seg, eager=eager, ivf=ivf)
         if not eager:
             self._open[seg.file] = opened
         return opened
@@ -157,7 +157,8 @@ class FaissFiles:
         if layout.template is not None:
             template = OpenSegment(self.path, layout.template, eager=True)
             self._templates[level] = F.serialize(template.index)
-        segs = [self._segment(s, eager) for s in (layout.base, *layout.deltas) if s is not None]
+        ivf = bool(F.nlist_of(meta[f"{level}.factory"]))
+        segs = [self._segment(s, eager, ivf) for s in (layout.base, *layout.deltas) if s is not None]
         tombs = np.array([r[0] for r in (db or self.catalog.db).execute(
             "SELECT id FROM tombstones WHERE level = ? ORDER BY id", (level,))], dtype=np.int64)
         return LevelView(meta[f"{level}.factory"], segs, None if template is None else template.index, tombs)
