@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS clips(
     checksum INTEGER
 );
 CREATE INDEX IF NOT EXISTS clips_video ON clips(video_id);
+CREATE INDEX IF NOT EXISTS videos_status ON videos(status);
 CREATE TABLE IF NOT EXISTS tombstones(level TEXT NOT NULL, id INTEGER NOT NULL, PRIMARY KEY(level, id)) WITHOUT ROWID;
 """
 

@@ -100,12 +100,16 @@ class FaissFiles:
 
     # ------------------------------------------------------------------ reading
     def read_checked(self, level: str, meta: dict[str, str], db: sqlite3.Connection | None = None,
-                     eager: bool = False) -> tuple[LevelView | None, Problem | None]:
+                     eager: bool = False, count_rows: bool | None = None) -> tuple[LevelView | None, Problem | None]:
         """Open ``level``'s segments and check them against ``meta``; returns (view, problem or None).
 
         ``eager`` checks every file's CRC-32 now (verify); otherwise large files are memory-mapped
-        and checked before their first answer.
+        and checked before their first answer. ``count_rows`` (default: for verify and writers)
+        also counts the catalog's rows against the recorded count: a scan of the clips index, left
+        out of a reader's open, whose catalog snapshot and recorded count are of one generation.
         """
+        if count_rows is None:
+            count_rows = eager or self.catalog.writable
         gen = int(meta["generation"])
         fgen = int(meta[f"{level}.generation"])
         fpath = self.path / FILES[level]
@@ -125,7 +129,7 @@ class FaissFiles:
         except SegmentProblem as exc:
             return None, ("corrupt", str(exc))
         expect = int(meta[f"{level}.count"])
-        actual = self.catalog.count(level, db)
+        actual = self.catalog.count(level, db) if count_rows else expect
         dims = {s.index.d for s in view.segments} or {self.catalog.dim}
         if view.ntotal != expect or expect != actual or dims != {self.catalog.dim}:
             return None, ("corrupt", f"{fpath}: holds {view.ntotal} vectors of dim {sorted(dims)}, the catalog "
@@ -297,7 +301,7 @@ class FaissFiles:
         self.remove_unreferenced()
         for level in changes:
             self._gpu.pop(level, None)
-            view, problem = self.read_checked(level, self.catalog.meta)
+            view, problem = self.read_checked(level, self.catalog.meta, count_rows=False)  # counted just now
             if problem is not None:
                 raise IndexCorrupt(self.explained(problem[1], faiss_file_fix(FILES[level], self.path)))
             self.loaded[level] = view
