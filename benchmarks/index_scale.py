@@ -151,8 +151,13 @@ def main() -> None:
     ap.add_argument("--exact-batch", type=int, default=0,
                     help="queries in the exact batched timing (default: all, as the tuned one)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="FAISS (OpenMP) threads, 0: its default. On an oversubscribed machine 1 avoids "
+                         "OpenMP barriers waiting for descheduled threads, which slowed k-means 10x here")
     args = ap.parse_args()
     faiss = F.faiss_module()
+    if args.threads:
+        faiss.omp_set_num_threads(args.threads)
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, load average "
           f"{os.getloadavg()[0]:.1f} at start; memory budget {F.memory_budget() / 2**30:.1f} GiB")
     for n in (int(s) for s in args.sizes.split(",")):

@@ -164,6 +164,8 @@ class Queries:
             "nprobe": {lv: int(meta.get(f"{lv}.nprobe", 0) or 0) for lv in LEVELS},
             "efsearch": {lv: int(meta.get(f"{lv}.efsearch", 0) or 0) for lv in LEVELS},
             "rerank": {lv: int(meta.get(f"{lv}.rerank", 0) or 0) for lv in LEVELS},
+            "segments": {lv: len(v.segments) for lv, v in self.files.loaded.items()},
+            "tombstones": {lv: int(v.tombstones.size) for lv, v in self.files.loaded.items()},
             "recall_at_10": {lv: float(meta.get(f"{lv}.recall", 1.0) or 1.0) for lv in LEVELS},
             "target_recall": cat.target_recall,
             "size_bytes": size,

@@ -2,26 +2,35 @@
 
 Layout of ``INDEX_DIR``::
 
-    catalog.sqlite   videos, clips (with their float32 vectors) and meta
-    clips.faiss      one vector per clip, ids = clips.id
-    videos.faiss     one pooled vector per ok video, ids = videos.id
-                     (IndexIDMap2 around Flat/HNSW/PQ; IVF types hold the ids natively, because
-                     IndexIDMap2 around IVF maps ids wrongly after remove_ids)
+    catalog.sqlite   videos, clips (with their float32 vectors), meta, and tombstones
+    clips.faiss      the clip level's base segment (ids = clips.id), rewritten only by a compaction
+    videos.faiss     the video level's base (one pooled vector per ok video, ids = videos.id)
+    clips.d12-0.faiss, clips.m20-1.faiss, clips.t9-0.faiss ...
+                     delta segments (one per commit, merged in tiers) and, for IVF, the trained
+                     empty template; see :mod:`.segments` (IndexIDMap2 around Flat/HNSW/PQ; IVF
+                     types hold the ids natively, because IndexIDMap2 around IVF maps ids wrongly
+                     after remove_ids)
     .lock            flock'ed by the one writer; holds its pid
 
-Commit protocol (crash-safe, see DESIGN.md and reliability.md C1/C2/C4):
+Commit protocol (crash-safe, see DESIGN.md and reliability.md C1/C2/C4), at a cost that grows
+with the batch, not the index:
 
-1. one catalog transaction with the row changes and ``generation += 1`` (the FAISS files are
-   now stale: their recorded generation is older);
-2. each FAISS file is written to a temp name in the folder, fsync'ed, ``os.replace``'d, and
-   the folder fsync'ed;
-3. a second small transaction records each file's generation, vector count and sha256.
+1. one catalog transaction with the row changes, a tombstone for every removed or replaced id
+   that a segment holds, and ``generation += 1`` (the segments are now stale: their recorded
+   generation is older);
+2. a delta segment per level with the batch's new vectors is written to a temp name, fsync'ed,
+   ``os.replace``'d and the folder fsync'ed (every 4 deltas of a tier are merged from the
+   catalog's rows; when the deltas reach half the base, the level is compacted into a new base);
+3. a second small transaction records each level's segments (file, size, count, CRC-32),
+   generation and count, and drops the tombstones a merge made obsolete.
 
-On open every file's sha256 and vector count are checked against the catalog. A file left
+On open every segment's size and count are checked against the catalog and its CRC-32 either
+at once (small files) or before its first answer (large, memory-mapped ones). A level left
 stale by a crash between 1 and 3 is rebuilt from the catalog when the index is opened for
 writing; a file whose recorded generation is current but whose bytes differ (bit rot, a
 partial copy) raises :class:`IndexCorrupt` naming ``vcl-index repair``. Read-only opens
-never rebuild anything.
+never rebuild anything. An index written before segments (one file per level, sha256) is
+read as a base and rewritten as segments on its first writable open.
 """
 
 from __future__ import annotations
