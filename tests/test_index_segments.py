@@ -189,3 +189,32 @@ def test_an_index_written_before_segments_opens_and_is_migrated(tmp_path):
     with VideoIndex.open(path) as ix:
         assert ix.verify() == [] and ix.info()["videos_ok"] == 31
         assert ix.search(q, 5, level="video")[1].tolist() != []
+
+
+def test_a_mapped_ivf_base_is_checked_one_probed_list_at_a_time(tmp_path, monkeypatch):
+    rng = np.random.default_rng(6)
+    with VideoIndex.create(tmp_path / "ix", fingerprint=FP, spec_json="{}", dim=DIM, index_type="IVF16,Flat") as ix:
+        for i in range(300):
+            _add(ix, rng, f"/v/{i}.mp4")
+        vectors = np.concatenate([ix.clip_vectors(ix.video_id(f"/v/{i}.mp4")) for i in range(300)])
+    monkeypatch.setattr(seg_mod, "EAGER_BYTES", 0)
+    base = tmp_path / "ix" / "clips.faiss"
+    st = os.stat(base)
+    raw = bytearray(base.read_bytes())
+    target = vectors[5]
+    pos = bytes(raw).find(target.astype("<f4").tobytes())
+    assert pos > 0
+    raw[pos + 2] ^= 0x01
+    base.write_bytes(bytes(raw))
+    os.utime(base, ns=(st.st_atime_ns, st.st_mtime_ns))  # bit rot
+    with VideoIndex.open(tmp_path / "ix") as reader:
+        seg = reader.files.loaded["clip"].segments[0]
+        assert seg.per_list  # mapped, header checked, lists not yet
+        quantizer = F.faiss_module().extract_index_ivf(seg.index).quantizer
+        lists = quantizer.search(vectors, 1)[1][:, 0]
+        other = vectors[np.flatnonzero(lists != lists[5])[0]]
+        _, top = reader.search(other, 3, level="clip", nprobe=1)  # probes an intact list: answered
+        assert top[0, 0] >= 0 and not seg.checked
+        with pytest.raises(IndexCorrupt, match=r"clips\.faiss.*inverted list.*vcl-index repair"):
+            reader.search(target, 3, level="clip", nprobe=1)  # probes the damaged one: never answered
+        assert any("checksum" in p for p in reader.verify())

@@ -78,6 +78,15 @@ def nlist_of(factory: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def nlist_of_index(index) -> int:
+    """The number of inverted lists of an IVF index (0 for any other structure)."""
+    faiss = faiss_module()
+    try:
+        return int(faiss.extract_index_ivf(index).nlist)
+    except Exception:  # not an IVF index
+        return 0
+
+
 def min_train_points(factory: str) -> int:
     """How many vectors ``factory`` needs before it can be trained (0: no training)."""
     need = 0

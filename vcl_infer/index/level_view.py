@@ -65,8 +65,9 @@ class LevelView:
     def search(self, q: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` live ids by inner product over every segment (raises ``SegmentDamaged`` for a
         mapped segment that fails its deferred check)."""
+        lists = self._probed(q, nprobe) if any(s.per_list for s in self.segments) else None
         for s in self.segments:
-            s.ensure_checked()
+            s.ensure_checked(lists)
         if not self.segments:
             return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
         params = self._params(nprobe)
@@ -80,6 +81,13 @@ class LevelView:
         scores = np.where(ids < 0, -np.inf, scores)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+
+    def _probed(self, q: np.ndarray, nprobe: int | None) -> np.ndarray:
+        """The inverted lists an IVF search of ``q`` probes (every segment shares the centroids)."""
+        faiss = F.faiss_module()
+        ivf = faiss.extract_index_ivf(self.segments[0].index)
+        _, lists = ivf.quantizer.search(np.ascontiguousarray(q, dtype=np.float32), int(nprobe or self.nprobe or 1))
+        return lists
 
     def _params(self, nprobe: int | None) -> Any:
         faiss = F.faiss_module()

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from vcl_infer.index import faiss_ops as F
 from vcl_infer.index.catalog import FILES, fsync_dir
 from vcl_infer.index.errors import IndexCorrupt
@@ -60,6 +62,9 @@ class Segment:
     tier: int = 0  # deltas: how many merges made it (0: one commit)
     ino: int = 0  # identity when written: a file replaced since (a restore, a copy) is checked at open
     mtime_ns: int = 0
+    head: int = 0  # IVF: bytes before the first inverted list (header, quantizer, list sizes)...
+    head_crc: int = 0  # ... and their CRC-32, checked at open before FAISS parses them
+    list_crcs: list[int] | None = None  # IVF: CRC-32 of each inverted list (codes + ids), checked when probed
 
 
 @dataclass
@@ -136,7 +141,47 @@ def write_segment(folder: Path, level: str, name: str, index: Any, *, lo: int = 
             raise disk_full(folder, f"writing {FILES[level]} (segment {name})", catalog_committed=True) from exc
         raise
     st = os.stat(final)
-    return Segment(name, int(index.ntotal), size, crc, lo, hi, tier, st.st_ino, st.st_mtime_ns)
+    seg = Segment(name, int(index.ntotal), size, crc, lo, hi, tier, st.st_ino, st.st_mtime_ns)
+    if F.nlist_of_index(index):
+        _add_list_crcs(final, seg)
+    return seg
+
+
+def _list_ranges(index: Any) -> np.ndarray | None:
+    """(offset, length) in the file of each inverted list of a memory-mapped IVF index, or None when
+    they do not tile the end of the file as expected (then only the whole-file CRC is used)."""
+    faiss = F.faiss_module()
+    inv = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
+    if not hasattr(inv, "lists"):
+        return None
+    out = np.zeros((inv.nlist, 2), np.int64)
+    for i in range(inv.nlist):
+        one = inv.lists.at(i)
+        if one.size != one.capacity:
+            return None
+        out[i] = (one.offset, one.size * (inv.code_size + 8)) if one.size else (0, 0)
+    return out
+
+
+def _add_list_crcs(path: Path, seg: Segment) -> None:
+    faiss = F.faiss_module()
+    mapped = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+    ranges = _list_ranges(mapped)
+    if ranges is None:
+        return
+    used = ranges[ranges[:, 1] > 0]
+    used = used[np.argsort(used[:, 0])]
+    head = int(used[0, 0]) if len(used) else seg.size
+    ends = np.concatenate([[head], used[:, 0] + used[:, 1]])
+    if len(used) and (not np.array_equal(used[:, 0], ends[:-1]) or ends[-1] != seg.size):
+        return  # not one contiguous run of lists up to the end: keep the whole-file check only
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        view = memoryview(mm)
+        try:
+            seg.head, seg.head_crc = head, zlib.crc32(view[:head])
+            seg.list_crcs = [zlib.crc32(view[o : o + n]) if n else 0 for o, n in ranges.tolist()]
+        finally:
+            view.release()
 
 
 def _crc_of(f) -> tuple[int, int]:
@@ -165,6 +210,8 @@ class OpenSegment:
         self.seg = seg
         self.checked = False
         self._file = None
+        self._ranges: np.ndarray | None = None  # mapped IVF: where each list lies, checked when probed
+        self._lists_ok: np.ndarray | None = None
         faiss = F.faiss_module()
         try:
             f = open(self.path, "rb")
@@ -180,10 +227,17 @@ class OpenSegment:
                 self._verify(zlib.crc32(data))
                 self.index = _deserialize(self.path, data)
             else:  # mapped: faiss opens it by name, so make sure it opened this very file
+                if ivf and seg.list_crcs is not None and zlib.crc32(os.pread(f.fileno(), seg.head, 0)) != seg.head_crc:
+                    raise _Problem(f"{self.path}: checksum mismatch in its header (the first {seg.head} bytes)")
                 self.index = _read_mapped(self.path, faiss, ivf)
                 if os.stat(self.path).st_ino != st.st_ino:
                     raise _Problem(f"{self.path}: the file was replaced while it was being opened")
                 self._file, f = f, None
+                if ivf and seg.list_crcs is not None:
+                    self._ranges = _list_ranges(self.index)
+                    if self._ranges is None or len(self._ranges) != len(seg.list_crcs):
+                        raise _Problem(f"{self.path}: its inverted lists do not match the catalog's record")
+                    self._lists_ok = np.zeros(len(seg.list_crcs), bool)
         finally:
             if f is not None:
                 f.close()
@@ -203,17 +257,45 @@ class OpenSegment:
             raise _Problem(f"{self.path}: checksum mismatch (CRC-32 {crc:08x}, catalog recorded {self.seg.crc:08x})")
         self.checked = True
 
-    def ensure_checked(self) -> None:
-        """Check a mapped file's CRC-32 once, before it answers; raises :class:`SegmentDamaged`."""
+    @property
+    def per_list(self) -> bool:
+        """Whether this mapped IVF segment is checked one inverted list at a time."""
+        return not self.checked and self._lists_ok is not None
+
+    def ensure_checked(self, lists: np.ndarray | None = None) -> None:
+        """Check a mapped file before it answers, once: the inverted ``lists`` a search probes (a
+        mapped IVF segment with list checksums), else the whole file; raises :class:`SegmentDamaged`."""
         if self.checked:
             return
         assert self._file is not None
+        if lists is not None and self.per_list:
+            self._check_lists(lists)
+            return
         try:
             self._verify(_crc_of(self._file)[0])
         except _Problem as exc:
             raise SegmentDamaged(str(exc)) from None
         self._file.close()
         self._file = None
+
+    def _check_lists(self, lists: np.ndarray) -> None:
+        assert self._lists_ok is not None and self._ranges is not None and self.seg.list_crcs is not None
+        todo = [int(i) for i in np.unique(lists) if i >= 0 and not self._lists_ok[i]]
+        if not todo:
+            return
+        with mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            view = memoryview(mm)
+            try:
+                for i in todo:
+                    o, n = self._ranges[i]
+                    if n and zlib.crc32(view[o : o + n]) != self.seg.list_crcs[i]:
+                        raise SegmentDamaged(f"{self.path}: checksum mismatch in inverted list {i} (CRC-32, "
+                                             f"catalog recorded {self.seg.list_crcs[i]:08x})")
+                    self._lists_ok[i] = True
+            finally:
+                view.release()
+        if self._lists_ok.all():
+            self.checked = True
 
     def close(self) -> None:
         if self._file is not None:
