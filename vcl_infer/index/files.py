@@ -201,11 +201,13 @@ class FaissFiles:
         redo = []
         for level in LEVELS:
             index, problem = self.read_checked(level, meta)
-            if problem is None:
+            if index is not None:
                 self.loaded[level] = index
                 if self._layouts[level] is None:
                     redo.append(level)  # migrate: the next files are segments
-            elif problem[0] == "stale":
+                continue
+            assert problem is not None
+            if problem[0] == "stale":
                 redo.append(level)
             else:
                 raise IndexCorrupt(self.explained(problem[1], faiss_file_fix(FILES[level], self.path)))
@@ -218,9 +220,10 @@ class FaissFiles:
         problems = []
         for level in LEVELS:
             index, problem = self.read_checked(level, self.catalog.meta)
-            if problem is None:
+            if index is not None:
                 self.loaded[level] = index
             else:
+                assert problem is not None
                 problems.append((level, problem))
         if problems:
             self.loaded.clear()
@@ -302,7 +305,8 @@ class FaissFiles:
         for level in changes:
             self._gpu.pop(level, None)
             view, problem = self.read_checked(level, self.catalog.meta, count_rows=False)  # counted just now
-            if problem is not None:
+            if view is None:
+                assert problem is not None
                 raise IndexCorrupt(self.explained(problem[1], faiss_file_fix(FILES[level], self.path)))
             self.loaded[level] = view
 

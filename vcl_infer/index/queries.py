@@ -206,8 +206,8 @@ class Queries:
         problems += verify_vectors(db, self.path, self.catalog.dim)
         for level in LEVELS:
             index, problem = self.files.read_checked(level, meta, db, eager=True)
-            if problem is not None:
-                problems.append(problem[1])
+            if index is None:
+                problems.append(problem[1] if problem else f"{self.path / FILES[level]}: unreadable")
                 continue
             sql = ("SELECT id FROM clips ORDER BY id" if level == "clip"
                    else "SELECT id FROM videos WHERE status='ok' ORDER BY id")

@@ -33,7 +33,7 @@ import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -209,14 +209,15 @@ class OpenSegment:
         self.path = folder / seg.file
         self.seg = seg
         self.checked = False
-        self._file = None
+        self._file: BinaryIO | None = None
         self._ranges: np.ndarray | None = None  # mapped IVF: where each list lies, checked when probed
         self._lists_ok: np.ndarray | None = None
         faiss = F.faiss_module()
         try:
-            f = open(self.path, "rb")
+            f: BinaryIO | None = open(self.path, "rb")
         except FileNotFoundError:
             raise _Problem(f"{self.path}: the file is missing") from None
+        assert f is not None
         try:
             st = os.fstat(f.fileno())
             if st.st_size != seg.size:
@@ -280,6 +281,7 @@ class OpenSegment:
 
     def _check_lists(self, lists: np.ndarray) -> None:
         assert self._lists_ok is not None and self._ranges is not None and self.seg.list_crcs is not None
+        assert self._file is not None
         todo = [int(i) for i in np.unique(lists) if i >= 0 and not self._lists_ok[i]]
         if not todo:
             return
