@@ -246,7 +246,7 @@ def test_disk_full_in_the_catalog_says_so_and_keeps_the_last_commit(index_dir):
 def test_disk_full_writing_a_faiss_file_says_so_and_repairs(index_dir, monkeypatch):
     import errno
 
-    from vcl_infer.index import files
+    from vcl_infer.index import segments  # where the FAISS files are written
 
     rng = np.random.default_rng(3)
     ix = VideoIndex.open(index_dir, writable=True)
@@ -255,7 +255,7 @@ def test_disk_full_writing_a_faiss_file_says_so_and_repairs(index_dir, monkeypat
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(files.os, "fsync", full)
+    monkeypatch.setattr(segments.os, "fsync", full)
     with pytest.raises(IndexDiskFull, match=r"clips\.faiss.*vcl-index repair"):
         ix.commit()
     monkeypatch.undo()

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 
 # 1: first layout. 2: a CRC-32 per stored vector (clips.checksum, videos.vector_checksum);
-# a format-1 catalog is read as is and migrated on its first writable open.
+# a format-1 catalog is read as is and migrated on its first writable open. The segment layout
+# (meta "{level}.segments", table "tombstones") is not a format change: an index without it is
+# read as one file per level and rewritten as segments on its first writable open.
 FORMAT_VERSION = 2
 CATALOG = "catalog.sqlite"
 LOCK = ".lock"
@@ -40,6 +42,8 @@ CREATE TABLE IF NOT EXISTS clips(
     checksum INTEGER
 );
 CREATE INDEX IF NOT EXISTS clips_video ON clips(video_id);
+CREATE INDEX IF NOT EXISTS videos_status ON videos(status);
+CREATE TABLE IF NOT EXISTS tombstones(level TEXT NOT NULL, id INTEGER NOT NULL, PRIMARY KEY(level, id)) WITHOUT ROWID;
 """
 
 VIDEO_COLS = (

@@ -52,13 +52,15 @@ def row_ok(level: str, vector: bytes, start, end, checksum, dim: int) -> bool:
     return actual == int(checksum)
 
 
-def scan(db: sqlite3.Connection, level: str, dim: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Every stored vector of ``level``: (ids ascending, ``N x dim`` float32, ids that fail their check).
+def scan(db: sqlite3.Connection, level: str, dim: int, where: str = "",
+         args: tuple = ()) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Every stored vector of ``level`` (or those ``where`` selects, e.g. ``"WHERE id > ?"``): (ids
+    ascending, ``N x dim`` float32, ids that fail their check).
 
     Rows that fail are left out of the ids and vectors.
     """
     ids, parts, bad = [], [], []
-    for rid, vector, start, end, checksum in _rows(db, level):
+    for rid, vector, start, end, checksum in _rows(db, level, where, args):
         if row_ok(level, vector, start, end, checksum, dim):
             ids.append(rid)
             parts.append(vector)

@@ -154,12 +154,34 @@ class Catalog:
             return int(db.execute("SELECT COUNT(*) FROM clips").fetchone()[0])
         return int(db.execute("SELECT COUNT(*) FROM videos WHERE status = 'ok'").fetchone()[0])
 
-    def vectors(self, level: str) -> tuple[np.ndarray, np.ndarray]:
-        """Every stored vector of ``level`` (ids ascending), each checked against its checksum, so a
-        damaged row is never built into a FAISS file."""
+    def vectors(self, level: str, where: str = "", args: tuple = ()) -> tuple[np.ndarray, np.ndarray]:
+        """Every stored vector of ``level`` (or those ``where`` selects), ids ascending, each checked
+        against its checksum, so a damaged row is never built into a FAISS file."""
         from vcl_infer.index.checksums import bad_rows, scan
 
-        ids, vecs, bad = scan(self.db, level, self.dim)
+        ids, vecs, bad = scan(self.db, level, self.dim, where, args)
         if bad:
             raise IndexCorrupt(bad_rows(self.path, level, bad))
         return ids, vecs
+
+    def vectors_of(self, level: str, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``ids`` (sorted, unique, all present), checked against their
+        checksums (what re-ranking reads: a damaged vector is never used to answer)."""
+        from vcl_infer.index.checksums import bad_rows, scan
+
+        found_ids, parts, bad = [], [], []
+        step = 900  # bound parameters per statement
+        for s in range(0, len(ids), step):
+            chunk = [int(i) for i in ids[s : s + step]]
+            got, vecs, bad_chunk = scan(self.db, level, self.dim, f"WHERE id IN ({','.join('?' * len(chunk))})",
+                                        tuple(chunk))
+            found_ids.append(got)
+            parts.append(vecs)
+            bad += bad_chunk
+        if bad:
+            raise IndexCorrupt(bad_rows(self.path, level, bad))
+        got = np.concatenate(found_ids) if found_ids else np.zeros(0, np.int64)
+        if len(got) != len(ids) or not np.array_equal(got, ids):
+            raise IndexCorrupt(f"{self.path}: {len(ids) - len(got)} {level} id(s) found by the FAISS index are not in "
+                               f"the catalog; run `vcl-index repair {self.path}`")
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)

@@ -78,6 +78,15 @@ def nlist_of(factory: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def nlist_of_index(index) -> int:
+    """The number of inverted lists of an IVF index (0 for any other structure)."""
+    faiss = faiss_module()
+    try:
+        return int(faiss.extract_index_ivf(index).nlist)
+    except Exception:  # not an IVF index
+        return 0
+
+
 def min_train_points(factory: str) -> int:
     """How many vectors ``factory`` needs before it can be trained (0: no training)."""
     need = 0
@@ -155,25 +164,20 @@ def set_search_params(index, factory: str, nprobe: int | None, efsearch: int | N
             hnsw.efSearch = int(efsearch) if efsearch else max(hnsw.efSearch, 64)
 
 
-def build(factory: str, dim: int, ids: np.ndarray, vectors: np.ndarray, nprobe: int | None = None,
-          timings: dict | None = None):
-    """An ``IndexIDMap2`` (inner product) over ``factory``, trained when needed, holding ``vectors``.
+def train_empty(factory: str, dim: int, vectors: np.ndarray):
+    """An empty index of ``factory`` (inner product), trained when it needs training on a bounded
+    sample of ``vectors`` (40 a list, at least 10k for PQ): what every segment of a level is made from.
 
-    Training uses a bounded sample (40 vectors a list, at least 10k for PQ). ``timings``, when
-    given, receives ``train_s`` and ``add_s``.
+    Non-IVF structures come wrapped in an ``IndexIDMap2``; IVF indexes store ids natively.
     """
-    import time
-
-    t0 = time.perf_counter()
     faiss = faiss_module()
     base = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     # IVF indexes store ids natively (add_with_ids / remove_ids are exact). Wrapping them in an
     # IndexIDMap2 is WRONG after remove_ids: IVF does not renumber the positions it stores while
     # the id map compacts, so later results map to the wrong ids (found by our tests, faiss 1.15).
     index = base if nlist_of(factory) else faiss.IndexIDMap2(base)
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, dim)
-    ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
     if not base.is_trained:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, dim)
         nlist = nlist_of(factory) or 1
         n_train = min(len(vectors), max(TRAIN_POINTS_PER_LIST * nlist, PQ_MIN_TRAIN))
         if n_train < len(vectors):
@@ -182,11 +186,32 @@ def build(factory: str, dim: int, ids: np.ndarray, vectors: np.ndarray, nprobe: 
         else:
             sample = vectors
         base.train(np.ascontiguousarray(sample))
-    t1 = time.perf_counter()
-    set_search_params(index, factory, nprobe)
+    return index
+
+
+def add_all(index, ids: np.ndarray, vectors: np.ndarray):
+    """Add ``vectors`` with ``ids`` to ``index`` in chunks; returns ``index``."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, index.d)
+    ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
     step = 262_144
     for s in range(0, len(ids), step):
         index.add_with_ids(vectors[s : s + step], ids[s : s + step])
+    return index
+
+
+def build(factory: str, dim: int, ids: np.ndarray, vectors: np.ndarray, nprobe: int | None = None,
+          timings: dict | None = None):
+    """An index of ``factory`` (inner product), trained when needed (:func:`train_empty`), holding ``vectors``.
+
+    ``timings``, when given, receives ``train_s`` and ``add_s``.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    index = train_empty(factory, dim, vectors)
+    t1 = time.perf_counter()
+    set_search_params(index, factory, nprobe)
+    add_all(index, ids, vectors)
     if timings is not None:
         timings.update(train_s=t1 - t0, add_s=time.perf_counter() - t1)
     return index

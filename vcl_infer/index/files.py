@@ -1,42 +1,90 @@
-"""The derived FAISS files: read and check against the catalog, write atomically, publish, rebuild."""
+"""The derived FAISS files: an immutable base plus delta segments per level, read and checked against
+the catalog, written atomically, merged and compacted (see :mod:`.segments` for the layout)."""
 
 from __future__ import annotations
 
-import errno
-import os
 import sqlite3
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from vcl_infer.index import faiss_ops as F
 from vcl_infer.index import tuning as T
-from vcl_infer.index.catalog import FILES, LEVELS, faiss_file_fix, fsync_dir
+from vcl_infer.index.catalog import FILES, LEVELS, faiss_file_fix
 from vcl_infer.index.connection import Catalog
 from vcl_infer.index.errors import IndexCorrupt
-from vcl_infer.index.faults import disk_full, wal_lost_note
+from vcl_infer.index.faults import wal_lost_note
+from vcl_infer.index.level_view import LevelView
+from vcl_infer.index.segments import (
+    Layout,
+    OpenSegment,
+    SegmentDamaged,
+    SegmentProblem,
+    generation_of,
+    meta_key,
+    owned_by,
+    segment_name,
+    write_segment,
+)
 
 Problem = tuple[str, str]  # ("stale" | "corrupt", message)
-Built = tuple[Any, str, dict]  # (faiss index, factory, search params as tuning.tune returns them)
+MERGE_FANIN = 4  # this many deltas of one tier are merged into one of the next tier
+COMPACT_RATIO = 0.5  # the deltas are merged into a new base when they hold this fraction of the base
+COMPACT_MIN = 4096  # ... or this many vectors, whichever is more (tiny indexes keep a few deltas)
+CLOSE_COMPACT_BYTES = 64 << 20  # a writer closing merges its deltas into a base up to this size
+
+
+@dataclass
+class Built:
+    """A level built whole from the catalog: what a compaction publishes as the new base."""
+
+    index: Any
+    factory: str
+    params: dict  # as tuning.tune returns them
+    template: bytes | None  # the trained empty index (IVF), None otherwise
+    max_id: int
+
+
+@dataclass
+class Delta:
+    """The vectors one commit adds to a level (those it also removed left out)."""
+
+    ids: np.ndarray
+    vectors: np.ndarray
+
+
+Change = Built | Delta
 
 
 class FaissFiles:
-    """``clips.faiss`` / ``videos.faiss`` of one index and their loaded copies (the catalog is the
-    source of truth; these files are rebuilt from it)."""
+    """The FAISS segments of one index and their loaded views (the catalog is the source of truth;
+    every file is rebuilt from it)."""
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self.path = catalog.path
-        self.loaded: dict[str, Any] = {}  # level -> the faiss index searched
+        self.loaded: dict[str, LevelView] = {}  # level -> what is searched
         self._gpu: dict[str, Any] = {}  # level -> its GPU copy, or None where there is none
+        self._layouts: dict[str, Layout | None] = {}  # level -> as loaded (None: old one-file layout)
+        self._templates: dict[str, bytes] = {}  # level -> the trained empty IVF (writers make deltas from it)
+        self._open: dict[str, OpenSegment] = {}  # file name -> open segment, reused across commits
 
     def clear(self) -> None:
         """Forget the loaded indexes (on close)."""
+        for view in self.loaded.values():
+            view.close()
         self.loaded.clear()
         self._gpu.clear()
+        self._layouts.clear()
+        self._templates.clear()
+        self._open.clear()
 
     def gpu_copy(self, level: str) -> Any:
-        """The GPU copy of ``level``'s index (made on first use), or None without GPU FAISS."""
+        """The GPU copy of ``level``'s index (made on first use) when it is one plain index, else None."""
         if level not in self._gpu:
-            self._gpu[level] = F.to_gpu(self.loaded[level])
+            single = self.loaded[level].single()
+            self._gpu[level] = None if single is None else F.to_gpu(single)
         return self._gpu[level]
 
     def cleanup_temp(self) -> None:
@@ -46,46 +94,95 @@ class FaissFiles:
             except OSError:
                 pass
 
+    def layout(self, level: str) -> Layout | None:
+        """``level``'s segments as loaded (None for an old one-file index, until it is rebuilt)."""
+        return self._layouts.get(level)
+
     # ------------------------------------------------------------------ reading
-    def read_checked(self, level: str, meta: dict[str, str],
-                     db: sqlite3.Connection | None = None) -> tuple[Any, Problem | None]:
-        """Load one FAISS file and check it against ``meta``; returns (index, problem or None)."""
-        name = FILES[level]
-        fpath = self.path / name
+    def read_checked(self, level: str, meta: dict[str, str], db: sqlite3.Connection | None = None,
+                     eager: bool = False, count_rows: bool | None = None) -> tuple[LevelView | None, Problem | None]:
+        """Open ``level``'s segments and check them against ``meta``; returns (view, problem or None).
+
+        ``eager`` checks every file's CRC-32 now (verify); otherwise large files are memory-mapped
+        and checked before their first answer. ``count_rows`` (default: for verify and writers)
+        also counts the catalog's rows against the recorded count: a scan of the clips index, left
+        out of a reader's open, whose catalog snapshot and recorded count are of one generation.
+        """
+        if count_rows is None:
+            count_rows = eager or self.catalog.writable
         gen = int(meta["generation"])
         fgen = int(meta[f"{level}.generation"])
+        fpath = self.path / FILES[level]
         if fgen < gen:
-            return None, (
-                "stale",
-                f"{fpath}: the file is older than the catalog (generation {fgen} < {gen}; "
-                "a write was interrupted)",
-            )
+            return None, ("stale", f"{fpath}: the file is older than the catalog (generation {fgen} < {gen}; "
+                                   "a write was interrupted)")
+        newer = self._newer_on_disk(level, gen) if self.catalog.wal_lost else None
+        if newer is not None:
+            return None, ("corrupt", f"{fpath}: segment {newer} was written by a later commit than the catalog "
+                                     f"holds (generation {gen})")
+        try:
+            if meta_key(level) in meta:
+                layout = Layout.from_json(meta[meta_key(level)])
+                view = self._open_layout(level, layout, meta, db, eager)
+            else:
+                layout, view = None, self._open_one_file(level, meta)
+        except SegmentProblem as exc:
+            return None, ("corrupt", str(exc))
+        expect = int(meta[f"{level}.count"])
+        actual = self.catalog.count(level, db) if count_rows else expect
+        dims = {s.index.d for s in view.segments} or {self.catalog.dim}
+        if view.ntotal != expect or expect != actual or dims != {self.catalog.dim}:
+            return None, ("corrupt", f"{fpath}: holds {view.ntotal} vectors of dim {sorted(dims)}, the catalog "
+                                     f"records {expect} and has {actual} rows of dim {self.catalog.dim}")
+        params = T.recorded_params(meta, level)
+        view.set_params(int(params["nprobe"]), int(params["efsearch"]))
+        self._layouts[level] = layout
+        return view, None
+
+    def _newer_on_disk(self, level: str, gen: int) -> str | None:
+        """A segment file of ``level`` from a generation after ``gen`` (evidence of lost commits), or None."""
+        for p in self.path.glob("*.faiss"):
+            g = generation_of(level, p.name)
+            if g is not None and g > gen:
+                return p.name
+        return None
+
+    def _segment(self, seg, eager: bool, ivf: bool) -> OpenSegment:
+        cached = self._open.get(seg.file)
+        if cached is not None and cached.seg == seg and not eager:
+            return cached
+        opened = OpenSegment(self.path, seg, eager=eager, ivf=ivf)
+        if not eager:
+            self._open[seg.file] = opened
+        return opened
+
+    def _open_layout(self, level: str, layout: Layout, meta: dict[str, str], db, eager: bool) -> LevelView:
+        template = None
+        if layout.template is not None:
+            template = OpenSegment(self.path, layout.template, eager=True)
+            self._templates[level] = F.serialize(template.index)
+        ivf = bool(F.nlist_of(meta[f"{level}.factory"]))
+        segs = [self._segment(s, eager, ivf) for s in (layout.base, *layout.deltas) if s is not None]
+        tombs = np.array([r[0] for r in (db or self.catalog.db).execute(
+            "SELECT id FROM tombstones WHERE level = ? ORDER BY id", (level,))], dtype=np.int64)
+        return LevelView(meta[f"{level}.factory"], segs, None if template is None else template.index, tombs)
+
+    def _open_one_file(self, level: str, meta: dict[str, str]) -> LevelView:
+        """An index written before segments: one whole file checked by its sha256, read as a base."""
+        fpath = self.path / FILES[level]
         try:
             data = fpath.read_bytes()
         except FileNotFoundError:
-            return None, ("corrupt", f"{fpath}: the file is missing")
+            raise SegmentProblem(f"{fpath}: the file is missing") from None
         digest = F.sha256(data)
-        if digest != meta[f"{level}.sha256"]:
-            return None, (
-                "corrupt",
-                f"{fpath}: checksum mismatch (sha256 {digest[:12]}..., "
-                f"catalog recorded {meta[f'{level}.sha256'][:12]}...)",
-            )
+        if digest != meta.get(f"{level}.sha256"):
+            raise SegmentProblem(f"{fpath}: checksum mismatch (sha256 {digest[:12]}..., catalog recorded "
+                                 f"{meta.get(f'{level}.sha256', '')[:12]}...)")
         try:
             index = F.deserialize(data)
         except Exception as exc:
-            return None, ("corrupt", f"{fpath}: FAISS cannot read the file ({exc})")
-        expect = int(meta[f"{level}.count"])
-        actual = self.catalog.count(level, db)
-        if index.ntotal != expect or expect != actual or index.d != self.catalog.dim:
-            return None, (
-                "corrupt",
-                f"{fpath}: holds {index.ntotal} vectors of dim {index.d}, the catalog "
-                f"records {expect} and has {actual} rows of dim {self.catalog.dim}",
-            )
-        params = T.recorded_params(meta, level)
-        F.set_search_params(index, meta[f"{level}.factory"], int(params["nprobe"]), int(params["efsearch"]))
-        return index, None
+            raise SegmentProblem(f"{fpath}: FAISS cannot read the file ({exc})") from exc
+        return LevelView(meta[f"{level}.factory"], [OpenSegment.of(fpath, index)], None, np.zeros(0, np.int64))
 
     def explained(self, problem: str, fix: str) -> str:
         """A FAISS-file problem and its fix; after a lost write-ahead log, that cause first."""
@@ -93,29 +190,40 @@ class FaissFiles:
             return f"{wal_lost_note(self.path)}. Now {problem}. Otherwise {fix}; re-running the build re-adds the lost videos"
         return f"{problem}; {fix}"
 
+    def damaged(self, exc: SegmentDamaged, level: str) -> IndexCorrupt:
+        """The error a search raises when a mapped segment fails its deferred check."""
+        return IndexCorrupt(self.explained(str(exc), faiss_file_fix(FILES[level], self.path)))
+
     def load_writable(self) -> None:
-        """Load both files for a writer, rebuilding one left stale by a crash; ``IndexCorrupt`` for a damaged one."""
+        """Load both levels for a writer, rebuilding one left stale by a crash or still in the old
+        one-file layout; ``IndexCorrupt`` for a damaged one."""
         meta = self.catalog.read_meta()
-        stale = []
+        redo = []
         for level in LEVELS:
             index, problem = self.read_checked(level, meta)
-            if problem is None:
+            if index is not None:
                 self.loaded[level] = index
-            elif problem[0] == "stale":
-                stale.append(level)
+                if self._layouts[level] is None:
+                    redo.append(level)  # migrate: the next files are segments
+                continue
+            assert problem is not None
+            if problem[0] == "stale":
+                redo.append(level)
             else:
                 raise IndexCorrupt(self.explained(problem[1], faiss_file_fix(FILES[level], self.path)))
-        if stale:
-            self.rebuild(tuple(stale))
+        if redo:
+            self.rebuild(tuple(redo))
+        self.remove_unreferenced()
 
     def load_for_reader(self) -> list[tuple[str, Problem]]:
-        """Load both files as of the catalog's snapshot; the problems found (none loaded if any)."""
+        """Load both levels as of the catalog's snapshot; the problems found (none loaded if any)."""
         problems = []
         for level in LEVELS:
             index, problem = self.read_checked(level, self.catalog.meta)
-            if problem is None:
+            if index is not None:
                 self.loaded[level] = index
             else:
+                assert problem is not None
                 problems.append((level, problem))
         if problems:
             self.loaded.clear()
@@ -131,60 +239,156 @@ class FaissFiles:
         return faiss_file_fix(FILES[level], self.path)
 
     # ------------------------------------------------------------------ writing
-    def _write_file(self, level: str, index: Any) -> tuple[str, int]:
-        """Atomically replace one FAISS file; returns (sha256, ntotal)."""
-        data = F.serialize(index)
-        final = self.path / FILES[level]
-        tmp = self.path / f".{FILES[level]}.tmp-{os.getpid()}"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException as exc:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
-            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-                raise disk_full(self.path, f"writing {FILES[level]}: {exc.strerror}", catalog_committed=True) from exc
-            raise
-        fsync_dir(self.path)
-        return F.sha256(data), int(index.ntotal)
+    def record_tombstones(self, level: str, ids: list[int]) -> None:
+        """In the open catalog transaction: tombstones for removed ids that a segment holds."""
+        layout = self._layouts.get(level)
+        if layout is None or not ids:
+            return  # the old layout is rebuilt whole at the next commit anyway
+        held = [(level, int(i)) for i in ids if int(i) <= layout.max_id]
+        self.catalog.db.executemany("INSERT OR IGNORE INTO tombstones(level, id) VALUES (?, ?)", held)
 
-    def publish(self, indexes: dict[str, Built]) -> None:
-        """Steps 2 and 3 of a commit for the levels in ``indexes`` ({level: (index, factory, params)},
-        params as :func:`tuning.tune` returns them)."""
+    def live_after(self, level: str, adds: int, removes: list[int]) -> int:
+        """How many vectors ``level`` holds once a batch of ``adds`` new vectors and ``removes`` is applied."""
+        layout = self._layouts.get(level)
+        view = self.loaded.get(level)
+        if layout is None or view is None:
+            return self.catalog.count(level)
+        return view.ntotal + adds - sum(1 for i in set(removes) if i <= layout.max_id)
+
+    def needs_compaction(self, level: str, adds: int) -> bool:
+        layout = self._layouts.get(level)
+        if layout is None:
+            return True
+        base = layout.base.count if layout.base is not None else 0
+        return layout.delta_count() + adds > max(COMPACT_RATIO * base, COMPACT_MIN)
+
+    def cheap_to_compact(self) -> bool:
+        """Whether some level has deltas or tombstones and every base is small (:data:`CLOSE_COMPACT_BYTES`)."""
+        layouts = [self._layouts.get(lv) for lv in LEVELS]
+        if any(lay is None for lay in layouts):
+            return False
+        pending = any(lay.deltas for lay in layouts if lay) or any(
+            v.tombstones.size for v in self.loaded.values())
+        return pending and all(lay.base is None or lay.base.size <= CLOSE_COMPACT_BYTES for lay in layouts if lay)
+
+    def publish(self, changes: dict[str, Change]) -> None:
+        """Steps 2 and 3 of a commit for the levels in ``changes``: write the new segment files, then
+        record them (and drop the tombstones they make obsolete) in one catalog transaction."""
         db = self.catalog.db
         gen = int(db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
         rows = [("rows.videos", str(db.execute("SELECT COUNT(*) FROM videos").fetchone()[0]))]
-        for level, (index, factory, params) in indexes.items():
-            digest, count = self._write_file(level, index)
-            rows += [
-                (f"{level}.generation", str(gen)),
-                (f"{level}.count", str(count)),
-                (f"{level}.sha256", digest),
-                (f"{level}.factory", factory),
-                (f"{level}.nprobe", str(int(params["nprobe"]))),
-                (f"{level}.efsearch", str(int(params["efsearch"]))),
-                (f"{level}.recall", f"{float(params['recall']):.4f}"),
-            ]
+        cleared: list[tuple[str, int, int]] = []  # (level, lo, hi): tombstones no segment needs any more
+        layouts: dict[str, Layout] = {}
+        for level, change in changes.items():
+            if isinstance(change, Built):
+                layout = self._write_base(level, change, gen)
+                cleared.append((level, -1, 1 << 62))
+                rows += [(f"{level}.factory", change.factory), (f"{level}.nprobe", str(int(change.params["nprobe"]))),
+                         (f"{level}.efsearch", str(int(change.params["efsearch"]))),
+                         (f"{level}.recall", f"{float(change.params['recall']):.4f}"),
+                         (f"{level}.rerank", str(int(change.params.get("rerank", 0))))]
+            else:
+                layout, merged = self._write_delta(level, change, gen)
+                cleared += [(level, lo, hi) for lo, hi in merged]
+            layouts[level] = layout
+            rows += [(f"{level}.generation", str(gen)), (meta_key(level), layout.to_json()), (f"{level}.sha256", "")]
         with self.catalog.tx() as tx:
+            tx.executemany("DELETE FROM tombstones WHERE level = ? AND id > ? AND id <= ?", cleared)
+            for level, layout in layouts.items():
+                n_tomb = tx.execute("SELECT COUNT(*) FROM tombstones WHERE level = ?", (level,)).fetchone()[0]
+                live = sum(s.count for s in (layout.base, *layout.deltas) if s is not None) - n_tomb
+                rows.append((f"{level}.count", str(live)))
             tx.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", rows)
-        for level, (index, _, _) in indexes.items():
-            self.loaded[level] = index
-            self._gpu.pop(level, None)
         self.catalog.reload_meta()
+        self._layouts.update(layouts)
+        self.remove_unreferenced()
+        for level in changes:
+            self._gpu.pop(level, None)
+            view, problem = self.read_checked(level, self.catalog.meta, count_rows=False)  # counted just now
+            if view is None:
+                assert problem is not None
+                raise IndexCorrupt(self.explained(problem[1], faiss_file_fix(FILES[level], self.path)))
+            self.loaded[level] = view
 
-    def build_level(self, level: str) -> Built:
-        """Build ``level`` from the catalog: factory by size and memory, trained on a bounded sample,
-        search parameters tuned to the target recall (:mod:`.tuning`)."""
+    def _write_base(self, level: str, built: Built, gen: int) -> Layout:
+        template = None
+        if built.template is not None:
+            template = write_segment(self.path, level, segment_name(level, "t", gen), F.deserialize(built.template))
+            self._templates[level] = built.template
+        else:
+            self._templates.pop(level, None)
+        base = write_segment(self.path, level, segment_name(level, "base", gen), built.index, hi=built.max_id)
+        self._open.pop(base.file, None)
+        old = self._layouts.get(level)
+        return Layout(base, template, [], max(built.max_id, old.max_id if old else 0))
+
+    def _empty(self, level: str) -> Any:
+        """A trained empty index of ``level``'s structure for a delta: the template, or exact Flat."""
+        if level in self._templates:
+            return F.deserialize(self._templates[level])
+        faiss = F.faiss_module()
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(self.catalog.dim))
+
+    def _write_delta(self, level: str, delta: Delta, gen: int) -> tuple[Layout, list[tuple[int, int]]]:
+        """The layout with one new delta segment, after merging full tiers; the merged id ranges."""
+        old = self._layouts[level]
+        assert old is not None
+        layout = Layout(old.base, old.template, list(old.deltas), old.max_id)
+        merged: list[tuple[int, int]] = []
+        if len(delta.ids) == 0:
+            return layout, merged
+        index = self._empty(level)
+        index.add_with_ids(delta.vectors, delta.ids)
+        hi = max(int(delta.ids.max()), layout.max_id)
+        layout.deltas.append(write_segment(self.path, level, segment_name(level, "d", gen), index,
+                                           lo=layout.max_id, hi=hi))
+        layout.max_id = hi
+        while len(layout.deltas) >= MERGE_FANIN and len({s.tier for s in layout.deltas[-MERGE_FANIN:]}) == 1:
+            group = layout.deltas[-MERGE_FANIN:]
+            lo, hi, tier = group[0].lo, group[-1].hi, group[0].tier + 1
+            ids, vecs = self.catalog.vectors(level, "WHERE id > ? AND id <= ?", (lo, hi))
+            index = self._empty(level)
+            if len(ids):
+                index.add_with_ids(vecs, ids)
+            layout.deltas[-MERGE_FANIN:] = [write_segment(self.path, level, segment_name(level, "m", gen, tier),
+                                                          index, lo=lo, hi=hi, tier=tier)]
+            merged.append((lo, hi))
+        return layout, merged
+
+    def remove_unreferenced(self) -> None:
+        """Delete segment files no layout refers to (replaced by a merge or compaction, or left by a crash)."""
+        known = [lv for lv in LEVELS if self._layouts.get(lv) is not None]  # never guess another level's
+        keep = {FILES[lv] for lv in LEVELS}
+        for level in known:
+            keep |= {s.file for s in self._layouts[level].files()}  # type: ignore[union-attr]
+        for p in self.path.glob("*.faiss"):
+            if p.name not in keep and any(owned_by(lv, p.name) for lv in known):
+                self._open.pop(p.name, None)
+                try:
+                    p.unlink()
+                except OSError:
+                    pass
+
+    def build_level(self, level: str, retrain: bool = True) -> Built:
+        """Build ``level`` whole from the catalog. ``retrain``: factory by size and memory, trained on
+        a bounded sample, search parameters tuned to the target recall (:mod:`.tuning`); otherwise
+        the current template (trained centroids) is filled and the recorded parameters kept."""
         cat = self.catalog
         ids, vecs = cat.vectors(level)
+        max_id = int(ids.max()) if len(ids) else 0
+        factory = cat.meta.get(f"{level}.factory", "Flat")
+        if not retrain and (level in self._templates or not F.nlist_of(factory)):
+            index = self._empty(level) if level in self._templates else F.build(factory, cat.dim, ids[:0], vecs[:0])
+            F.add_all(index, ids, vecs)
+            params = T.recorded_params(cat.meta, level)
+            F.set_search_params(index, factory, int(params["nprobe"]), int(params["efsearch"]))
+            return Built(index, factory, params, self._templates.get(level), max_id)
         factory = F.effective_factory(cat.index_type, len(ids), cat.dim)
-        index = F.build(factory, cat.dim, ids, vecs, F.default_nprobe(factory))
-        return index, factory, T.tune(index, factory, ids, vecs, cat.target_recall)
+        empty = F.train_empty(factory, cat.dim, vecs)
+        template = F.serialize(empty) if F.nlist_of(factory) else None
+        index = F.add_all(empty, ids, vecs)
+        F.set_search_params(index, factory, F.default_nprobe(factory))
+        return Built(index, factory, T.tune(index, factory, ids, vecs, cat.target_recall), template, max_id)
 
     def rebuild(self, levels: tuple[str, ...]) -> None:
         """Rebuild ``levels`` from the catalog and publish them."""
@@ -192,4 +396,3 @@ class FaissFiles:
         with self.catalog.tx() as tx:
             tx.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
         self.publish({level: self.build_level(level) for level in levels})
-

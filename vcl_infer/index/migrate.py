@@ -3,10 +3,12 @@ transaction (a crash leaves the old format, which is read as before and migrated
 
 from __future__ import annotations
 
-from vcl_infer.index.catalog import clip_checksum, video_checksum
+from vcl_infer.index.catalog import SCHEMA, clip_checksum, video_checksum
 from vcl_infer.index.connection import Catalog
 
 _BATCH = 4096
+# the segment layout's table and the index that keeps counting videos per commit cheap
+SEGMENT_SCHEMA = [s for s in SCHEMA.split(";") if "tombstones" in s or "videos_status" in s]
 
 
 def migrate(catalog: Catalog) -> bool:
@@ -16,6 +18,8 @@ def migrate(catalog: Catalog) -> bool:
     (damage done before this point cannot be told apart; from now on it is caught). Returns
     whether anything was changed.
     """
+    for stmt in SEGMENT_SCHEMA:  # not a format change: see catalog.py
+        catalog.db.execute(stmt)
     if catalog.format_version >= 2:
         return False
     from vcl_infer.index.checksums import has_checksums

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 from vcl_infer.errors import SpecMismatch
-from vcl_infer.index import faiss_ops as F
 from vcl_infer.index.catalog import (
     CATALOG,
     FILES,
@@ -27,6 +26,8 @@ from vcl_infer.index.checksums import bad_rows, check_rows, verify_vectors
 from vcl_infer.index.connection import Catalog
 from vcl_infer.index.errors import IndexCorrupt
 from vcl_infer.index.files import FaissFiles
+from vcl_infer.index.rerank import rerank
+from vcl_infer.index.segments import SegmentDamaged
 
 
 class Queries:
@@ -63,20 +64,18 @@ class Queries:
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
         q = normalise(q)
-        index = self.files.loaded[level]
-        meta = self.catalog.meta
-        factory = meta.get(f"{level}.factory", "Flat")
-        if index.ntotal == 0:
+        view = self.files.loaded[level]
+        if view.ntotal == 0:
             return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
-        if nprobe is not None:
-            F.set_search_params(index, factory, nprobe, None)
+        factor = int(self.catalog.meta.get(f"{level}.rerank", 0) or 0)  # exact re-ranking (PQ), see rerank.py
+        wanted = k * factor if factor else k
+        gpu = self.files.gpu_copy(level) if nprobe is None else None
         try:
-            gpu = self.files.gpu_copy(level)
-            target = gpu if gpu is not None and nprobe is None else index
-            scores, ids = target.search(q, k)
-        finally:
-            if nprobe is not None:
-                F.set_search_params(index, factory, int(meta.get(f"{level}.nprobe", 0) or 0), None)
+            scores, ids = gpu.search(q, wanted) if gpu is not None else view.search(q, wanted, nprobe)
+        except SegmentDamaged as exc:  # a mapped segment failed its deferred check: never answered
+            raise self.files.damaged(exc, level) from None
+        if factor:
+            scores, ids = rerank(q, ids, lambda wanted_ids: self.catalog.vectors_of(level, wanted_ids), k)
         scores = scores.astype(np.float32, copy=False)
         ids = ids.astype(np.int64, copy=False)
         scores[ids < 0] = -np.inf
@@ -164,6 +163,9 @@ class Queries:
             "index_types": {lv: meta.get(f"{lv}.factory") for lv in LEVELS},
             "nprobe": {lv: int(meta.get(f"{lv}.nprobe", 0) or 0) for lv in LEVELS},
             "efsearch": {lv: int(meta.get(f"{lv}.efsearch", 0) or 0) for lv in LEVELS},
+            "rerank": {lv: int(meta.get(f"{lv}.rerank", 0) or 0) for lv in LEVELS},
+            "segments": {lv: len(v.segments) for lv, v in self.files.loaded.items()},
+            "tombstones": {lv: int(v.tombstones.size) for lv, v in self.files.loaded.items()},
             "recall_at_10": {lv: float(meta.get(f"{lv}.recall", 1.0) or 1.0) for lv in LEVELS},
             "target_recall": cat.target_recall,
             "size_bytes": size,
@@ -203,14 +205,14 @@ class Queries:
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         problems += verify_vectors(db, self.path, self.catalog.dim)
         for level in LEVELS:
-            index, problem = self.files.read_checked(level, meta, db)
-            if problem is not None:
-                problems.append(problem[1])
+            index, problem = self.files.read_checked(level, meta, db, eager=True)
+            if index is None:
+                problems.append(problem[1] if problem else f"{self.path / FILES[level]}: unreadable")
                 continue
             sql = ("SELECT id FROM clips ORDER BY id" if level == "clip"
                    else "SELECT id FROM videos WHERE status='ok' ORDER BY id")
             cat = np.array([r[0] for r in db.execute(sql)], dtype=np.int64)
-            have = F.id_set(index)
+            have = index.ids()
             if len(have) != len(cat) or not np.array_equal(have, cat):
                 extra = np.setdiff1d(have, cat)
                 missing = np.setdiff1d(cat, have)

@@ -8,7 +8,7 @@ crash mid-swap is finished by the next writable open (:func:`finish_interrupted_
 refuse the index until then. "Complete" means: the counts recorded at the last commit (clips,
 ok videos, all rows) equal the rows read, the generation is current (so those counts are of
 this state), every clip belongs to a video, and the ids equal those of each FAISS file whose
-sha256 still matches.
+checksum still matches.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from vcl_infer.index.catalog import CATALOG, FILES, LEVELS, SCHEMA, fsync_dir
 from vcl_infer.index.connection import Catalog
 from vcl_infer.index.errors import IndexCorrupt
 from vcl_infer.index.faults import wal_lost_note
+from vcl_infer.index.segments import intact_copies
 
 RECOVERING = CATALOG + ".recovering"
 RECOVERED = CATALOG + ".recovered"
@@ -36,7 +37,11 @@ def _rebuild_advice(index_dir: Path) -> str:
 
 def _read_all(src: sqlite3.Connection) -> dict:
     out: dict = {"meta": dict(src.execute("SELECT key, value FROM meta").fetchall())}
-    for table in ("videos", "clips"):
+    tables = {r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for table in ("videos", "clips", "tombstones"):
+        if table not in tables:
+            out[table] = (["level", "id"], [])
+            continue
         cols = [r[1] for r in src.execute(f"PRAGMA table_info({table})")]
         out[table] = (cols, src.execute(f"SELECT {', '.join(cols)} FROM {table}").fetchall())
     try:
@@ -46,14 +51,14 @@ def _read_all(src: sqlite3.Connection) -> dict:
     return out
 
 
-def _faiss_ids(index_dir: Path, level: str, meta: dict) -> set[int] | None:
-    try:
-        data = (index_dir / FILES[level]).read_bytes()
-        if F.sha256(data) != meta.get(f"{level}.sha256"):
-            return None
-        return set(F.id_set(F.deserialize(data)).tolist())
-    except Exception:  # noqa: BLE001 - an unusable file just gives no evidence
+def _faiss_ids(index_dir: Path, level: str, meta: dict, tombstones: list) -> set[int] | None:
+    copies = intact_copies(index_dir, level, meta)
+    if copies is None:
         return None
+    held: set[int] = set()
+    for copy in copies:
+        held |= set(F.id_set(copy).tolist())
+    return held - {i for lv, i in tombstones if lv == level}
 
 
 def incomplete(index_dir: Path, data: dict) -> str | None:
@@ -79,7 +84,7 @@ def incomplete(index_dir: Path, data: dict) -> str | None:
     if any(r[ccols.index("video_id")] not in ok_ids for r in clips):
         return "clips whose video is missing"
     for level, ids in (("clip", clip_ids), ("video", ok_ids)):
-        held = _faiss_ids(index_dir, level, meta)
+        held = _faiss_ids(index_dir, level, meta, data["tombstones"][1])
         if held is not None and held != ids:
             return f"the rows read differ from the ids held by {FILES[level]}"
     return None
@@ -96,7 +101,7 @@ def _write(target: Path, data: dict) -> None:
             if stmt.strip():
                 db.execute(stmt)
         db.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", list(data["meta"].items()))
-        for table in ("videos", "clips"):
+        for table in ("videos", "clips", "tombstones"):
             cols, rows = data[table]
             marks = ", ".join("?" * len(cols))
             db.executemany(f"INSERT INTO {table}({', '.join(cols)}) VALUES ({marks})", rows)

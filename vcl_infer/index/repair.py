@@ -8,7 +8,7 @@ In order:
    equal those recorded at the last commit, its ids those of the checksummed FAISS files);
    otherwise nothing is touched and :class:`IndexCorrupt` says to rebuild.
 2. **Stored vectors** that fail their checksum (:mod:`.checksums`): restored from the FAISS
-   file when that file's sha256 matches the catalog and it holds the vector exactly (Flat,
+   file when that file's checksum matches the catalog and it holds the vector exactly (Flat,
    IVF-Flat) with the same checksum; otherwise the video is removed from the catalog and listed,
    so the next build embeds it again. No damaged vector is ever built into a FAISS file.
 3. **The FAISS files** are rebuilt from the catalog (and their search parameters re-tuned).
@@ -23,12 +23,13 @@ from typing import Any
 import numpy as np
 
 from vcl_infer.index import faiss_ops as F
-from vcl_infer.index.catalog import CATALOG, FILES, LEVELS, clip_checksum, path_from_db, video_checksum
+from vcl_infer.index.catalog import CATALOG, LEVELS, clip_checksum, path_from_db, video_checksum
 from vcl_infer.index.checksums import scan
 from vcl_infer.index.connection import Catalog
 from vcl_infer.index.errors import IndexCorrupt
 from vcl_infer.index.files import FaissFiles
 from vcl_infer.index.migrate import migrate
+from vcl_infer.index.segments import intact_copies
 
 
 def catalog_problem(catalog: Catalog) -> str | None:
@@ -75,37 +76,30 @@ def repair_index(catalog: Catalog, files: FaissFiles) -> dict:
     return report
 
 
-def _faiss_copy(catalog: Catalog, level: str) -> Any:
-    """The level's FAISS file when its bytes match the catalog's sha256 (stale is fine: ids are never
-    reused, so every vector it holds is that id's), ready to reconstruct vectors by id; else None."""
-    path = catalog.path / FILES[level]
+def _faiss_copies(catalog: Catalog, level: str) -> list[Any]:
+    """The level's FAISS files whose bytes match the catalog, ready to reconstruct vectors by id."""
     meta = catalog.read_meta()
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    if F.sha256(data) != meta.get(f"{level}.sha256"):
-        return None
-    try:
-        faiss_index = F.deserialize(data)
-        if F.nlist_of(meta.get(f"{level}.factory", "")):
-            faiss = F.faiss_module()
-            faiss.extract_index_ivf(faiss_index).set_direct_map_type(faiss.DirectMap.Hashtable)
-    except Exception:  # noqa: BLE001 - an unreadable copy is simply not used
-        return None
-    return faiss_index
+    copies = intact_copies(catalog.path, level, meta) or []
+    if F.nlist_of(meta.get(f"{level}.factory", "")):
+        faiss = F.faiss_module()
+        for copy in copies:
+            faiss.extract_index_ivf(copy).set_direct_map_type(faiss.DirectMap.Hashtable)
+    return copies
 
 
-def _restore(copy, level: str, row, dim: int) -> bytes | None:
+def _restore(copies: list[Any], level: str, row, dim: int) -> bytes | None:
     rid, start, end, checksum = row
-    if copy is None or checksum is None:
+    if checksum is None:
         return None
-    try:
-        vector = np.asarray(copy.reconstruct(int(rid)), dtype="<f4").reshape(dim).tobytes()
-    except Exception:  # noqa: BLE001 - id not held, or a lossy code (PQ) that cannot reconstruct
-        return None
-    actual = clip_checksum(vector, start, end) if level == "clip" else video_checksum(vector)
-    return vector if actual == int(checksum) else None
+    for copy in copies:
+        try:
+            vector = np.asarray(copy.reconstruct(int(rid)), dtype="<f4").reshape(dim).tobytes()
+        except Exception:  # noqa: BLE001 - id not held, or a lossy code (PQ) that cannot reconstruct
+            continue
+        actual = clip_checksum(vector, start, end) if level == "clip" else video_checksum(vector)
+        if actual == int(checksum):
+            return vector
+    return None
 
 
 def fix_vectors(catalog: Catalog, report: dict) -> None:
@@ -116,7 +110,7 @@ def fix_vectors(catalog: Catalog, report: dict) -> None:
             _, _, bad = scan(db, level, catalog.dim)
             if not bad:
                 continue
-            copy = _faiss_copy(catalog, level)
+            copies = _faiss_copies(catalog, level)
             for rid in bad:
                 if level == "clip":
                     row = db.execute("SELECT id, start_sec, end_sec, checksum, video_id FROM clips WHERE id = ?",
@@ -124,7 +118,7 @@ def fix_vectors(catalog: Catalog, report: dict) -> None:
                 else:
                     row = (*db.execute("SELECT id, NULL, NULL, vector_checksum FROM videos WHERE id = ?",
                                        (rid,)).fetchone(), rid)
-                vector = _restore(copy, level, row[:4], catalog.dim)
+                vector = _restore(copies, level, row[:4], catalog.dim)
                 if vector is None:
                     drop.add(int(row[4]))
                     continue

@@ -2,26 +2,35 @@
 
 Layout of ``INDEX_DIR``::
 
-    catalog.sqlite   videos, clips (with their float32 vectors) and meta
-    clips.faiss      one vector per clip, ids = clips.id
-    videos.faiss     one pooled vector per ok video, ids = videos.id
-                     (IndexIDMap2 around Flat/HNSW/PQ; IVF types hold the ids natively, because
-                     IndexIDMap2 around IVF maps ids wrongly after remove_ids)
+    catalog.sqlite   videos, clips (with their float32 vectors), meta, and tombstones
+    clips.faiss      the clip level's base segment (ids = clips.id), rewritten only by a compaction
+    videos.faiss     the video level's base (one pooled vector per ok video, ids = videos.id)
+    clips.d12-0.faiss, clips.m20-1.faiss, clips.t9-0.faiss ...
+                     delta segments (one per commit, merged in tiers) and, for IVF, the trained
+                     empty template; see :mod:`.segments` (IndexIDMap2 around Flat/HNSW/PQ; IVF
+                     types hold the ids natively, because IndexIDMap2 around IVF maps ids wrongly
+                     after remove_ids)
     .lock            flock'ed by the one writer; holds its pid
 
-Commit protocol (crash-safe, see DESIGN.md and reliability.md C1/C2/C4):
+Commit protocol (crash-safe, see DESIGN.md and reliability.md C1/C2/C4), at a cost that grows
+with the batch, not the index:
 
-1. one catalog transaction with the row changes and ``generation += 1`` (the FAISS files are
-   now stale: their recorded generation is older);
-2. each FAISS file is written to a temp name in the folder, fsync'ed, ``os.replace``'d, and
-   the folder fsync'ed;
-3. a second small transaction records each file's generation, vector count and sha256.
+1. one catalog transaction with the row changes, a tombstone for every removed or replaced id
+   that a segment holds, and ``generation += 1`` (the segments are now stale: their recorded
+   generation is older);
+2. a delta segment per level with the batch's new vectors is written to a temp name, fsync'ed,
+   ``os.replace``'d and the folder fsync'ed (every 4 deltas of a tier are merged from the
+   catalog's rows; when the deltas reach half the base, the level is compacted into a new base);
+3. a second small transaction records each level's segments (file, size, count, CRC-32),
+   generation and count, and drops the tombstones a merge made obsolete.
 
-On open every file's sha256 and vector count are checked against the catalog. A file left
+On open every segment's size and count are checked against the catalog and its CRC-32 either
+at once (small files) or before its first answer (large, memory-mapped ones). A level left
 stale by a crash between 1 and 3 is rebuilt from the catalog when the index is opened for
 writing; a file whose recorded generation is current but whose bytes differ (bit rot, a
 partial copy) raises :class:`IndexCorrupt` naming ``vcl-index repair``. Read-only opens
-never rebuild anything.
+never rebuild anything. An index written before segments (one file per level, sha256) is
+read as a base and rewritten as segments on its first writable open.
 """
 
 from __future__ import annotations
@@ -55,7 +64,7 @@ from vcl_infer.index.catalog import (
 from vcl_infer.index.connection import Catalog
 from vcl_infer.index.errors import EncoderMismatch, IndexCorrupt, IndexExists, IndexLocked, IndexNotFound
 from vcl_infer.index.faults import clear_wal_lost, guarded, translate, wal_was_lost
-from vcl_infer.index.files import Built, FaissFiles
+from vcl_infer.index.files import Change, Delta, FaissFiles
 from vcl_infer.index.migrate import migrate
 from vcl_infer.index.queries import Queries
 from vcl_infer.index.recover import RECOVERED, finish_interrupted_swap
@@ -130,6 +139,7 @@ class VideoIndex:
         self._pending_add: Batch = _empty_batch()
         self._pending_remove: Batch = _empty_batch()
         self._retune = False
+        self._committed = False  # this writer published a batch (see close)
         self.repair_report: dict = {}
 
     # the index's metadata, as the catalog holds it
@@ -325,7 +335,15 @@ class VideoIndex:
             self.close()
 
     def close(self) -> None:
-        """Release the catalog and the lock; uncommitted writes are discarded."""
+        """Release the catalog and the lock; uncommitted writes are discarded.
+
+        A writer that committed and whose levels are small (:meth:`.FaissFiles.cheap_to_compact`)
+        first merges its deltas into the base, so a small index is one file per level at rest.
+        """
+        if self._committed and self.catalog.is_open and not self.catalog.in_transaction:
+            self._committed = False
+            if self.files.cheap_to_compact():
+                self.compact()
         self.catalog.close()
         self.files.clear()
         if self._lock_fd is not None:
@@ -525,33 +543,43 @@ class VideoIndex:
                 self.files.rebuild(LEVELS)
                 self._retune = False
             return
-        # step 1: rows + generation bump, one transaction
+        # step 1: rows, tombstones for removed ids a segment holds, generation bump: one transaction
+        adds, removes = self._pending_add, self._pending_remove
+        for level in LEVELS:
+            self.files.record_tombstones(level, removes[level])
         self.catalog.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
         self.catalog.commit()
-        adds, removes = self._pending_add, self._pending_remove
         self._pending_add, self._pending_remove = _empty_batch(), _empty_batch()
-        # step 2 + 3: update the FAISS indexes in memory, then publish both files
+        # steps 2 + 3: a delta segment per level (or a compaction), then record it
         self.files.publish({level: self._updated(level, adds[level], removes[level]) for level in LEVELS})
         self._retune = False
+        self._committed = True
 
-    def _updated(self, level: str, adds: list, removes: list) -> Built:
-        """``level``'s loaded index with the batch applied, or rebuilt from the catalog when its factory
-        changes, a re-tune is due, or it cannot remove (HNSW)."""
-        n = self.catalog.count(level)
+    def _updated(self, level: str, adds: list, removes: list) -> Change:
+        """What the batch does to ``level``: a delta segment with its new vectors, or a new base built
+        from the catalog when its factory changes, a re-tune is due, or the deltas have grown to a
+        fraction of the base (:data:`~.files.COMPACT_RATIO`)."""
+        gone = set(removes)
+        ids = np.concatenate([i for i, _ in adds]) if adds else np.zeros(0, np.int64)
+        vecs = np.concatenate([v for _, v in adds]) if adds else np.zeros((0, self.dim), np.float32)
+        keep = np.array([i not in gone for i in ids.tolist()], dtype=bool)
+        ids, vecs = ids[keep], vecs[keep]  # added and replaced in the same batch: never published
+        n = self.files.live_after(level, len(ids), removes)
         factory = F.effective_factory(self.index_type, n, self.dim)
-        index = self.files.loaded.get(level)
-        if index is None or factory != self.catalog.meta.get(f"{level}.factory") or self._retune:
+        if self.files.layout(level) is None or factory != self.catalog.meta.get(f"{level}.factory") or self._retune:
             return self.files.build_level(level)
-        try:
-            if removes:
-                index.remove_ids(np.array(removes, dtype=np.int64))
-            for ids, vecs in adds:
-                index.add_with_ids(vecs, ids)
-            if index.ntotal != n:
-                raise RuntimeError("count drift")
-        except RuntimeError:  # remove not supported (HNSW) or drift: rebuild from the catalog
-            return self.files.build_level(level)
-        return index, factory, T.recorded_params(self.catalog.meta, level)
+        if self.files.needs_compaction(level, len(ids)):
+            return self.files.build_level(level, retrain=False)
+        return Delta(ids, vecs)
+
+    def compact(self) -> None:
+        """Merge every level's deltas and tombstones into a new base now (no retraining)."""
+        self._require_writable()
+        if self.catalog.in_transaction:
+            raise RuntimeError("commit() or rollback() the pending writes before compact()")
+        with self.catalog.tx() as tx:
+            tx.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+        self.files.publish({level: self.files.build_level(level, retrain=False) for level in LEVELS})
 
     def set_target_recall(self, target: float) -> None:
         """Record a new target recall@10; the next commit re-tunes the search parameters to it."""

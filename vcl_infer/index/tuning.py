@@ -43,6 +43,7 @@ def recorded_params(meta: dict[str, str], level: str) -> dict[str, float]:
         "nprobe": int(meta.get(f"{level}.nprobe", 0) or 0),
         "efsearch": int(meta.get(f"{level}.efsearch", 0) or 0),
         "recall": float(meta.get(f"{level}.recall", 1.0) or 1.0),
+        "rerank": int(meta.get(f"{level}.rerank", 0) or 0),
     }
 
 
@@ -85,7 +86,7 @@ def tune(index, factory: str, ids: np.ndarray, vectors: np.ndarray, target: floa
     recall stops improving, and the recall returned says what was reached.
     """
     knob, values = knob_values(factory, F.nlist_of(factory))
-    params = {"nprobe": 0, "efsearch": 0, "recall": 1.0}
+    params = {"nprobe": 0, "efsearch": 0, "recall": 1.0, "rerank": 0}
     if not knob or len(ids) <= 4 * K:
         if knob:
             params[knob] = values[-1]
@@ -103,7 +104,7 @@ def tune(index, factory: str, ids: np.ndarray, vectors: np.ndarray, target: floa
         else:  # the graph cannot let go of them: query near them instead (see _nearby)
             queries = _nearby(vectors, ids, queries, rng)
             truth, own = exact_neighbours(vectors, ids, queries, K), np.full(len(rows), -2, np.int64)
-        params = _walk(index, factory, knob, values, queries, truth, own, target)
+        params = _walk(index, factory, knob, values, queries, truth, own, target, rerank_with(ids, vectors))
     finally:
         if held_out:
             index.add_with_ids(queries, np.ascontiguousarray(ids[rows]))
@@ -138,21 +139,51 @@ def _held_out_truth(vectors, ids, queries, query_ids) -> np.ndarray:
         extra *= 4
 
 
-def _walk(index, factory, knob, values, queries, truth, own, target) -> dict[str, float]:
-    params = {"nprobe": 0, "efsearch": 0, "recall": 0.0}
+def rerank_with(ids: np.ndarray, vectors: np.ndarray):
+    """The exact-vector lookup tuning re-ranks with (the vectors being indexed)."""
+    from vcl_infer.index.rerank import from_array
+
+    return from_array(np.ascontiguousarray(ids, dtype=np.int64), vectors)
+
+
+def _measure(index, queries, truth, own, factor: int, fetch) -> float:
+    from vcl_infer.index.rerank import rerank
+
+    if factor:
+        _, cand = index.search(queries, (K + 1) * factor)
+        found = rerank(queries, cand, fetch, K + 1)[1]
+    else:
+        _, found = index.search(queries, K + 1)
+    return recall_at_k(found, truth, own)
+
+
+def _walk(index, factory, knob, values, queries, truth, own, target, fetch=None) -> dict[str, float]:
+    """The cheapest knob value reaching target + margin; for a lossy code (PQ, SQ), whose recall the
+    codes bound, nprobe is walked with exact re-ranking of the most candidates tried
+    (:data:`~.rerank.FACTORS`), then the fewest candidates keeping that recall are chosen."""
+    from vcl_infer.index.rerank import FACTORS
+
+    params = {"nprobe": 0, "efsearch": 0, "recall": 0.0, "rerank": 0}
     goal = min(1.0, target + MARGIN)
     lossy = "PQ" in factory or "SQ" in factory  # an exact-code index reaches 1.0 at nprobe = nlist
+    factor = FACTORS[-1] if lossy and fetch is not None else 0
     history: list[float] = []
     for value in values:
         params[knob] = value
         _apply(index, factory, params)
-        _, found = index.search(queries, K + 1)
-        params["recall"] = recall_at_k(found, truth, own)
+        params["recall"] = _measure(index, queries, truth, own, factor, fetch)
         history.append(params["recall"])
         if params["recall"] >= goal:
             break
         if lossy and len(history) >= 3 and history[-1] - history[-3] < PLATEAU:
             break
+    if factor:
+        best = params["recall"]
+        for f in (0, *FACTORS):  # the fewest candidates that keep (nearly) the recall reached
+            recall = best if f == factor else _measure(index, queries, truth, own, f, fetch)
+            if recall >= min(goal, best - PLATEAU):
+                params["rerank"], params["recall"] = f, recall
+                break
     return params
 
 
