@@ -32,7 +32,7 @@ def _decoded_row(path: str, size: int, mtime_ns: int, result: Any, parts: list) 
 
     row: dict[str, Any] = {"path_bytes": os.fsencode(path), "size": size, "mtime_ns": mtime_ns, "status": "ok",
                            "error_kind": "", "error": "", "content_hash": "", "info": "{}", "starts": [],
-                           "ends": [], "clips": b"", "clip_shape": []}
+                           "ends": [], "clips": b"", "clip_shape": [], "part_sizes": []}
     if isinstance(result, VideoError):
         row.update(status="failed", error_kind=result.kind, error=result.reason)
         return row
@@ -41,9 +41,11 @@ def _decoded_row(path: str, size: int, mtime_ns: int, result: Any, parts: list) 
     pieces = [*parts, result]
     clips = np.ascontiguousarray(np.concatenate([p.clips for p in pieces]), dtype=np.uint8)
     windows = [w for p in pieces for w in p.windows]
+    # the parts' sizes: the encoder embeds each part in its own call, as the local build does
+    # (a model's output can depend on the batch it is computed in, by a last bit)
     row.update(content_hash=file_hash(path), info=json.dumps(info), clips=clips.tobytes(),
                clip_shape=list(clips.shape), starts=[float(w.start_sec) for w in windows],
-               ends=[float(w.end_sec) for w in windows])
+               ends=[float(w.end_sec) for w in windows], part_sizes=[len(p.windows) for p in pieces])
     return row
 
 
@@ -73,7 +75,7 @@ def decode_batch(batch, *, spec, clips: int, timeout_s: float, nice: int = 10, b
         ("path_bytes", pa.binary()), ("size", pa.int64()), ("mtime_ns", pa.int64()), ("status", pa.string()),
         ("error_kind", pa.string()), ("error", pa.string()), ("content_hash", pa.string()), ("info", pa.string()),
         ("starts", pa.list_(pa.float64())), ("ends", pa.list_(pa.float64())), ("clips", pa.large_binary()),
-        ("clip_shape", pa.list_(pa.int64())),
+        ("clip_shape", pa.list_(pa.int64())), ("part_sizes", pa.list_(pa.int64())),
     ]))
 
 
@@ -106,8 +108,14 @@ class EncodeToShard:
                        windows=list(zip(data["starts"][i], data["ends"][i])))
         if row.status != "ok":
             return row
+        from vcl_infer.retrieval_metrics import pool_clips
+
         uint8_clips = np.frombuffer(data["clips"][i], np.uint8).reshape(data["clip_shape"][i])
-        video_vec, clip_vecs = clip_vectors(self.embedder, uint8_clips)
+        sizes = data["part_sizes"][i] if "part_sizes" in data else None
+        bounds = np.cumsum([0, *(sizes or [len(uint8_clips)])])
+        clip_vecs = np.concatenate([clip_vectors(self.embedder, uint8_clips[a:b])[1]
+                                    for a, b in zip(bounds[:-1], bounds[1:])])
+        video_vec = pool_clips(clip_vecs)
         if not (np.isfinite(video_vec).all() and np.isfinite(clip_vecs).all()):
             row.status, row.error_kind = "failed", "encoder_error"
             row.error, row.windows = "the encoder produced non-finite values (NaN/inf); not indexed", []
