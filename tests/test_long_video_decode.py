@@ -60,3 +60,49 @@ def test_a_long_video_is_streamed_by_pyav_within_the_backends_tolerance(tmp_path
         assert [w.start_sec for p in parts for w in p.windows] == pytest.approx([w.start_sec for w in decord.windows])
         assert clips.shape == decord.clips.shape
         assert np.abs(clips.astype(int) - decord.clips).mean() < tolerance
+
+
+def test_pyav_reports_progress_on_its_long_passes(tmp_path):
+    from vcl_infer.video import reader as R
+    from vcl_infer.video.pyav_reader import PROGRESS_EVERY, PyAvReader
+
+    path = tmp_path / "v.mp4"
+    make_video(path, num_frames=3 * PROGRESS_EVERY, width=32, height=32)
+    calls = []
+    R.set_progress_hook(lambda: calls.append(1))
+    try:
+        reader = PyAvReader(str(path))  # the scan decodes every frame
+        assert len(calls) == 3
+        list(reader.iter_groups([np.arange(0, 100), np.arange(3 * PROGRESS_EVERY - 10, 3 * PROGRESS_EVERY)]))
+        assert len(calls) == 6
+    finally:
+        R.set_progress_hook(None)
+
+
+def slow_but_advancing(steps: int, pause: float) -> int:
+    """A read that takes ``steps * pause`` seconds, reporting progress after each step."""
+    import time
+
+    from vcl_infer.video.reader import report_progress
+
+    for _ in range(steps):
+        time.sleep(pause)
+        report_progress()
+    return steps
+
+
+def slow_and_silent(seconds: float) -> int:
+    import time
+
+    time.sleep(seconds)
+    return 0
+
+
+def test_a_worker_that_reports_progress_outlives_the_time_limit_and_a_silent_one_does_not(tmp_path):
+    from vcl_infer.errors import DecodeTimeout
+    from vcl_infer.video.isolated import run_isolated
+
+    path = tmp_path / "any.mp4"
+    assert run_isolated(slow_but_advancing, (8, 0.6), path, timeout_s=2.5) == 8  # 4.8 s in all
+    with pytest.raises(DecodeTimeout):
+        run_isolated(slow_and_silent, (4.8,), path, timeout_s=2.5)

@@ -18,10 +18,11 @@ import numpy as np
 from vcl_infer._optional import require
 from vcl_infer.errors import CorruptVideo, FrameTooLarge, NoVideoStream, UnsupportedFormat
 from vcl_infer.video._guards import FORMAT_WHITELIST
-from vcl_infer.video.reader import FrameIndices, VideoInfo
+from vcl_infer.video.reader import FrameIndices, VideoInfo, report_progress
 from vcl_infer.video.timeline import by_index, collapsed, last_frame_duration, nominal_rate
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
+PROGRESS_EVERY = 256  # frames between progress reports on a long pass (see report_progress)
 
 
 def open_container(path: str, shown: str | None = None) -> Any:
@@ -144,7 +145,9 @@ class PyAvReader:
         rotation, size = 0, (0, 0)
         last_duration: float | None = None
         latest = -np.inf
-        for frame in self._frames():
+        for count, frame in enumerate(self._frames()):
+            if count % PROGRESS_EVERY == PROGRESS_EVERY - 1:
+                report_progress()
             if not pts:
                 rotation, size = int(round(frame.rotation or 0)), (frame.height, frame.width)
             self._check_size(frame.width, frame.height)
@@ -212,6 +215,8 @@ class PyAvReader:
                     if step is None:
                         break  # the stream ended early (a frame that decoded on the scan did not now)
                     decoded = step[0]
+                    if decoded % PROGRESS_EVERY == PROGRESS_EVERY - 1:
+                        report_progress()
                     if decoded < last_use.size and last_use[decoded] >= k:
                         got[decoded] = self._to_rgb(step[1], shape)
                 mine = [int(pos) for pos in positions[k]]
