@@ -171,7 +171,7 @@ def test_the_ray_stages_called_directly_give_the_local_builds_rows(tmp_path):
                       "size": [Path(f).stat().st_size for f in files],
                       "mtime_ns": [Path(f).stat().st_mtime_ns for f in files]})
     spec = load_bundle_spec(default_bundle())
-    decoded = decode_batch(batch, spec=spec.clip, clips=rule, timeout_s=60)
+    decoded = pa.concat_tables(decode_batch(batch, spec=spec.clip, clips=rule, timeout_s=60))
     meta = ShardMeta(spec.fingerprint, spec.to_json(), spec.embed_dim, rule)
     out = EncodeToShard(str(default_bundle()), str(tmp_path / "shards"), meta)(decoded)
     ingest_shards(out.column("shard")[0].as_py(), tmp_path / "ray")
