@@ -88,7 +88,23 @@ def _load() -> str:
     return "load average " + " ".join(f"{v:.1f}" for v in os.getloadavg()) + f" on {os.cpu_count()} cores"
 
 
-def run(total: int, per_video: int, queries: int, seed: int) -> None:
+def _sweep(index, vectors: np.ndarray, queries: list[np.ndarray], nprobes: list[int]) -> None:
+    """Clip search recall@10 vs exact and CPU latency at each nprobe (the IVF speed/recall curve)."""
+    exact = [np.argpartition(-(q @ vectors.T), 10, axis=1)[:, :10] + 1 for q in queries]
+    for nprobe in nprobes:
+        cpu, hits = [], 0
+        for q, truth in zip(queries, exact):
+            c0 = time.process_time()
+            _, ids = index.search(q, 10, level="clip", nprobe=nprobe)
+            cpu.append(time.process_time() - c0)
+            hits += sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(ids, truth))
+        c = np.asarray(cpu) * 1e3
+        print(f"  nprobe {nprobe:>4}: recall@10 {hits / sum(t.size for t in exact):.4f}, "
+              f"CPU p50 {np.percentile(c, 50):.2f} ms, p99 {np.percentile(c, 99):.2f} ms")
+
+
+def run(total: int, per_video: int, queries: int, seed: int, noise: float = 0.02,
+        nprobes: list[int] | None = None) -> None:
     from vcl_infer.index import VideoIndex
     from vcl_infer.search import search_vectors
 
@@ -106,8 +122,9 @@ def run(total: int, per_video: int, queries: int, seed: int) -> None:
               f"({size / total * 3600 / 1e6:.2f} MB per hour of video at one clip a second)")
         picks = rng.choice(len(vectors) - 8, queries, replace=False)
         clip_times, video_times, clip_cpu, video_cpu, exact_times, hits, wanted = [], [], [], [], [], 0, 0
+        asked: list[np.ndarray] = []
         for p in picks:
-            q = vectors[p : p + 8] + rng.normal(scale=0.02, size=(8, DIM)).astype(np.float32)
+            q = vectors[p : p + 8] + rng.normal(scale=noise, size=(8, DIM)).astype(np.float32)
             q /= np.linalg.norm(q, axis=1, keepdims=True)
             t0, c0 = time.perf_counter(), time.process_time()
             _, ids = index.search(q, 10, level="clip")
@@ -126,12 +143,16 @@ def run(total: int, per_video: int, queries: int, seed: int) -> None:
                            query_windows=[(i * 0.13, i * 0.13 + 1.07) for i in range(8)])
             video_times.append(time.perf_counter() - t0)
             video_cpu.append(time.process_time() - c0)
+            asked.append(q)
         print(f"clip search (8 query clips, k=10): {_pctl(clip_times, clip_cpu)}; "
               f"recall@10 vs exact {hits / wanted:.4f} ({wanted // 10} query clips)")
         ex = np.asarray(exact_times) * 1e3
         print(f"exact search (numpy brute force, same queries): wall p50 {np.percentile(ex, 50):.1f} ms, "
               f"p99 {np.percentile(ex, 99):.1f} ms")
         print(f"video search with alignment (k=10): {_pctl(video_times, video_cpu)}")
+        if nprobes and info["nprobe"]["clip"]:
+            print(f"clip search at other nprobe (of {info['index_types']['clip']}), same queries:")
+            _sweep(index, vectors, asked, nprobes)
         print(_load(), flush=True)
         index.close()
     finally:
@@ -144,10 +165,15 @@ def main() -> None:
     parser.add_argument("--clips-per-video", type=int, default=600, help="600: 10-minute videos at 1 clip/s")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--noise", type=float, default=0.02,
+                        help="per-dimension noise added to the stored clips a query is cut from (0.1: harder)")
+    parser.add_argument("--nprobe-sweep", type=int, nargs="*", default=[],
+                        help="also measure clip search at these nprobe values (IVF indexes)")
     args = parser.parse_args()
-    print(f"before: {_load()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    print(f"before: {_load()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
+          f"query noise {args.noise}")
     for total in args.sizes:
-        run(total, args.clips_per_video, args.queries, args.seed)
+        run(total, args.clips_per_video, args.queries, args.seed, args.noise, args.nprobe_sweep)
     print(f"\nafter: {_load()}")
 
 
