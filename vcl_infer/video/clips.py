@@ -32,11 +32,16 @@ PART_CLIPS = 16
 """Fitted clips handed on at once (one message from a decode worker)."""
 GROUP_FRAMES = 512
 """Frames decoded per group at most (with ``MAX_BATCH_BYTES``)."""
-LONG_VIDEO_FRAMES = 9000
-"""Above this many frames (5 minutes at 30 fps) ``backend="auto"`` streams with PyAV, not decord:
-decord's resident memory grows with the length of the file it seeks in (a worker on a 1-hour
-64 x 64 video peaked at 193 MiB against 123 MiB for 1 minute; PyAV's single pass 121 MiB),
-and PyAV's one pass over an hour took 35 s against decord's 56 s."""
+LONG_VIDEO_FRAMES = 3000
+"""A video of more frames (100 s at 30 fps) whose clips are dense (``DENSE_FRACTION``) is read by
+PyAV in one sequential pass under ``backend="auto"``: decord's resident memory grows with the
+length of the file it seeks in (decode work alone on 64 x 64 video, ``benchmarks/moment_memory.py
+--decoders``: decord 117 / 167 / 191 MiB at 1 / 5 / 60 minutes, PyAV 102 / 110 / 117), and for
+clips a second apart one pass is about as fast as seeking (an hour: PyAV 46 s, decord 61 s)."""
+DENSE_FRACTION = 0.25
+"""Clips are dense when their frames (clips x frames per clip) are at least this fraction of the
+video's: then nearly every GOP is decoded anyway. A few clips of a long video (``--clips 8``) are
+left to decord's seeking, which decodes a small part of the file."""
 
 Sampling = Union[int, ClipSampling]
 
@@ -173,6 +178,16 @@ def clips_from_reader(reader: VideoReader, path: str, spec: ClipSpec, num_clips:
                         damaged_frames=_damaged(reader))
 
 
+def _read_in_one_pass(reader: VideoReader, spec: ClipSpec, num_clips: Sampling) -> bool:
+    """Whether a video decord opened is better read by PyAV's single pass: long, and sampled
+    densely (see ``LONG_VIDEO_FRAMES`` and ``DENSE_FRACTION``)."""
+    frames = int(reader.info.num_frames)
+    if frames <= LONG_VIDEO_FRAMES:
+        return False
+    clips = len(sample_windows(reader.timestamps, spec, num_clips))
+    return clips * spec.frames_per_clip >= DENSE_FRACTION * frames
+
+
 def stream_clips(
     path: str | os.PathLike,
     spec: ClipSpec,
@@ -193,11 +208,11 @@ def stream_clips(
     ``decoder_resize``: shrink frames inside the decoder (see :func:`decoder_size`); False
     resizes full-size frames with :func:`~vcl_infer.preprocess.fit_frames` only.
 
-    With ``backend="auto"``, a video of more than ``LONG_VIDEO_FRAMES`` frames is read by PyAV
-    in one sequential pass (:meth:`~vcl_infer.video.pyav_reader.PyAvReader.iter_groups`):
-    decord's memory grows with the file it seeks in (``benchmarks/moment_memory.py``), and
-    for clips a second apart a single pass is faster than seeking; decord is kept when PyAV
-    cannot read the file. A decord read whose first group had to patch undecodable frames,
+    With ``backend="auto"``, a video of more than ``LONG_VIDEO_FRAMES`` frames sampled densely
+    (``DENSE_FRACTION``, e.g. a clip a second) is read by PyAV in one sequential pass
+    (:meth:`~vcl_infer.video.pyav_reader.PyAvReader.iter_groups`): decord's memory grows with
+    the file it seeks in (``benchmarks/moment_memory.py``), and for clips a second apart a
+    single pass is as fast as seeking; decord is kept when PyAV cannot read the file. A decord read whose first group had to patch undecodable frames,
     or decoded nothing, is redone with PyAV, which skips bad packets and usually recovers
     more frames (``decord/corrupted.mp4``: decord 11 of 50, PyAV 49); if PyAV fails too, the
     patched decord frames are used, or decord's error is raised. Damage found after the first
@@ -210,7 +225,7 @@ def stream_clips(
     shown = os.fspath(path)
     options = dict(max_pixels=max_pixels, num_threads=num_threads, max_bytes=max_bytes, decoder_resize=decoder_resize)
     reader = open_video(shown, backend, max_pixels, num_threads=num_threads)
-    if backend == "auto" and reader.info.backend == "decord" and reader.info.num_frames > LONG_VIDEO_FRAMES:
+    if backend == "auto" and reader.info.backend == "decord" and _read_in_one_pass(reader, spec, num_clips):
         reader.close()  # its seek state is what grows with the file
         out = 0
         try:
