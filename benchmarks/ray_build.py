@@ -53,9 +53,11 @@ def _timed_ray(folder: Path, out: Path, batch: int) -> dict:
 
 
 def _synthetic_shards(folder: Path, videos: int, clips: int, dim: int, per_shard: int) -> int:
+    from vcl_infer.clips.sampling import ClipSampling
     from vcl_infer.distributed.shards import ShardMeta, ShardRow, write_shard
 
-    meta = ShardMeta("sha256:" + "0" * 64, json.dumps({"arch": "bench", "embed_dim": dim}), dim, clips)
+    meta = ShardMeta("sha256:" + "0" * 64, json.dumps({"arch": "bench", "embed_dim": dim}), dim,
+                     ClipSampling.fixed(clips))
     rng = np.random.default_rng(0)
     for start in range(0, videos, per_shard):
         rows = []

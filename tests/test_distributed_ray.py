@@ -1,6 +1,7 @@
 """``--engine ray`` on a local Ray instance (loopback, 2 CPUs, one session for the module):
-the same videos, windows and vectors as a local build (bit-exact), bad files included;
-a driver killed mid-run resumes without re-embedding what is in its shards."""
+the same videos, windows and vectors as a local build (bit-exact), bad files included, with
+the default stride sampling (a 13 s video gets a clip a second, not the floor of 8) and with
+explicit options; a driver killed mid-run resumes without re-embedding what is in its shards."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ pytest.importorskip("pyarrow")
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
+LONG_FRAMES = 200  # 20 s at 10 fps: 20 clips at the default stride of 1 s (more than the floor
+# of 8), streamed by the decoder in two parts
 SHARED = ["mmaction2/test.avi", "nwb-video-widgets/stub_h264.mp4", "small/Mpeg4.mp4", "small/FlashVideo.flv",
           "decord/corrupted.mp4"]
 
@@ -40,9 +43,11 @@ def ray_address():
 
 
 def _folder(root: Path, generated: int) -> Path:
-    """Generated videos, a few shared real files (good and bad), and two non-videos."""
+    """Generated videos (one long enough for the stride to give more clips than the floor), a
+    few shared real files (good and bad), and two non-videos."""
     folder = root / "videos"
     (folder / "sub").mkdir(parents=True)
+    make_video(folder / "long.mp4", num_frames=LONG_FRAMES, width=64, height=48, fps=10)
     for i in range(generated):
         make_video(folder / "sub" / f"gen_{i}.mp4", num_frames=20 + 3 * i, width=64, height=48)
     for rel in SHARED:
@@ -73,6 +78,18 @@ def _catalog(index_dir: Path) -> dict:
         index.close()
 
 
+def _recorded(index_dir: Path) -> tuple:
+    """The sampling rule and the recall target an index was built with."""
+    from vcl_infer.clips.sampling_record import read_sampling
+    from vcl_infer.index import VideoIndex
+
+    index = VideoIndex.open(index_dir)
+    try:
+        return read_sampling(index_dir), index.target_recall
+    finally:
+        index.close()
+
+
 def _assert_same(local: dict, distributed: dict) -> None:
     assert sorted(local) == sorted(distributed)
     for path in local:
@@ -83,8 +100,11 @@ def _assert_same(local: dict, distributed: dict) -> None:
 
 
 def test_a_ray_build_equals_the_local_build_bit_exactly_bad_files_included(ray_address, tmp_path):
+    from vcl_infer.clips.sampling import ClipSampling
+    from vcl_infer.clips.sampling_record import read_sampling
     from vcl_infer.distributed import build_with_ray, ingest_shards
     from vcl_infer.index.build import build_index
+    from vcl_infer.video.clips import PART_CLIPS
 
     folder = _folder(tmp_path, generated=3)
     local = build_index(folder, tmp_path / "local", workers=2, progress=False)
@@ -94,6 +114,10 @@ def test_a_ray_build_equals_the_local_build_bit_exactly_bad_files_included(ray_a
     assert report.embedded_now == report.added + len(report.failed) == local.added + len(local.failed)
     reference = _catalog(tmp_path / "local")
     _assert_same(reference, _catalog(tmp_path / "ray"))
+    long_windows = reference[str(folder / "long.mp4")]["windows"]
+    assert len(long_windows) > PART_CLIPS and long_windows[1][0] - long_windows[0][0] == pytest.approx(1.0)
+    assert read_sampling(tmp_path / "ray") == read_sampling(tmp_path / "local") == ClipSampling()
+    assert report.sampling == local.sampling and report.clips == local.clips
 
     again = ingest_shards(tmp_path / "ray" / "shards", tmp_path / "ray")  # idempotent
     assert (again.added, again.updated, again.vectors) == (0, 0, 0)
@@ -144,18 +168,25 @@ def test_the_cli_builds_with_ray_on_a_given_address_and_ingests_alone(ray_addres
 
     folder = _folder(tmp_path, generated=2)
     cli = [sys.executable, "-c", "from vcl_infer.cli.index import main; main()"]
+    options = ["--clip-every", "2.5", "--min-clips", "3", "--max-clips", "5"]
     out = subprocess.run(cli + ["build", str(folder), "--index", str(tmp_path / "idx"), "--engine", "ray",
                                 "--address", ray_address, "--no-ingest", "--shards", str(tmp_path / "shards"),
-                                "--json"], capture_output=True, text=True, cwd=ROOT)
+                                *options, "--json"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout)["embedded_now"] == len(list(folder.rglob("*.*")))
     assert not (tmp_path / "idx").exists()  # --no-ingest: shards only
-    ingest = subprocess.run(cli + ["ingest", str(tmp_path / "shards"), "--index", str(tmp_path / "idx"), "--json"],
-                            capture_output=True, text=True, cwd=ROOT)
+    ingest = subprocess.run(cli + ["ingest", str(tmp_path / "shards"), "--index", str(tmp_path / "idx"),
+                                   "--recall", "0.9", "--json"], capture_output=True, text=True, cwd=ROOT)
     assert ingest.returncode == 0, ingest.stderr[-3000:]
     ingested = json.loads(ingest.stdout)
     assert ingested["added"] >= 2 and ingested["added"] + len(ingested["failed"]) == len(list(folder.rglob("*.*")))
     assert {"notes.mp4", "empty.mkv"} <= {Path(f["path"]).name for f in ingested["failed"] if f["reason"]}
+    local = subprocess.run(cli + ["build", str(folder), "--index", str(tmp_path / "local"), "--workers", "2",
+                                  "--recall", "0.9", *options, "--json"], capture_output=True, text=True, cwd=ROOT)
+    assert local.returncode == 0, local.stderr[-3000:]
+    _assert_same(_catalog(tmp_path / "local"), _catalog(tmp_path / "idx"))
+    assert len(_catalog(tmp_path / "idx")[str(folder / "long.mp4")]["windows"]) == 5  # 20 s / 2.5 s, capped at 5
+    assert _recorded(tmp_path / "idx") == _recorded(tmp_path / "local")
     refused = subprocess.run(cli + ["build", str(folder), "--index", str(tmp_path / "idx2"), "--address", ray_address],
                              capture_output=True, text=True, cwd=ROOT)
     assert refused.returncode != 0 and "need --engine ray" in refused.stderr and "Traceback" not in refused.stderr

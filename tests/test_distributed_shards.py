@@ -12,13 +12,15 @@ import pytest
 
 pytest.importorskip("pyarrow")
 
+from vcl_infer.clips.sampling import ClipSampling  # noqa: E402
 from vcl_infer.distributed.ingest import ingest_shards  # noqa: E402
 from vcl_infer.distributed.shards import ShardError, ShardMeta, ShardRow, read_rows, write_shard  # noqa: E402
 from vcl_infer.index import EncoderMismatch, VideoIndex  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM = 4
-META = ShardMeta(fingerprint="sha256:" + "ab" * 32, spec_json=json.dumps({"arch": "test"}), dim=DIM, clips_per_video=2)
+META = ShardMeta(fingerprint="sha256:" + "ab" * 32, spec_json=json.dumps({"arch": "test"}), dim=DIM,
+                 sampling=ClipSampling.fixed(2))
 
 
 def _ok_row(path: str, seed: int, mtime_ns: int = 1_000) -> ShardRow:
@@ -127,7 +129,7 @@ def test_a_damaged_shard_is_refused_whole_and_writes_nothing(tmp_path):
 
 def test_a_shard_of_another_encoder_is_refused(tmp_path):
     write_shard(tmp_path / "a", [_ok_row("/v/a.mp4", 1)], META)
-    other = ShardMeta("sha256:" + "cd" * 32, META.spec_json, DIM, 2)
+    other = ShardMeta("sha256:" + "cd" * 32, META.spec_json, DIM, ClipSampling.fixed(2))
     write_shard(tmp_path / "b", [_ok_row("/v/b.mp4", 2)], other)
     ingest_shards(tmp_path / "a", tmp_path / "idx")
     with pytest.raises(EncoderMismatch):
@@ -149,7 +151,7 @@ def test_the_ingest_command_exits_non_zero_on_a_bad_shard(tmp_path):
 @pytest.mark.slow
 def test_the_ray_stages_called_directly_give_the_local_builds_rows(tmp_path):
     """decode_batch + EncodeToShard without Ray (what each Ray task and actor runs): the same
-    windows, failures and bit-identical vectors as a local build of the same files."""
+    stride windows, failures and bit-identical vectors as a local build of the same files."""
     import pyarrow as pa
     from video_fixtures import make_video
 
@@ -162,31 +164,57 @@ def test_the_ray_stages_called_directly_give_the_local_builds_rows(tmp_path):
     folder.mkdir()
     make_video(folder / "a.mp4", num_frames=30)
     (folder / "b.mp4").write_text("not a video")
-    build_index(folder, tmp_path / "local", clips=3, workers=1, progress=False)
+    build_index(folder, tmp_path / "local", clip_every=0.5, min_clips=2, workers=1, progress=False)
+    rule = ClipSampling(every_sec=0.5, min_clips=2)
     files = sorted(str(p) for p in folder.iterdir())
     batch = pa.table({"path_bytes": [f.encode() for f in files],
                       "size": [Path(f).stat().st_size for f in files],
                       "mtime_ns": [Path(f).stat().st_mtime_ns for f in files]})
     spec = load_bundle_spec(default_bundle())
-    decoded = decode_batch(batch, spec=spec.clip, clips=3, timeout_s=60)
-    meta = ShardMeta(spec.fingerprint, spec.to_json(), spec.embed_dim, 3)
+    decoded = pa.concat_tables(decode_batch(batch, spec=spec.clip, clips=rule, timeout_s=60))
+    meta = ShardMeta(spec.fingerprint, spec.to_json(), spec.embed_dim, rule)
     out = EncodeToShard(str(default_bundle()), str(tmp_path / "shards"), meta)(decoded)
     ingest_shards(out.column("shard")[0].as_py(), tmp_path / "ray")
     local, distributed = _catalog(tmp_path / "local"), _catalog(tmp_path / "ray")
     assert local == distributed  # status, size, mtime, error kind and reason, windows, vector bytes
     assert local[files[0]][0] == "ok" and local[files[1]][0] == "failed"
+    assert len(local[files[0]][-2]) > rule.min_clips  # cut by the stride, not the floor
 
 
 def test_ingest_records_the_shards_clip_count_and_refuses_an_index_cut_another_way(tmp_path):
-    from vcl_infer.clips.sampling import ClipSampling
     from vcl_infer.clips.sampling_record import read_sampling
     from vcl_infer.errors import VclError
 
     write_shard(tmp_path / "a", [_ok_row("/v/a.mp4", 1)], META)
     ingest_shards(tmp_path / "a", tmp_path / "idx")
     assert read_sampling(tmp_path / "idx") == ClipSampling.fixed(META.clips_per_video)
-    three = ShardMeta(META.fingerprint, META.spec_json, DIM, 3)
+    three = ShardMeta(META.fingerprint, META.spec_json, DIM, ClipSampling.fixed(3))
     write_shard(tmp_path / "b", [_ok_row("/v/b.mp4", 2)], three)
     with pytest.raises(VclError, match="2 clips per video"):
         ingest_shards(tmp_path / "b", tmp_path / "idx")
     assert "/v/b.mp4" not in _catalog(tmp_path / "idx")
+
+
+def test_a_stride_rule_travels_in_the_shard_and_a_shard_cut_another_way_writes_nothing(tmp_path):
+    from vcl_infer.clips.sampling_record import read_sampling
+
+    stride = ShardMeta(META.fingerprint, META.spec_json, DIM, ClipSampling(every_sec=2.0, min_clips=2, max_clips=50))
+    a = write_shard(tmp_path / "a", [_ok_row("/v/a.mp4", 1)], stride)
+    b = write_shard(tmp_path / "b", [_ok_row("/v/b.mp4", 2)], META)  # a fixed count of 2
+    report = ingest_shards([a, b], tmp_path / "idx")
+    assert read_sampling(tmp_path / "idx") == stride.sampling
+    assert report.added == 1 and len(report.bad_shards) == 1 and "2 clips per video" in report.bad_shards[0]
+    assert sorted(_catalog(tmp_path / "idx")) == ["/v/a.mp4"]
+
+
+def test_a_shard_written_before_the_sampling_record_reads_as_its_fixed_count(tmp_path):
+    import pyarrow.parquet as pq
+
+    from vcl_infer.distributed.shards import read_meta
+
+    shard = write_shard(tmp_path / "s", [_ok_row("/v/a.mp4", 1)], ShardMeta(META.fingerprint, META.spec_json, DIM,
+                                                                             ClipSampling.fixed(5)))
+    table = pq.read_table(shard)
+    old = {k: v for k, v in table.schema.metadata.items() if k != b"vcl.sampling"}
+    pq.write_table(table.replace_schema_metadata(old), shard)
+    assert read_meta(shard).sampling == ClipSampling.fixed(5)

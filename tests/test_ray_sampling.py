@@ -1,4 +1,6 @@
-"""``--engine ray`` cuts a fixed count of clips: stride options and stride indexes are refused."""
+"""``--engine ray`` cuts videos exactly as a local build does: the same options, the same rule
+resolution against the index's ``sampling.json`` (checked here without starting Ray; the
+windows themselves are compared with a local build in ``test_distributed_ray.py``)."""
 
 from __future__ import annotations
 
@@ -7,33 +9,45 @@ from click.testing import CliRunner
 
 from vcl_infer.errors import VclError
 
+pytest.importorskip("ray")
+pytest.importorskip("pyarrow")
 
-@pytest.mark.parametrize("option", [["--clip-every", "2"], ["--min-clips", "4"], ["--max-clips", "10"],
-                                    ["--recall", "0.9"]])
-def test_the_cli_refuses_local_only_options_with_ray(tmp_path, option):
+
+def test_the_cli_hands_the_sampling_options_and_recall_to_the_ray_build(tmp_path, monkeypatch):
+    import vcl_infer.distributed.pipeline as pipeline
     from vcl_infer.cli.index import main
+    from vcl_infer.index.build import BuildReport
 
-    result = CliRunner().invoke(main, ["build", str(tmp_path), "--index", str(tmp_path / "ix"),
-                                       "--engine", "ray", *option])
-    assert result.exit_code != 0
-    assert "--engine local" in result.output and option[0] in result.output
+    seen = {}
+
+    def fake_build(videos_dir, index_dir, **kwargs):
+        seen.update(kwargs)
+        return BuildReport(index=str(index_dir))
+
+    monkeypatch.setattr(pipeline, "build_with_ray", fake_build)
+    result = CliRunner().invoke(main, ["build", str(tmp_path), "--index", str(tmp_path / "ix"), "--engine", "ray",
+                                       "--clip-every", "2", "--min-clips", "4", "--max-clips", "10",
+                                       "--recall", "0.9", "--index-type", "flat", "--json"])
+    assert result.exit_code == 0, result.output
+    assert (seen["clip_every"], seen["min_clips"], seen["max_clips"], seen["clips"]) == (2.0, 4, 10, None)
+    assert (seen["target_recall"], seen["index_type"]) == (0.9, "flat")
 
 
-def test_ray_builds_take_the_recorded_fixed_count_and_refuse_a_stride_index(tmp_path):
+def test_a_ray_build_resolves_the_rule_like_a_local_one_before_starting_ray(tmp_path, monkeypatch):
+    import vcl_infer.distributed.pipeline as pipeline
     from vcl_infer.clips.sampling import ClipSampling
     from vcl_infer.clips.sampling_record import write_sampling
-    from vcl_infer.distributed.pipeline import _fixed_sampling
-    from vcl_infer.index.build import DEFAULT_CLIPS
 
-    assert _fixed_sampling(tmp_path / "new", None) == ClipSampling.fixed(DEFAULT_CLIPS)
-    assert _fixed_sampling(tmp_path / "new", 3) == ClipSampling.fixed(3)
-    fixed, stride = tmp_path / "fixed", tmp_path / "stride"
-    fixed.mkdir()
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray must not start for a refused rule")
+
+    monkeypatch.setattr(pipeline, "ray_session", no_ray)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    stride = tmp_path / "stride"
     stride.mkdir()
-    write_sampling(fixed, ClipSampling.fixed(4))
     write_sampling(stride, ClipSampling(every_sec=2.0))
-    assert _fixed_sampling(fixed, None) == ClipSampling.fixed(4)
-    with pytest.raises(VclError, match="4 clips"):
-        _fixed_sampling(fixed, 3)
-    with pytest.raises(VclError, match="--engine local"):
-        _fixed_sampling(stride, None)
+    for options, match in [({"clip_every": 3.0}, "a clip every 2 s"), ({"clips": 8}, "a clip every 2 s"),
+                           ({"clips": 3, "clip_every": 1.0}, "cannot be combined")]:
+        with pytest.raises(VclError, match=match):
+            pipeline.build_with_ray(videos, stride, progress=False, **options)

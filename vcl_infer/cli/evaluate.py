@@ -94,7 +94,9 @@ def retrieval(source: str, split: int, model: str | None, protocol: str, clips: 
                              "chance_R@1": _chance(train_y, test_y), "feature_layer": layer,
                              "normalization": {"mean": list(clip.mean), "std": list(clip.std),
                                                "channel_order": clip.channel_order,
-                                               "from": "bundle" if clip is embedder.spec.clip else "protocol"}},
+                                               "from": "bundle" if (clip.mean, clip.std) == (embedder.spec.clip.mean,
+                                                                 embedder.spec.clip.std) else "protocol"},
+                             "resize": {"mode": clip.resize_mode, "size": clip.resize_size, "crop": clip.crop_size}},
                   "encoder": encoder_info(embedder), "failures": fail_train + fail_test}
         paths = write_results(result, out_dir) if out_dir else None
     _report_failures(result["failures"], as_json)

@@ -99,24 +99,19 @@ def build(videos_dir: str, index_dir: str, model: str | None, clip_every: float 
     are listed with their reason and the build goes on; the report is written to
     INDEX/build_report.json.
     """
-    from vcl_infer.index.build import DEFAULT_COMMIT_EVERY, REPORT_NAME, BuildReport, build_index
+    from vcl_infer.index.build import DEFAULT_COMMIT_EVERY, REPORT_NAME, build_index
 
     if engine == "local" and (address or shards_dir or no_ingest or batch_size):
         raise click.ClickException("--address, --shards, --no-ingest and --batch-size need --engine ray")
-    if engine == "ray" and any(v is not None for v in (clip_every, min_clips, max_clips)):
-        raise click.ClickException("--engine ray cuts every video into a fixed number of clips (--clips N, default 8); "
-                                   "drop --clip-every/--min-clips/--max-clips, or build with --engine local")
-    if engine == "ray" and target_recall is not None:
-        raise click.ClickException("--recall is tuned by --engine local builds only; drop it, or build with "
-                                   "--engine local")
-    report: BuildReport  # or its RayBuildReport subclass
     with _errors(model):
         if engine == "ray":
             from vcl_infer.distributed.pipeline import DEFAULT_BATCH, build_with_ray
 
             report = build_with_ray(videos_dir, index_dir, address=address, model=model, clips=clips,
+                                    clip_every=clip_every, min_clips=min_clips, max_clips=max_clips,
                                     shards_dir=shards_dir, ingest=not no_ingest, index_type=index_type,
-                                    batch_size=batch_size or DEFAULT_BATCH, progress=not as_json)
+                                    target_recall=target_recall, batch_size=batch_size or DEFAULT_BATCH,
+                                    progress=not as_json)
         else:
             report = build_index(videos_dir, index_dir, model=model, clips=clips, clip_every=clip_every,
                                  min_clips=min_clips, max_clips=max_clips, workers=workers,
@@ -157,8 +152,12 @@ def add(files: tuple[str, ...], index_dir: str, model: str | None, clip_every: f
 @main.command()
 @click.argument("shards", nargs=-1, required=True)
 @click.option("--index", "index_dir", default="./vcl-index", show_default=True, help=_INDEX_HELP)
+@click.option("--index-type", default=None, help="For a new index: as in `build` (chosen by size when not given).")
+@click.option("--recall", "target_recall", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="For a new index: target recall@10 vs exact search (default 0.95).")
 @click.option("--json", "as_json", is_flag=True, help="Print the ingest report as JSON.")
-def ingest(shards: tuple[str, ...], index_dir: str, as_json: bool) -> None:
+def ingest(shards: tuple[str, ...], index_dir: str, index_type: str | None, target_recall: float | None,
+           as_json: bool) -> None:
     """Put vector shards (files or folders written by `build --engine ray`) into the index.
 
     The single writer: atomic commits (one per shard), idempotent (files already indexed with
@@ -167,7 +166,8 @@ def ingest(shards: tuple[str, ...], index_dir: str, as_json: bool) -> None:
     from vcl_infer.distributed.ingest import ingest_shards
 
     with _errors():
-        report = ingest_shards(list(shards), index_dir, progress=not as_json)
+        report = ingest_shards(list(shards), index_dir, index_type=index_type, target_recall=target_recall,
+                               progress=not as_json)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

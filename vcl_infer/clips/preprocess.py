@@ -3,7 +3,8 @@
 Two steps, split so decode workers can ship small uint8 clips to the encoder process:
 
 1. :func:`fit_frames`: ``T x H x W x 3`` uint8 frames of any size -> resized (antialiased
-   triangle filter, as PIL's bilinear) and centre-cropped ``T x S x S x 3`` uint8.
+   triangle filter, as PIL's bilinear; not at all for ``resize_mode="none"``) and
+   centre-cropped ``T x S x S x 3`` uint8.
 2. :func:`to_model_input`: ``N x T x S x S x 3`` uint8 -> ``N x C x T x S x S`` float32,
    scaled to [0, 1] and normalised with the spec's mean and std.
 """
@@ -59,9 +60,27 @@ def resized_size(height: int, width: int, spec: ClipSpec) -> tuple[int, int]:
     """Frame size after the spec's resize rule, before cropping."""
     if spec.resize_mode == "square":
         return spec.resize_size, spec.resize_size
+    target = spec.resize_size
+    if spec.resize_mode == "none":
+        if min(height, width) >= spec.crop_size:
+            return height, width  # native scale
+        target = spec.crop_size  # too small to crop: the smallest upscale that fits the crop
     short = min(height, width)
-    scale = spec.resize_size / short
-    return max(spec.resize_size, round(height * scale)), max(spec.resize_size, round(width * scale))
+    scale = target / short
+    return max(target, round(height * scale)), max(target, round(width * scale))
+
+
+def crop_origin(height: int, width: int, spec: ClipSpec) -> tuple[int, int]:
+    """Top-left corner of the centred ``crop_size`` square in a ``height x width`` frame.
+
+    ``resize_mode="none"`` places it as torchvision's ``CenterCropVideo`` (FAME's retrieval)
+    does, ``round((size - crop) / 2)`` with Python's round-half-to-even, so the crop is the
+    official one for every frame size; the resizing modes keep ``(size - crop) // 2`` (the
+    same for even differences, and what existing bundles were verified with)."""
+    crop = spec.crop_size
+    if spec.resize_mode == "none":
+        return int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
+    return (height - crop) // 2, (width - crop) // 2
 
 
 def check_frames(frames: np.ndarray) -> np.ndarray:
@@ -122,7 +141,10 @@ def fit_frames(frames: np.ndarray, spec: ClipSpec) -> np.ndarray:
     frames = check_frames(frames)
     out_h, out_w = resized_size(frames.shape[1], frames.shape[2], spec)
     crop = spec.crop_size
-    return resize_frames(frames, out_h, out_w, crop=((out_h - crop) // 2, (out_w - crop) // 2, crop, crop))
+    top, left = crop_origin(out_h, out_w, spec)
+    if (out_h, out_w) == frames.shape[1:3]:  # no resize (the filter would be the identity)
+        return np.ascontiguousarray(frames[:, top : top + crop, left : left + crop])
+    return resize_frames(frames, out_h, out_w, crop=(top, left, crop, crop))
 
 
 def to_model_input(clips: np.ndarray, spec: ClipSpec) -> np.ndarray:

@@ -24,7 +24,7 @@ SPEC_FORMAT_VERSION = 1
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
-RESIZE_MODES = ("short_side", "square")
+RESIZE_MODES = ("short_side", "square", "none")
 CHANNEL_ORDERS = ("RGB", "BGR")
 SHORT_VIDEO_RULES = ("clamp", "loop")
 
@@ -40,8 +40,11 @@ class ClipSpec:
         target_fps: sample frames on presentation timestamps at this rate (right for
             variable-frame-rate video).
         resize_mode: ``short_side`` scales so the shorter side is ``resize_size`` keeping the
-            aspect ratio; ``square`` scales to ``resize_size x resize_size``.
-        resize_size: pixels, see ``resize_mode``.
+            aspect ratio; ``square`` scales to ``resize_size x resize_size``; ``none`` keeps
+            the frame at its decoded (native) scale and only crops, as FAME's retrieval
+            (``CenterCropVideo(112)`` with no resize); a frame smaller than the crop is
+            scaled up until its shorter side is ``crop_size``.
+        resize_size: pixels, see ``resize_mode`` (unused by ``none``).
         crop_size: side of the centred square crop taken after resizing.
         mean: per-channel RGB mean subtracted from pixels scaled to [0, 1].
         std: per-channel RGB std divided out after the mean.

@@ -77,16 +77,19 @@ class IngestReport:
                 f"{self.vectors} vectors in {self.seconds:.1f} s ({self.vectors_per_s:.0f} vectors/s)")
 
 
-def open_index_for_shards(index_dir: str | os.PathLike, meta: ShardMeta, index_type: str | None = None):
+def open_index_for_shards(index_dir: str | os.PathLike, meta: ShardMeta, index_type: str | None = None,
+                          target_recall: float | None = None):
     """Open (or create) the index for writing with the shards' encoder; refuses another encoder's,
-    and an index whose videos are cut another way (``sampling.json``, recorded here when new)."""
-    from vcl_infer.clips.sampling import ClipSampling
+    and an index whose videos are cut another way (``sampling.json``, recorded here when new).
+
+    ``index_type`` and ``target_recall`` (recall@10 the search parameters are tuned to) apply
+    to a new index, as in a local build."""
     from vcl_infer.clips.sampling_record import resolve_sampling, write_sampling
     from vcl_infer.index import VideoIndex
 
-    rule = resolve_sampling(index_dir, ClipSampling.fixed(int(meta.clips_per_video)))  # before a catalog exists
+    rule = resolve_sampling(index_dir, meta.sampling)  # before a catalog exists
     index = VideoIndex.open_or_create(os.fspath(index_dir), fingerprint=meta.fingerprint, spec_json=meta.spec_json,
-                                      dim=meta.dim, index_type=index_type)
+                                      dim=meta.dim, index_type=index_type, target_recall=target_recall)
     try:  # under the writer lock, before any row is added
         write_sampling(index_dir, rule)
     except BaseException:
@@ -112,8 +115,6 @@ def _write_row(index, row: ShardRow, report: IngestReport) -> None:
         index.add_failure(row.path, size=row.size, mtime_ns=row.mtime_ns, error_kind=row.error_kind, error=row.error)
         report.failed.append(Failure(row.path, row.error_kind, row.error))
         return
-    if row.clip_vectors is None:  # read_shard gives every ok row its vectors; a hand-made row may not
-        raise ShardError(f"{row.path}: an ok shard row without clip vectors; delete its shard and re-run the build")
     index.add_video(row.path, size=row.size, mtime_ns=row.mtime_ns, content_hash=row.content_hash, info=row.info,
                     video_vector=row.video_vector, clip_vectors=row.clip_vectors, windows=row.windows)
     report.clips += len(row.clip_vectors)
@@ -134,6 +135,7 @@ class ShardIngester:
         self.index, self.report, self.current = index, report, current
         self.commit_rows, self.commit_seconds = commit_rows, commit_seconds
         self.known = index.known_files()
+        self.sampling = _recorded_sampling(index)
         self.pending = 0
         self.last_commit = time.monotonic()
 
@@ -150,6 +152,9 @@ class ShardIngester:
             if meta.fingerprint != self.index.fingerprint:
                 raise ShardError(f"{shard}: made with encoder {meta.fingerprint[:19]}..., the index holds "
                                  f"{self.index.fingerprint[:19]}...; ingest it into an index of that encoder")
+            if self.sampling is not None and meta.sampling != self.sampling:
+                raise ShardError(f"{shard}: its videos were cut into {meta.sampling.describe()}, the index's into "
+                                 f"{self.sampling.describe()}; ingest it into an index built that way")
             rows = read_rows(shard)
         except ShardError as exc:
             report.bad_shards.append(str(exc))
@@ -182,14 +187,24 @@ class ShardIngester:
         self.report.seconds += self.last_commit - t0
 
 
+def _recorded_sampling(index):
+    """The clip sampling rule recorded with ``index`` (None where it has no folder on disk)."""
+    from vcl_infer.clips.sampling_record import read_sampling
+
+    folder = getattr(index, "path", None)
+    return read_sampling(folder) if folder is not None else None
+
+
 def ingest_shards(shards: str | os.PathLike | Iterable[str | os.PathLike], index_dir: str | os.PathLike, *,
-                  index_type: str | None = None, progress: bool = False) -> IngestReport:
+                  index_type: str | None = None, target_recall: float | None = None,
+                  progress: bool = False) -> IngestReport:
     """Ingest shard files (or folders of them) into ``index_dir`` (created when missing).
 
     Args:
         shards: a shard file, a folder of ``shard-*.parquet``, or a list of both.
         index_dir: the index folder; a new one takes the encoder recorded in the shards.
         index_type: FAISS factory string for a new index.
+        target_recall: recall@10 vs exact search a new index's search parameters are tuned to.
         progress: show a progress bar (stderr).
 
     Returns:
@@ -214,7 +229,7 @@ def ingest_shards(shards: str | os.PathLike | Iterable[str | os.PathLike], index
             continue
     if not metas:
         raise VclError(f"no readable vector shards in {shards}; pass the folder a `--engine ray` build wrote")
-    index = open_index_for_shards(index_dir, metas[0], index_type)
+    index = open_index_for_shards(index_dir, metas[0], index_type, target_recall)
     try:
         ingester = ShardIngester(index, report)
         for shard in tqdm(files, unit="shard", desc="ingesting", disable=not progress, dynamic_ncols=True):
@@ -226,13 +241,18 @@ def ingest_shards(shards: str | os.PathLike | Iterable[str | os.PathLike], index
     return report
 
 
-def shard_keys(folder: str | os.PathLike) -> dict[str, tuple[int, int]]:
-    """path -> (size, mtime_ns) of every file held by the readable shards in ``folder``."""
+def shard_keys(folder: str | os.PathLike, meta: ShardMeta | None = None) -> dict[str, tuple[int, int]]:
+    """path -> (size, mtime_ns) of every file held by the readable shards in ``folder`` (only
+    those made with ``meta``'s encoder and clip sampling, when given)."""
     keys: dict[str, tuple[int, int]] = {}
     if not Path(folder).is_dir():
         return keys
     for shard in list_shards(folder):
         try:
+            if meta is not None:
+                made = read_meta(shard)
+                if (made.fingerprint, made.sampling) != (meta.fingerprint, meta.sampling):
+                    continue
             keys.update(read_keys(shard))
         except ShardError:
             continue

@@ -28,7 +28,7 @@ from typing import Iterator
 from vcl_infer.distributed.ingest import IngestReport, ShardIngester, open_index_for_shards, shard_keys
 from vcl_infer.distributed.shards import ShardMeta, list_shards
 from vcl_infer.errors import VclError
-from vcl_infer.index.build import DECODE_PRIORITY, DEFAULT_CLIPS, BuildReport, find_videos, write_report
+from vcl_infer.index.build import DECODE_PRIORITY, BuildReport, find_videos, write_report
 
 DEFAULT_BATCH = 8
 DECODE_TASK_MEMORY = 256 * 2**20
@@ -149,7 +149,7 @@ def _extract(ray, todo: list[str], stats: dict, meta: ShardMeta, spec, model: st
     # the encoder actors: decode tasks must spread over every CPU while a few actors encode
     ds = ds.map_batches(decode_batch, batch_size=batch_size, batch_format="pyarrow", num_cpus=1,
                         memory=DECODE_TASK_MEMORY,
-                        fn_kwargs={"spec": spec.clip, "clips": meta.clips_per_video, "timeout_s": timeout_s,
+                        fn_kwargs={"spec": spec.clip, "clips": meta.sampling, "timeout_s": timeout_s,
                                    "nice": DECODE_PRIORITY["nice"], "batch_policy": DECODE_PRIORITY["batch"]})
     ds = ds.map_batches(EncodeToShard, batch_size=batch_size, batch_format="pyarrow",
                         compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus, num_cpus=ENCODER_CPUS,
@@ -167,11 +167,15 @@ def build_with_ray(
     address: str | None = None,
     model: str | os.PathLike | None = None,
     clips: int | None = None,
+    clip_every: float | None = None,
+    min_clips: int | None = None,
+    max_clips: int | None = None,
     shards_dir: str | os.PathLike | None = None,
     ingest: bool = True,
     batch_size: int = DEFAULT_BATCH,
     encoders: int | None = None,
     index_type: str | None = None,
+    target_recall: float | None = None,
     timeout_s: float = 60.0,
     num_cpus: int | None = None,
     progress: bool = True,
@@ -184,13 +188,18 @@ def build_with_ray(
         address: Ray cluster address (``ray://...`` or ``HOST:PORT``); None: the session
             already open in this process, else a local instance on loopback.
         model: encoder bundle (a path every node can read); the packaged default when None.
-        clips: clips per video (default 8).
+        clips / clip_every / min_clips / max_clips: how videos are cut into clips, exactly as
+            in a local build (:func:`vcl_infer.index.build.build_index`: by default a clip every
+            1 s, 8 to 3600 per video; ``clips`` for a fixed count). Decode tasks sample each
+            video's windows from its own frame timestamps, as the local decode workers do. An
+            existing index keeps the rule recorded in ``sampling.json``; another is refused.
         shards_dir: where shards go (default ``INDEX/shards``; shared storage on a cluster).
         ingest: put shards into the index as they land; False only writes shards.
         batch_size: files per Ray batch, and so per shard (at most; smaller when there are
             fewer than two batches per CPU).
         encoders: encoder actors (default: one per GPU, else one per node).
         index_type: FAISS factory string for a new index.
+        target_recall: recall@10 vs exact search a new index's search parameters are tuned to.
         timeout_s: hard decode time limit per file.
         num_cpus: CPUs of a local instance (default: all).
         progress: progress bar on stderr.
@@ -201,31 +210,30 @@ def build_with_ray(
     from tqdm import tqdm
 
     from vcl_infer._optional import require
+    from vcl_infer.clips.sampling_record import requested_sampling, resolve_sampling
     from vcl_infer.encode.bundle import load_bundle_spec
     from vcl_infer.encode.embedder import default_bundle
 
     require("ray")  # fail now, naming the extra, not after the resume step
     require("pyarrow")
-    if clips is not None and clips < 1:
-        raise VclError("--clips must be at least 1")
     if batch_size < 1:
         raise VclError("--batch-size must be at least 1")
     t0 = time.monotonic()
     model_path = Path(model if model is not None else default_bundle()).resolve()
     spec = load_bundle_spec(model_path)
-    rule = _fixed_sampling(index_dir, clips)
-    meta = ShardMeta(spec.fingerprint, spec.to_json(), spec.embed_dim, int(rule.count))
+    rule = resolve_sampling(index_dir, requested_sampling(clips, clip_every, min_clips, max_clips))
+    meta = ShardMeta(spec.fingerprint, spec.to_json(), spec.embed_dim, rule)
     files = find_videos(videos_dir)
     stats = _stats(files)
     shards = Path(shards_dir) if shards_dir is not None else Path(index_dir) / SHARDS_SUBDIR
     report = RayBuildReport(index=os.path.abspath(index_dir), videos_dir=os.path.abspath(videos_dir),
-                            model=str(model_path), fingerprint=spec.fingerprint, clips_per_video=meta.clips_per_video,
-                            shards_dir=str(shards.resolve()), ray_address=address or "")
+                            model=str(model_path), fingerprint=spec.fingerprint, clips_per_video=rule.count,
+                            sampling=rule.to_dict(), shards_dir=str(shards.resolve()), ray_address=address or "")
     ingested = IngestReport(index=report.index)
-    index = open_index_for_shards(index_dir, meta, index_type) if ingest else None
+    index = open_index_for_shards(index_dir, meta, index_type, target_recall) if ingest else None
     try:
         writer = ShardIngester(index, ingested, current=stats) if index is not None else None
-        todo = _resume_and_plan(writer, shards, files, stats, report)
+        todo = _resume_and_plan(writer, shards, files, stats, report, meta)
         bar = tqdm(total=len(todo), unit="video", desc="indexing (ray)", disable=not progress, dynamic_ncols=True)
 
         def on_shard(shard: str) -> None:
@@ -257,30 +265,12 @@ def build_with_ray(
     return report
 
 
-def _fixed_sampling(index_dir: str | os.PathLike, clips: int | None):
-    """The fixed clip count this build cuts videos into: ``clips``, else the index's recorded
-    count, else ``DEFAULT_CLIPS``. Ray decode tasks sample a fixed count only.
-
-    Raises:
-        VclError: the index samples at a stride, or records another count.
-    """
-    from vcl_infer.clips.sampling import ClipSampling
-    from vcl_infer.clips.sampling_record import read_sampling, resolve_sampling
-
-    recorded = read_sampling(index_dir)
-    if recorded is not None and recorded.count is None:
-        raise VclError(f"{index_dir} was built with {recorded.describe()}; --engine ray cuts a fixed number of "
-                       "clips per video (--clips N): build it with --engine local, or use a new index folder")
-    count = clips or (recorded.count if recorded is not None else None) or DEFAULT_CLIPS
-    return resolve_sampling(index_dir, ClipSampling.fixed(int(count)))
-
-
 def _resume_and_plan(writer: ShardIngester | None, shards: Path, files: list[str], stats: dict,
-                     report: RayBuildReport) -> list[str]:
+                     report: RayBuildReport, meta: ShardMeta) -> list[str]:
     """Ingest what an earlier (killed) run left in ``shards``, drop vanished files, and return
     the files still to embed (new, or changed since the catalog, or the shards, recorded them)."""
     if writer is None:  # shards only: they are the record of what is done
-        known = shard_keys(shards)
+        known = shard_keys(shards, meta)
     else:
         index = writer.index
         for shard in list_shards(shards) if shards.is_dir() else []:

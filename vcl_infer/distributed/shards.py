@@ -11,7 +11,9 @@ One row per input file, ok or failed::
     checksum STRING                                 sha256 over the row's vectors and windows
 
 The schema metadata carries the encoder (``vcl.fingerprint``, ``vcl.spec_json``, ``vcl.dim``)
-and ``vcl.clips_per_video``, so an ingest refuses a shard of another encoder. Files are
+and the clip sampling rule (``vcl.sampling``, JSON; shards written before it held only
+``vcl.clips_per_video``, a fixed count), so an ingest refuses a shard of another encoder, or
+one whose videos were cut another way than the index's. Files are
 written to a temporary name, fsynced and renamed (a reader never sees half a shard), with
 Parquet page checksums on; the per-row checksum catches a damaged value that still parses.
 A shard's name is derived from the files it holds, so re-running a batch rewrites the same
@@ -29,6 +31,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from vcl_infer.clips.sampling import ClipSampling
 from vcl_infer.errors import VclError
 
 SHARD_FORMAT = "1"
@@ -42,25 +45,40 @@ class ShardError(VclError):
 
 @dataclass(frozen=True)
 class ShardMeta:
-    """The encoder and sampling a shard was made with."""
+    """The encoder and the clip sampling rule a shard was made with."""
 
     fingerprint: str
     spec_json: str
     dim: int
-    clips_per_video: int
+    sampling: ClipSampling
+
+    @property
+    def clips_per_video(self) -> int | None:
+        """The fixed clip count, None for a stride."""
+        return self.sampling.count
 
     def to_metadata(self) -> dict[bytes, bytes]:
-        return {b"vcl.shard_format": SHARD_FORMAT.encode(), b"vcl.fingerprint": self.fingerprint.encode(),
+        data = {b"vcl.shard_format": SHARD_FORMAT.encode(), b"vcl.fingerprint": self.fingerprint.encode(),
                 b"vcl.spec_json": self.spec_json.encode(), b"vcl.dim": str(self.dim).encode(),
-                b"vcl.clips_per_video": str(self.clips_per_video).encode()}
+                b"vcl.sampling": json.dumps(self.sampling.to_dict(), sort_keys=True).encode()}
+        if self.sampling.count is not None:  # what readers before vcl.sampling look for
+            data[b"vcl.clips_per_video"] = str(self.sampling.count).encode()
+        return data
 
     @classmethod
     def from_metadata(cls, metadata: dict[bytes, bytes] | None, where: str) -> "ShardMeta":
         data = metadata or {}
         if data.get(b"vcl.shard_format") != SHARD_FORMAT.encode():
             raise ShardError(f"{where}: not a vcl vector shard (format {data.get(b'vcl.shard_format')!r})")
-        return cls(data[b"vcl.fingerprint"].decode(), data[b"vcl.spec_json"].decode(),
-                   int(data[b"vcl.dim"]), int(data[b"vcl.clips_per_video"]))
+        try:
+            if b"vcl.sampling" in data:
+                sampling = ClipSampling.from_dict(json.loads(data[b"vcl.sampling"]))
+            else:
+                sampling = ClipSampling.fixed(int(data[b"vcl.clips_per_video"]))
+            return cls(data[b"vcl.fingerprint"].decode(), data[b"vcl.spec_json"].decode(), int(data[b"vcl.dim"]),
+                       sampling)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ShardError(f"{where}: damaged shard metadata ({type(exc).__name__}: {exc})") from None
 
 
 @dataclass

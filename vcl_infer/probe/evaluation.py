@@ -17,14 +17,16 @@ frames are normalised, selectable by name (:func:`retrieval_protocol`):
   mean over clips, then per-set mean-centering (the query set's mean subtracted from the
   queries, the gallery set's mean from the gallery), then L2 (``main_retrieve.py``). FAME
   pretrains with Kinetics mean/std but its retrieval normalises frames with ImageNet
-  mean/std: the protocol applies those (:func:`protocol_clip_spec`), whatever the bundle's.
+  mean/std: the protocol applies those (:func:`protocol_clip_spec`), whatever the bundle's,
+  and, as FAME's ``CenterCropVideo(112)``, crops the centre of the frame at its native scale
+  (``resize_mode="none"``: on 320 x 240 UCF101 the network sees the frame unscaled).
 - ``vcl``: our default (the index's video vectors): 8 clips, mean of the L2-normalised clip
   vectors, then L2, with the bundle's preprocessing.
 
 Clip placement is vcl's uniform sampling in every protocol (TCLR starts its 9 clips at
 ``linspace(0, F - 10, 9)`` with ``F`` = frames - 32; FAME uses torchvision's
-``UniformClipSampler``); spatially vcl resizes the short side before the centre crop, FAME
-centre-crops 112 pixels of the frame as decoded (no resize).
+``UniformClipSampler``). Spatially the ``tclr`` and ``vcl`` protocols keep the bundle's resize
+and crop; ``fame`` crops without resizing, as its official code.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class RetrievalProtocol:
             ``EncoderSpec.feature_layer``).
         mean / std: frame normalisation of the paper's evaluation (RGB order), or None to
             keep the bundle's.
+        resize_mode: the paper's resize before the centre crop (``ClipSpec.resize_mode``;
+            ``none``: native scale), or None to keep the bundle's.
     """
 
     name: str
@@ -69,6 +73,7 @@ class RetrievalProtocol:
     feature_layer: str = "pooled"
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    resize_mode: str | None = None
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -80,9 +85,9 @@ PROTOCOLS = {
                               "(spatially pooled, flattened), mean of features, L2, cosine",
                               feature_layer="temporal"),
     "fame": RetrievalProtocol("fame", 10, True, True,
-                              "FAME main_retrieve.py: 10 clips, ImageNet mean/std, per-clip L2, mean, "
-                              "per-set mean-centering, L2",
-                              mean=IMAGENET_MEAN, std=IMAGENET_STD),
+                              "FAME main_retrieve.py: 10 clips, centre crop at native scale (no resize), "
+                              "ImageNet mean/std, per-clip L2, mean, per-set mean-centering, L2",
+                              mean=IMAGENET_MEAN, std=IMAGENET_STD, resize_mode="none"),
     "vcl": RetrievalProtocol("vcl", 8, True, False,
                              "vcl default: 8 clips, mean of L2-normalised clip vectors, L2"),
 }
@@ -97,14 +102,18 @@ def retrieval_protocol(name: str) -> RetrievalProtocol:
 
 
 def protocol_clip_spec(protocol: RetrievalProtocol, clip, *, keep_bundle_normalization: bool = False):
-    """The bundle's :class:`~vcl_infer.clips.spec.ClipSpec` with the protocol's frame mean/std, if it names any.
+    """The bundle's :class:`~vcl_infer.clips.spec.ClipSpec` with the protocol's frame mean/std and
+    resize rule, where it names them.
 
-    The decoding geometry (frames, step, resize, crop) stays the bundle's: the model needs it.
-    Mean and std are given in RGB order and reordered for a BGR model.
+    Frames per clip, step and crop size stay the bundle's: the model needs them. Mean and
+    std are given in RGB order and reordered for a BGR model; ``keep_bundle_normalization``
+    keeps the bundle's mean and std (not its resize).
     """
     import dataclasses
 
-    if protocol.mean is None or protocol.std is None or keep_bundle_normalization:
+    if protocol.resize_mode is not None:
+        clip = dataclasses.replace(clip, resize_mode=protocol.resize_mode)
+    if protocol.mean is None or keep_bundle_normalization:
         return clip
     mean, std = tuple(protocol.mean), tuple(protocol.std)
     if clip.channel_order == "BGR":
@@ -183,8 +192,8 @@ def embed_split(embedder, items: Iterable, num_clips: int, *, workers: int = 1, 
         embedder: a :class:`vcl_infer.Embedder`.
         items: :class:`vcl_infer.probe.labels.VideoItem` (``path``, ``label``).
         num_clips: uniformly spaced clips per video.
-        clip: normalise the model input with this ClipSpec's mean/std/channel order
-            (:func:`protocol_clip_spec`); None: the bundle's.
+        clip: decode (resize rule) and normalise (mean/std/channel order) with this
+            ClipSpec (:func:`protocol_clip_spec`); None: the bundle's.
 
     Returns:
         ``(clip_vectors, labels, failures)``: per readable video an ``n x D`` float32 stack
@@ -200,7 +209,7 @@ def embed_split(embedder, items: Iterable, num_clips: int, *, workers: int = 1, 
     # the bar counts a video once it is embedded and is closed on every exit (wrapping the result
     # iterator in tqdm and zipping it with the items stopped at N-1 of N and left the bar open)
     with DecodePool(workers=workers, timeout_s=timeout_s) as pool, _progress(len(items), progress) as bar:
-        results = pool.imap([(i.path, embedder.spec.clip, num_clips) for i in items])
+        results = pool.imap([(i.path, clip or embedder.spec.clip, num_clips) for i in items])
         for item, result in zip(items, results):
             if isinstance(result, VideoError):
                 failures.append((item.path, f"{type(result).__name__}: {result}"))

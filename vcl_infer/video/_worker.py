@@ -108,7 +108,8 @@ def worker_main(conn: Any, config: dict[str, Any]) -> None:
     Messages to the parent: ``("ready", pid)`` once imports are done (so import time never
     counts against a file's timeout), then per request zero or more ``("part", index,
     ClipBatch)`` (a long video streams its clips a bounded batch at a time; the pipe's
-    buffer holds the worker back while the parent is busy) and one ``("done", index,
+    buffer holds the worker back while the parent is busy), ``("alive", index, None)`` at
+    most once a second while a reader reports progress on a long pass, and one ``("done", index,
     result | VideoError)``: the result is the last ``DecodedVideo`` part for a
     :class:`DecodeRequest`, the function's value for a :class:`CallRequest` (which sends no parts).
     """
@@ -122,6 +123,7 @@ def worker_main(conn: Any, config: dict[str, Any]) -> None:
     import vcl_infer.video.clips  # noqa: F401 - imported now, not inside the first timed task
     from vcl_infer.errors import DecoderCrashed, VideoError
     from vcl_infer.video.clips import ClipBatch
+    from vcl_infer.video.reader import set_progress_hook
 
     for module in ("decord", "av"):  # likewise the decoders, where installed
         try:
@@ -139,6 +141,7 @@ def worker_main(conn: Any, config: dict[str, Any]) -> None:
         index, request = message
         if request.test_fault:
             _misbehave(request.test_fault)
+        set_progress_hook(_alive(conn, index))
         try:
             result: Any = None
             for result in _run(request, config):
@@ -150,4 +153,20 @@ def worker_main(conn: Any, config: dict[str, Any]) -> None:
             result = DecoderCrashed(request.path, "out of memory while decoding (worker memory limit)")
         except Exception as exc:  # noqa: BLE001 - one file's bug must not end the worker
             result = DecoderCrashed(request.path, f"unexpected {type(exc).__name__}: {exc}")
+        set_progress_hook(None)
         conn.send(("done", index, result))
+
+
+def _alive(conn: Any, index: int, every_s: float = 1.0):
+    """A progress hook sending ``("alive", index, None)`` at most every ``every_s`` seconds."""
+    import time
+
+    last = [time.monotonic()]
+
+    def hook() -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s:
+            last[0] = now
+            conn.send(("alive", index, None))
+
+    return hook

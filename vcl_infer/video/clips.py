@@ -27,11 +27,21 @@ from vcl_infer.video.reader import VideoInfo, VideoReader
 
 MAX_BATCH_BYTES = 48 << 20
 """Decoded source frames held at once (at the decoder's output size, before fitting): the decode memory
-bound. Counted in bytes so a low-resolution video gets large groups (few passes of PyAV, which
-decodes from the start for every request) and a 4K one small groups (at least one clip)."""
-PART_CLIPS = 64
+bound. Counted in bytes so a 4K video gets small groups (at least one clip)."""
+PART_CLIPS = 16
 """Fitted clips handed on at once (one message from a decode worker)."""
-SEEKING_GROUP_FRAMES = 512
+GROUP_FRAMES = 512
+"""Frames decoded per group at most (with ``MAX_BATCH_BYTES``)."""
+LONG_VIDEO_FRAMES = 3000
+"""A video of more frames (100 s at 30 fps) whose clips are dense (``DENSE_FRACTION``) is read by
+PyAV in one sequential pass under ``backend="auto"``: decord's resident memory grows with the
+length of the file it seeks in (decode work alone on 64 x 64 video, ``benchmarks/moment_memory.py
+--decoders``: decord 117 / 167 / 191 MiB at 1 / 5 / 60 minutes, PyAV 102 / 110 / 117), and for
+clips a second apart one pass is about as fast as seeking (an hour: PyAV 46 s, decord 61 s)."""
+DENSE_FRACTION = 0.25
+"""Clips are dense when their frames (clips x frames per clip) are at least this fraction of the
+video's: then nearly every GOP is decoded anyway. A few clips of a long video (``--clips 8``) are
+left to decord's seeking, which decodes a small part of the file."""
 
 Sampling = Union[int, ClipSampling]
 
@@ -106,13 +116,14 @@ def decoder_size(info: VideoInfo, spec: ClipSpec) -> tuple[int, int] | None:
 
 
 def _frame_budget(reader: VideoReader, max_bytes: int, size: tuple[int, int] | None) -> int:
-    """Frames decoded in one request: those that fit in ``max_bytes`` (RGB, at the size the
-    decoder delivers: ``size`` or full), and at most ``SEEKING_GROUP_FRAMES`` for a reader
-    that seeks (decord), so parts come out steadily and each restarts the worker's time limit;
-    PyAV decodes from the start on every request, so it gets the whole budget (fewer passes)."""
+    """Frames decoded in one group: those that fit in ``max_bytes`` (RGB, at the size the
+    decoder delivers: ``size`` or full), and at most ``GROUP_FRAMES``, so parts come out
+    steadily (each restarts the worker's time limit) and a low-resolution video holds no
+    more frames than it needs. PyAV serves all groups from one sequential pass
+    (``iter_groups``), so small groups cost it no extra decoding."""
     height, width = size or (int(reader.info.height), int(reader.info.width))
     fit = max(1, int(max_bytes) // max(1, 3 * int(width) * int(height)))
-    return fit if reader.info.backend == "pyav" else min(fit, SEEKING_GROUP_FRAMES)
+    return min(fit, GROUP_FRAMES)
 
 
 def _batches(windows: list[ClipWindow], max_frames: int) -> Iterator[list[ClipWindow]]:
@@ -136,9 +147,13 @@ def _decode_parts(reader: VideoReader, spec: ClipSpec, windows: list[ClipWindow]
     group of clips are decoded once, in one request to the reader (scaled by the decoder
     where :func:`decoder_size` says so, unless ``decoder_resize`` is False)."""
     size = decoder_size(reader.info, spec) if decoder_resize else None
-    for group in _batches(windows, _frame_budget(reader, max_bytes, size)):
-        union = np.unique(np.concatenate([w.indices for w in group]))
-        frames = reader.get_frames(union, size) if size else reader.get_frames(union)
+    groups = list(_batches(windows, _frame_budget(reader, max_bytes, size)))
+    unions = [np.unique(np.concatenate([w.indices for w in group])) for group in groups]
+    if hasattr(reader, "iter_groups"):  # a sequential decoder: every group from one pass
+        decoded = reader.iter_groups(unions, size)
+    else:  # a seeking one: a request per group
+        decoded = (reader.get_frames(union, size) if size else reader.get_frames(union) for union in unions)
+    for group, union, frames in zip(groups, unions, decoded):
         position = {int(i): k for k, i in enumerate(union)}
         for s in range(0, len(group), PART_CLIPS):
             part = group[s : s + PART_CLIPS]
@@ -163,6 +178,16 @@ def clips_from_reader(reader: VideoReader, path: str, spec: ClipSpec, num_clips:
                         damaged_frames=_damaged(reader))
 
 
+def _read_in_one_pass(reader: VideoReader, spec: ClipSpec, num_clips: Sampling) -> bool:
+    """Whether a video decord opened is better read by PyAV's single pass: long, and sampled
+    densely (see ``LONG_VIDEO_FRAMES`` and ``DENSE_FRACTION``)."""
+    frames = int(reader.info.num_frames)
+    if frames <= LONG_VIDEO_FRAMES:
+        return False
+    clips = len(sample_windows(reader.timestamps, spec, num_clips))
+    return clips * spec.frames_per_clip >= DENSE_FRACTION * frames
+
+
 def stream_clips(
     path: str | os.PathLike,
     spec: ClipSpec,
@@ -183,7 +208,11 @@ def stream_clips(
     ``decoder_resize``: shrink frames inside the decoder (see :func:`decoder_size`); False
     resizes full-size frames with :func:`~vcl_infer.clips.preprocess.fit_frames` only.
 
-    With ``backend="auto"``, a decord read whose first group had to patch undecodable frames,
+    With ``backend="auto"``, a video of more than ``LONG_VIDEO_FRAMES`` frames sampled densely
+    (``DENSE_FRACTION``, e.g. a clip a second) is read by PyAV in one sequential pass
+    (:meth:`~vcl_infer.video.pyav_reader.PyAvReader.iter_groups`): decord's memory grows with
+    the file it seeks in (``benchmarks/moment_memory.py``), and for clips a second apart a
+    single pass is as fast as seeking; decord is kept when PyAV cannot read the file. A decord read whose first group had to patch undecodable frames,
     or decoded nothing, is redone with PyAV, which skips bad packets and usually recovers
     more frames (``decord/corrupted.mp4``: decord 11 of 50, PyAV 49); if PyAV fails too, the
     patched decord frames are used, or decord's error is raised. Damage found after the first
@@ -194,7 +223,20 @@ def stream_clips(
         VideoError: the file cannot be read (the subclass says why).
     """
     shown = os.fspath(path)
+    options = dict(max_pixels=max_pixels, num_threads=num_threads, max_bytes=max_bytes, decoder_resize=decoder_resize)
     reader = open_video(shown, backend, max_pixels, num_threads=num_threads)
+    if backend == "auto" and reader.info.backend == "decord" and _read_in_one_pass(reader, spec, num_clips):
+        reader.close()  # its seek state is what grows with the file
+        out = 0
+        try:
+            for part in stream_clips(shown, spec, num_clips, backend="pyav", **options):
+                out += 1
+                yield part
+            return
+        except VideoError:
+            if out:  # PyAV failed half-way: its first parts are out, so its error stands
+                raise
+        reader = open_video(shown, "decord", max_pixels, num_threads=num_threads)
     try:
         windows = inside_video(sample_windows(reader.timestamps, spec, num_clips), reader)
         parts = _decode_parts(reader, spec, windows, max_bytes, decoder_resize)
@@ -205,11 +247,9 @@ def stream_clips(
         if backend == "auto" and reader.info.backend == "decord" and (error is not None or _damaged(reader)):
             out = 0
             try:
-                for fallback_part in stream_clips(shown, spec, num_clips, backend="pyav", max_pixels=max_pixels,
-                                                  num_threads=num_threads, max_bytes=max_bytes,
-                                                  decoder_resize=decoder_resize):
+                for part in stream_clips(shown, spec, num_clips, backend="pyav", **options):
                     out += 1
-                    yield fallback_part
+                    yield part
                 return
             except VideoError:
                 if out:  # PyAV failed half-way: its first parts are out, so its error stands

@@ -218,6 +218,9 @@ class DecodePool:
                     w.ready, self._failed_starts = True, 0
                     return None
                 kind, index, result = message
+                if kind == "alive":  # a long pass still advancing (no clip out yet): the limit restarts
+                    w.task = (index, w.task[1], time.monotonic() + self.timeout_s) if w.task else None
+                    return None
                 if kind == "part":  # a long video in progress: its time limit restarts
                     w.task = (index, w.task[1], time.monotonic() + self.timeout_s) if w.task else None
                     return index, result

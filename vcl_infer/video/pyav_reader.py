@@ -5,22 +5,24 @@ timestamps of the frames that actually decode: container metadata lies (no durat
 WebM, 50 frames claimed where 28 decode), and decode order differs from presentation order
 (B-frames, ``unordered.mov``). :meth:`PyAvReader.get_frames` then decodes sequentially
 from the start again, converting only the requested frames, so memory stays bounded by the
-request, not the video.
+request, not the video; :meth:`PyAvReader.iter_groups` serves a sequence of requests (the
+clip groups of a long video) from one such pass.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from vcl_infer._optional import require
 from vcl_infer.errors import CorruptVideo, FrameTooLarge, NoVideoStream, UnsupportedFormat
 from vcl_infer.video._guards import FORMAT_WHITELIST
-from vcl_infer.video.reader import FrameIndices, VideoInfo
+from vcl_infer.video.reader import FrameIndices, VideoInfo, report_progress
 from vcl_infer.video.timeline import by_index, collapsed, last_frame_duration, nominal_rate
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
+PROGRESS_EVERY = 256  # frames between progress reports on a long pass (see report_progress)
 
 
 def open_container(path: str, shown: str | None = None) -> Any:
@@ -143,7 +145,9 @@ class PyAvReader:
         rotation, size = 0, (0, 0)
         last_duration: float | None = None
         latest = -np.inf
-        for frame in self._frames():
+        for count, frame in enumerate(self._frames()):
+            if count % PROGRESS_EVERY == PROGRESS_EVERY - 1:
+                report_progress()
             if not pts:
                 rotation, size = int(round(frame.rotation or 0)), (frame.height, frame.width)
             self._check_size(frame.width, frame.height)
@@ -175,18 +179,56 @@ class PyAvReader:
             ``T x H x W x 3`` uint8 RGB, rotated as the container says it is displayed;
             high bit depth (10-bit HEVC) is converted to 8 bits.
         """
+        return next(self.iter_groups([indices], size))
+
+    def iter_groups(self, groups: Sequence[FrameIndices], size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+        """``get_frames(group, size)`` for each group in turn, from one decoding pass.
+
+        Decoding is deterministic, so the frames are those of one ``get_frames`` call per
+        group, but a long video is decoded once instead of once per group. A decoded frame is
+        kept from when it is decoded until the last group that uses it is out: memory is the
+        frames of about one group (plus those a later group shares with it), whatever the
+        video's length.
+
+        Raises:
+            CorruptVideo: none of a group's frames decode.
+        """
         shape = (self.info.height, self.info.width) if size is None else (int(size[0]), int(size[1]))
-        idx = np.clip(np.asarray(indices, dtype=np.int64).reshape(-1), 0, self.info.num_frames - 1)
-        if idx.size == 0:
-            return np.zeros((0, *shape, 3), np.uint8)
-        wanted = {int(self._order[i]) for i in np.unique(idx)}  # decode positions
-        last = max(wanted)
+        wanted = [np.clip(np.asarray(g, dtype=np.int64).reshape(-1), 0, self.info.num_frames - 1) for g in groups]
+        positions = [np.unique(self._order[idx]) for idx in wanted]  # decode positions, per group
+        # the last group that uses each decode position (-1: none); 4 bytes a frame
+        last_use = np.full(self.info.num_frames, -1, np.int32)
+        for k, group in enumerate(positions):
+            last_use[group] = k
         got: dict[int, np.ndarray] = {}
-        for pos, frame in enumerate(self._frames()):
-            if pos in wanted:
-                got[pos] = self._to_rgb(frame, shape)
-            if pos >= last:
-                break
+        decoding = self._frames()
+        frames = enumerate(decoding)
+        decoded = -1
+        try:
+            for k, idx in enumerate(wanted):
+                if idx.size == 0:
+                    yield np.zeros((0, *shape, 3), np.uint8)
+                    continue
+                last = int(positions[k][-1])
+                while decoded < last:
+                    step = next(frames, None)
+                    if step is None:
+                        break  # the stream ended early (a frame that decoded on the scan did not now)
+                    decoded = step[0]
+                    if decoded % PROGRESS_EVERY == PROGRESS_EVERY - 1:
+                        report_progress()
+                    if decoded < last_use.size and last_use[decoded] >= k:
+                        got[decoded] = self._to_rgb(step[1], shape)
+                mine = [int(pos) for pos in positions[k]]
+                yield self._assemble(idx, {pos: got[pos] for pos in mine if pos in got})
+                for pos in mine:
+                    if last_use[pos] == k:
+                        got.pop(pos, None)
+        finally:
+            decoding.close()  # and with it the pass's container
+
+    def _assemble(self, idx: np.ndarray, got: dict[int, np.ndarray]) -> np.ndarray:
+        """The frames at presentation indices ``idx`` from ``got`` (decode position -> frame)."""
         if not got:
             raise CorruptVideo(self._path, "none of the requested frames decoded on the second pass")
         known = np.array(sorted(got))

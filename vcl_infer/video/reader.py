@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence, Union, runtime_checkable
+from typing import Callable, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 
 FrameIndices = Union[Sequence[int], np.ndarray]
 """Frame numbers: a list or a 1-D integer array."""
+
+_progress_hook: Callable[[], None] | None = None
+
+
+def set_progress_hook(hook: Callable[[], None] | None) -> None:
+    """Install (or, with None, remove) what :func:`report_progress` calls: a decode worker
+    tells its parent the read is advancing, which restarts the file's time limit."""
+    global _progress_hook
+    _progress_hook = hook
+
+
+def report_progress() -> None:
+    """Called by readers every few hundred frames of a long pass (PyAV's scan of an hour of
+    video decodes every frame before the first clip is out): a decoder that advances is not
+    hung, so its time limit restarts; one that stops still times out."""
+    if _progress_hook is not None:
+        _progress_hook()
 
 
 @dataclass(frozen=True)
