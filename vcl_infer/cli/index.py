@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import click
 
 from vcl_infer import __version__
+
+if TYPE_CHECKING:  # the build module loads numpy and more; only its type is needed here
+    from vcl_infer.index.build import BuildReport
 
 _INDEX_HELP = "Index folder."
 _MODEL_HELP = ("Encoder bundle (.onnx or its folder), or a published encoder's name (e.g. r2plus1d_18-k400; "
@@ -103,6 +106,7 @@ def build(videos_dir: str, index_dir: str, model: str | None, clip_every: float 
 
     if engine == "local" and (address or shards_dir or no_ingest or batch_size):
         raise click.ClickException("--address, --shards, --no-ingest and --batch-size need --engine ray")
+    report: BuildReport  # or its RayBuildReport subclass
     with _errors(model):
         if engine == "ray":
             from vcl_infer.distributed.pipeline import DEFAULT_BATCH, build_with_ray

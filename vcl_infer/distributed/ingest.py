@@ -115,6 +115,8 @@ def _write_row(index, row: ShardRow, report: IngestReport) -> None:
         index.add_failure(row.path, size=row.size, mtime_ns=row.mtime_ns, error_kind=row.error_kind, error=row.error)
         report.failed.append(Failure(row.path, row.error_kind, row.error))
         return
+    if row.clip_vectors is None:  # read_shard gives every ok row its vectors; a hand-made row may not
+        raise VclError(f"shard row for {row.path} is marked ok but carries no clip vectors")
     index.add_video(row.path, size=row.size, mtime_ns=row.mtime_ns, content_hash=row.content_hash, info=row.info,
                     video_vector=row.video_vector, clip_vectors=row.clip_vectors, windows=row.windows)
     report.clips += len(row.clip_vectors)

@@ -113,7 +113,7 @@ def protocol_clip_spec(protocol: RetrievalProtocol, clip, *, keep_bundle_normali
 
     if protocol.resize_mode is not None:
         clip = dataclasses.replace(clip, resize_mode=protocol.resize_mode)
-    if protocol.mean is None or keep_bundle_normalization:
+    if protocol.mean is None or protocol.std is None or keep_bundle_normalization:
         return clip
     mean, std = tuple(protocol.mean), tuple(protocol.std)
     if clip.channel_order == "BGR":

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Iterator, Union
+from typing import Generator, Iterator, Union
 
 import numpy as np
 
@@ -188,6 +188,24 @@ def _read_in_one_pass(reader: VideoReader, spec: ClipSpec, num_clips: Sampling) 
     return clips * spec.frames_per_clip >= DENSE_FRACTION * frames
 
 
+
+def _all_or_nothing(parts: Iterator[ClipBatch | DecodedVideo]) -> Generator[ClipBatch | DecodedVideo, None, bool]:
+    """Yield ``parts`` (a fallback reader's); True when all came, False when it failed before the first.
+
+    Raises:
+        VideoError: it failed half-way, after its first parts were out, so its error stands.
+    """
+    out = 0
+    try:
+        for part in parts:
+            out += 1
+            yield part
+    except VideoError:
+        if out:
+            raise
+        return False
+    return True
+
 def stream_clips(
     path: str | os.PathLike,
     spec: ClipSpec,
@@ -223,19 +241,16 @@ def stream_clips(
         VideoError: the file cannot be read (the subclass says why).
     """
     shown = os.fspath(path)
-    options = dict(max_pixels=max_pixels, num_threads=num_threads, max_bytes=max_bytes, decoder_resize=decoder_resize)
+
+    def with_pyav() -> Iterator[ClipBatch | DecodedVideo]:
+        return stream_clips(shown, spec, num_clips, backend="pyav", max_pixels=max_pixels, num_threads=num_threads,
+                            max_bytes=max_bytes, decoder_resize=decoder_resize)
+
     reader = open_video(shown, backend, max_pixels, num_threads=num_threads)
     if backend == "auto" and reader.info.backend == "decord" and _read_in_one_pass(reader, spec, num_clips):
         reader.close()  # its seek state is what grows with the file
-        out = 0
-        try:
-            for part in stream_clips(shown, spec, num_clips, backend="pyav", **options):
-                out += 1
-                yield part
+        if (yield from _all_or_nothing(with_pyav())):
             return
-        except VideoError:
-            if out:  # PyAV failed half-way: its first parts are out, so its error stands
-                raise
         reader = open_video(shown, "decord", max_pixels, num_threads=num_threads)
     try:
         windows = inside_video(sample_windows(reader.timestamps, spec, num_clips), reader)
@@ -245,15 +260,8 @@ def stream_clips(
         except VideoError as exc:
             pending, error = None, exc
         if backend == "auto" and reader.info.backend == "decord" and (error is not None or _damaged(reader)):
-            out = 0
-            try:
-                for part in stream_clips(shown, spec, num_clips, backend="pyav", **options):
-                    out += 1
-                    yield part
+            if (yield from _all_or_nothing(with_pyav())):
                 return
-            except VideoError:
-                if out:  # PyAV failed half-way: its first parts are out, so its error stands
-                    raise
         if pending is None:
             raise error  # type: ignore[misc]
         sent = 0

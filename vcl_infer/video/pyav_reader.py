@@ -11,7 +11,7 @@ clip groups of a long video) from one such pass.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Any, Generator, Iterator, Sequence
 
 import numpy as np
 
@@ -111,7 +111,7 @@ class PyAvReader:
                 self._path, f"frames are {width}x{height}, over the cap of {self._max_pixels} pixels"
             )
 
-    def _frames(self) -> Iterator[Any]:
+    def _frames(self) -> Generator[Any, None, None]:
         """Decoded frames in decode-output order; packets that fail to decode are skipped.
 
         Each pass opens the file afresh instead of seeking: seeking fails on some files
