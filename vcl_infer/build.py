@@ -287,6 +287,9 @@ def _index_files(index, embedder, files: Sequence[str], stats: dict[str, tuple[i
 
     if not files:
         return
+    # largest files first (longest decodes, as far as size tells): the last files to finish are
+    # then short ones, so no worker sits idle long at the end while another decodes a long video
+    files = sorted(files, key=lambda p: stats[p][0], reverse=True)
     spec = embedder.spec.clip
     pending = 0
     last_commit = time.monotonic()
