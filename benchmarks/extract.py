@@ -50,6 +50,7 @@ import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -181,7 +182,9 @@ class BuildPhases:
     (to_model_input + ONNX Runtime + normalising), ``hash_files``, ``catalog_writes``
     (add_video / add_failure), ``commit`` (every commit, the last one included), ``close``
     (index close and worker shutdown); ``first_result_s`` is the time from the pool's start to
-    the first decoded clips (worker start-up plus one file's decoding).
+    the first decoded clips (worker start-up plus one file's decoding); ``worker_share_*``: of
+    the decode workers' time from the pool's start to its close, the share spent starting,
+    holding a file (busy), and waiting for work (sampled every 20 ms).
     """
 
     def __init__(self) -> None:
@@ -225,6 +228,7 @@ class BuildPhases:
         def init(pool, *args, **kwargs):
             phases.marks.setdefault("pool_start", time.perf_counter())
             original_init(pool, *args, **kwargs)
+            threading.Thread(target=phases._sample, args=(pool,), daemon=True).start()
 
         def feed(*args, **kwargs):
             source = original_feed(*args, **kwargs)
@@ -246,12 +250,28 @@ class BuildPhases:
         for owner, attr, original in reversed(self._saved):
             setattr(owner, attr, original)
 
+    def _sample(self, pool, every: float = 0.02) -> None:
+        """Every ``every`` s until the pool closes: how many workers are starting, and how many
+        hold a file (busy). A worker that is ready but holds no file waits for work: a stall
+        of the decode side whatever the machine's load (a slow, loaded worker still holds its file)."""
+        samples = self.samples = []
+        while pool._workers:
+            workers = list(pool._workers)
+            samples.append((sum(not w.ready for w in workers), sum(w.task is not None for w in workers), len(workers)))
+            time.sleep(every)
+
     def summary(self, wall: float) -> dict:
         out = {name: round(s, 3) for name, s in sorted(self.seconds.items())}
         out["other"] = round(wall - sum(self.seconds.values()), 3)
         if "pool_start" in self.marks and "first_result" in self.marks:
             out["first_result_s"] = round(self.marks["first_result"] - self.marks["pool_start"], 3)
         out["commits"] = self.counts.get("commit", 0)
+        samples = getattr(self, "samples", [])
+        if samples:
+            slots = sum(n for _, _, n in samples)
+            out["worker_share_starting"] = round(sum(s for s, _, _ in samples) / slots, 3)
+            out["worker_share_busy"] = round(sum(b for _, b, _ in samples) / slots, 3)
+            out["worker_share_waiting"] = round(1 - out["worker_share_starting"] - out["worker_share_busy"], 3)
         return out
 
 
@@ -398,7 +418,10 @@ def main() -> None:
     spec = load_bundle_spec(model)
     workers = args.workers or default_workers()
     cores = available_cores()
-    rounds = [one_round(args, folder, paths, model, spec, workers, cores, work, i) for i in range(args.rounds)]
+    rounds = []
+    for i in range(args.rounds):
+        rounds.append(one_round(args, folder, paths, model, spec, workers, cores, work, i))
+        print(f"round {i + 1}: {json.dumps(rounds[-1])}", file=sys.stderr, flush=True)  # kept if a later round is cut
     results = {
         "videos": len(paths), "clips_per_video": args.clips, "cores": cores, "build_workers": workers,
         "encoder": f"{spec.arch} {spec.clip.frames_per_clip}x{spec.clip.crop_size}x{spec.clip.crop_size}",
