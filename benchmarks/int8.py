@@ -1,7 +1,6 @@
 """int8 vs fp32 encoder bundles: speed, size and fidelity, measured side by side in one run.
 
-For each model (``r2plus1d_18`` untrained at 16 x 112 x 112, the speed target of issue 15; and
-the packaged default encoder, a trained ``r3d_small``, whose R@1 means something):
+For each model (see ``--models`` below):
 
 1. the fp32 bundle is exported (or taken as shipped) and quantized with ``vcl-export --int8``'s
    code path (``export.quantize.quantize_bundle``), calibrated on clips of the real videos in
@@ -10,8 +9,7 @@ the packaged default encoder, a trained ``r3d_small``, whose R@1 means something
    fp32/int8 for ``--rounds`` rounds (so load drifts hit both); the ratio is taken per round
    and reported as median with min-max, with the load average before and after;
 3. fidelity: min / mean cosine and max abs error of int8 vs fp32 on held-out clips (the export's
-   own check), and leave-one-out video R@1 of both on a generated labelled motion set
-   (``vcl-synth``; class folders).
+   own check), and R@1 of both on a generated labelled motion set (``vcl-synth``).
 
 Trained encoders (``--models default,supervised``, the default): the packaged default encoder
 (``r3d_small``, self-supervised) and an ``r3d_18`` trained here with labels for a few minutes on a
