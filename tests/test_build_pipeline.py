@@ -202,3 +202,40 @@ def test_build_and_search_run_without_torch(tmp_path):
     entries = [ln.split(" ", 1) for ln in lines if ln]
     assert len(entries) >= 3  # the probe, the CLIs and their decode workers
     assert all(loaded == "-" for _, loaded in entries), entries
+
+
+def test_decode_workers_start_before_the_encoder_loads_and_get_the_largest_files_first(tmp_path, monkeypatch):
+    """The workers' start-up (imports) overlaps the model load, and the largest files are
+    decoded first, so a long video is not the last thing a build waits for."""
+    import vcl_infer.index.build as build
+    from vcl_infer.video.isolated import DecodePool
+
+    events: list[str] = []
+    requested: list[str] = []
+    pool_init, load, feed = DecodePool.__init__, build.load_embedder, build._decoded_in_background
+
+    def record_pool(self, *args, **kwargs):
+        events.append("pool")
+        pool_init(self, *args, **kwargs)
+
+    def record_load(*args, **kwargs):
+        events.append("model")
+        return load(*args, **kwargs)
+
+    def record_requests(pool, requests, depth):
+        requested.extend(request[0] for request in requests)
+        return feed(pool, requests, depth)
+
+    monkeypatch.setattr(DecodePool, "__init__", record_pool)
+    monkeypatch.setattr(build, "load_embedder", record_load)
+    monkeypatch.setattr(build, "_decoded_in_background", record_requests)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    by_size = sorted((corpus() / "gen").glob("short_*.mp4"), key=lambda p: p.stat().st_size)[:3]
+    assert len({p.stat().st_size for p in by_size}) == 3
+    for name, src in zip("abc", by_size):  # path order = smallest first
+        shutil.copy2(src, folder / f"{name}.mp4")
+    report = build.build_index(folder, tmp_path / "index", model=bundle(), clips=CLIPS, progress=False)
+    assert report.added == 3 and not report.failed
+    assert events == ["pool", "model"]
+    assert [Path(p).name for p in requested] == ["c.mp4", "b.mp4", "a.mp4"]

@@ -2,6 +2,7 @@
 of a worker become DecodeTimeout / DecoderCrashed and the pool goes on."""
 
 import os
+import signal
 import time
 
 import numpy as np
@@ -184,3 +185,23 @@ def test_build_workers_keep_the_callers_priority_under_sched_batch():
         (pid,) = list(build_pool.imap([CallRequest("-", "os:getpid")]))
         assert os.sched_getscheduler(pid) == os.SCHED_BATCH
         assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def test_closing_a_pool_does_not_wait_for_workers_still_starting():
+    """A build that finds nothing to decode closes its pool while the workers still import:
+    they hold no task, so they are killed at once instead of being waited for (up to 2 s each)."""
+    pool = DecodePool(workers=2, timeout_s=20)
+    children = [w.proc for w in pool._workers]
+    pool.close()
+    assert [c.exitcode for c in children] == [-signal.SIGKILL] * 2
+
+
+def test_a_worker_told_to_stop_exits_cleanly_at_once():
+    """A ready worker leaves with exit code 0 when the pool closes (no kill needed)."""
+    from vcl_infer.video.isolated import CallRequest
+
+    pool = DecodePool(workers=1, timeout_s=20)
+    assert list(pool.imap([CallRequest("-", "os:getpid")]))[0] > 0
+    child = pool._workers[0].proc
+    pool.close()
+    assert child.exitcode == 0

@@ -260,10 +260,26 @@ def _decoded_in_background(pool, requests: list, depth: int) -> Iterator[tuple[i
         thread.join(timeout=5)
 
 
+def _start_decoders(workers: int | None, timeout_s: float, wanted: bool):
+    """The build's decode pool, started before the encoder loads so that the workers' imports
+    overlap the model load and the index open (None when there is nothing to decode or
+    ``workers`` is invalid: ``_start`` says why)."""
+    from vcl_infer.video.isolated import DecodePool
+
+    if not wanted or (workers is not None and workers < 1):
+        return None
+    return DecodePool(workers=workers or default_workers(), timeout_s=timeout_s, **DECODE_PRIORITY)
+
+
 def _index_files(index, embedder, files: Sequence[str], stats: dict[str, tuple[int, int]], report: BuildReport,
                  *, replace: set[str], clips, workers: int, timeout_s: float, commit_every: int,
-                 commit_seconds: float, progress: bool) -> None:
-    """Decode, embed and add ``files``; paths in ``replace`` are removed first (re-embedding)."""
+                 commit_seconds: float, progress: bool, pool=None) -> None:
+    """Decode, embed and add ``files``; paths in ``replace`` are removed first (re-embedding).
+
+    ``pool``: a started ``DecodePool`` to use (the caller closes it), else one is started here.
+    """
+    import contextlib
+
     from tqdm import tqdm
 
     from vcl_infer.video.clips import ClipBatch
@@ -271,13 +287,17 @@ def _index_files(index, embedder, files: Sequence[str], stats: dict[str, tuple[i
 
     if not files:
         return
+    # largest files first (longest decodes, as far as size tells): the last files to finish are
+    # then short ones, so no worker sits idle long at the end while another decodes a long video
+    files = sorted(files, key=lambda p: stats[p][0], reverse=True)
     spec = embedder.spec.clip
     pending = 0
     last_commit = time.monotonic()
     bar = tqdm(total=len(files), unit="video", desc="indexing", disable=not progress, dynamic_ncols=True)
     # a long video arrives as batches of clips: only their vectors are kept until it is done
     partial: dict[int, tuple[list[np.ndarray], list[tuple[float, float]]]] = {}
-    with DecodePool(workers=workers, timeout_s=timeout_s, **DECODE_PRIORITY) as pool:
+    own = pool is None
+    with DecodePool(workers=workers, timeout_s=timeout_s, **DECODE_PRIORITY) if own else contextlib.nullcontext(pool):
         requests = [(path, spec, clips) for path in files]
         for index_pos, result in _decoded_in_background(pool, requests, depth=2 * workers + 2):
             if isinstance(result, ClipBatch):
@@ -399,6 +419,21 @@ def build_index(
     """
     files = find_videos(videos_dir)
     sampling = dict(clips=clips, clip_every=clip_every, min_clips=min_clips, max_clips=max_clips)
+    pool = _start_decoders(workers, timeout_s, bool(files))
+    try:
+        report = _build(videos_dir, index_dir, files, sampling, pool, model=model, workers=workers,
+                        index_type=index_type, target_recall=target_recall, timeout_s=timeout_s,
+                        commit_every=commit_every, commit_seconds=commit_seconds, progress=progress)
+    finally:
+        if pool is not None:
+            pool.close()
+    write_report(index_dir, report)
+    return report
+
+
+def _build(videos_dir, index_dir, files: list[str], sampling: dict, pool, *, model, workers, index_type,
+           target_recall, timeout_s, commit_every, commit_seconds, progress) -> BuildReport:
+    """``build_index``'s work once the decode pool is starting."""
     report, embedder, t0, rule = _start(index_dir, model, sampling, workers)
     report.videos_dir = os.path.abspath(videos_dir)
     root = report.videos_dir.rstrip(os.sep) + os.sep
@@ -427,12 +462,11 @@ def build_index(
             index.commit()
         _index_files(index, embedder, todo, stats, report, replace=replace, clips=rule,
                      workers=report.workers, timeout_s=timeout_s, commit_every=commit_every,
-                     commit_seconds=commit_seconds, progress=progress)
+                     commit_seconds=commit_seconds, progress=progress, pool=pool)
     finally:
         _close(index)
     report.seconds = time.monotonic() - t0
     report.completed = True
-    write_report(index_dir, report)
     return report
 
 

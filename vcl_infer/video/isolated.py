@@ -110,14 +110,18 @@ class DecodePool:
         self.close()
 
     def close(self) -> None:
-        """Stop every worker (politely, then SIGKILL after 2 s)."""
+        """Stop every worker (politely, then SIGKILL after 2 s; one still starting, which has
+        no task, is killed at once: a build with nothing to decode does not wait for imports)."""
         for w in self._workers:
+            if not w.ready:
+                w.kill()
+                continue
             try:
                 w.conn.send(None)
             except OSError:
                 pass
         for w in self._workers:
-            if w.proc is not None:
+            if w.proc is not None and w.ready:
                 w.proc.join(2)
             w.kill()
         self._workers = []
