@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from vcl_infer import _onnx_external as ext
+from vcl_infer.encode import _onnx_external as ext
 from vcl_infer.encode._onnx_external import UnsafeModel, check_external_data, external_data_locations
 
 
