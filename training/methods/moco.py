@@ -52,6 +52,11 @@ class MoCoHparams(CommonHparams):
         reverse_negatives: the keys of the views played backwards join this step's negatives
             (never enqueued; :mod:`training.methods.reversal`); off in the papers. MoCo and FAME
             only: methods whose queue carries labels or video ids do not support it.
+        head_bn: BatchNorm after the MLP head's hidden layer (SimCLR's and MoCo v3's head); off
+            in MoCo v2 and FAME. From a random init every clip's feature points nearly the same
+            way (cosine ~0.8 between any two videos); the BN-free head keeps the embeddings in
+            that cone, and with negatives that carry no gradient nothing spreads them: on a
+            short budget the loss stays at log(K + 1) (docs/ladder/what_was_wrong.md).
     """
 
     temperature: float = 0.2
@@ -63,6 +68,7 @@ class MoCoHparams(CommonHparams):
     dense_weight: float = 0.0
     dense_queue_size: int | None = None
     reverse_negatives: bool = False
+    head_bn: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -107,7 +113,8 @@ class MoCo(Method[MH]):
     def __init__(self, *, backbone, spec, hparams: MoCoHparams, seed: int = 0) -> None:
         super().__init__(backbone=backbone, spec=spec, hparams=hparams, seed=seed)
         d = self.embed_dim
-        head: nn.Module = MLPHead(d, d, hparams.proj_dim) if hparams.mlp else nn.Linear(d, hparams.proj_dim)
+        head: nn.Module = (MLPHead(d, d, hparams.proj_dim, hidden_bn=hparams.head_bn) if hparams.mlp
+                           else nn.Linear(d, hparams.proj_dim))
         dense_head = DenseHead(d, d, hparams.proj_dim) if self.uses_dense else None
         self.encoder_q = Encoder(backbone, head, dense_head)
         self.encoder_k = copy.deepcopy(self.encoder_q)

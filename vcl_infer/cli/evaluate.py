@@ -138,11 +138,10 @@ def linear(source: str, split: int, model: str | None, clips: int, mode: str, la
     import numpy as np
 
     from vcl_infer._optional import require
-    from vcl_infer.classify import evaluate_predictions, fit_probe, video_probabilities
+    from vcl_infer.classify import linear_evaluation
     from vcl_infer.confusion_plot import confusion_png, require_matplotlib
     from vcl_infer.embedder import Embedder
     from vcl_infer.evaluation import embed_split, encoder_info, write_results
-    from vcl_infer.retrieval_metrics import pool_clips
 
     with _errors():
         require("sklearn")  # the probe; fail before the embedding, not after
@@ -154,10 +153,8 @@ def linear(source: str, split: int, model: str | None, clips: int, mode: str, la
         test_v, test_y, fail_test = embed_split(embedder, test, clips, workers=workers, progress=not as_json)
         if not train_v or not test_v:
             raise click.ClickException("no readable videos on one side of the split")
-        X = np.stack([pool_clips(v) for v in train_v])
-        probe = fit_probe(X, np.array([classes[i] for i in train_y]), label_fraction=label_fraction, seed=seed)
-        probs = np.stack([video_probabilities(probe, v, mode) for v in test_v])
-        scores = evaluate_predictions(probs, [classes[i] for i in test_y], probe.classes_)
+        probe, scores = linear_evaluation(train_v, [classes[i] for i in train_y], test_v, [classes[i] for i in test_y],
+                                          mode=mode, label_fraction=label_fraction, seed=seed)
         result = {"task": "linear evaluation (frozen encoder)",
                   "metrics": {"top1": scores["top1"], "top5": scores["top5"], "test_videos": scores["num_videos"],
                               "train_videos": int(len(probe.train_indices_)), "chance": 1.0 / len(classes)},
