@@ -48,3 +48,19 @@ def test_head_bn_spreads_the_random_init_embeddings():
 
     plain, with_bn = mean_cosine(_method("moco")), mean_cosine(_method("moco", head_bn=True))
     assert plain > 0.5 and with_bn < plain - 0.3, (plain, with_bn)
+
+
+def test_batch_negatives_adds_the_other_rows_keys_and_nothing_else():
+    from training.losses.moco import moco_loss
+    from training.methods.moco import moco_loss_with_batch_keys
+
+    g = torch.Generator().manual_seed(0)
+    q, k = [torch.nn.functional.normalize(torch.randn(5, 8, generator=g), dim=1) for _ in range(2)]
+    queue = torch.nn.functional.normalize(torch.randn(7, 8, generator=g), dim=1)
+    # row j's negatives: the queue plus every other row's key (its own key is only its positive)
+    rows = [moco_loss(q[j:j + 1], k[j:j + 1], torch.cat([queue, k[torch.arange(5) != j]]), 0.2) for j in range(5)]
+    assert torch.allclose(moco_loss_with_batch_keys(q, k, queue, 0.2), torch.stack(rows).mean())
+    assert torch.allclose(moco_loss_with_batch_keys(q[:1], k[:1], queue, 0.2), moco_loss(q[:1], k[:1], queue, 0.2))
+    method = _method("moco", batch_negatives=True)
+    method.train()
+    assert torch.isfinite(method.training_step(torch.rand(4, 2, 3, 4, 32, 32), 0)["loss"])

@@ -57,6 +57,9 @@ class MoCoHparams(CommonHparams):
             way (cosine ~0.8 between any two videos); the BN-free head keeps the embeddings in
             that cone, and with negatives that carry no gradient nothing spreads them: on a
             short budget the loss stays at log(K + 1) (docs/ladder/what_was_wrong.md).
+        batch_negatives: the keys of this step's other videos join each query's negatives (MoCo
+            v3 contrasts against these alone, with no queue); off in MoCo v2 and FAME, whose
+            negatives all come from earlier steps. Local keys only under DDP.
     """
 
     temperature: float = 0.2
@@ -69,6 +72,7 @@ class MoCoHparams(CommonHparams):
     dense_queue_size: int | None = None
     reverse_negatives: bool = False
     head_bn: bool = False
+    batch_negatives: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -94,6 +98,19 @@ class Encoded:
 
 
 MH = TypeVar("MH", bound=MoCoHparams)
+
+
+def moco_loss_with_batch_keys(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+    """:func:`~training.losses.moco.moco_loss` whose negatives also hold the other rows' keys ``k_j, j != i``.
+
+    Logits of query ``i``: ``[q_i . k_i, q_i . queue, q_i . k_j for j != i] / T``, label 0;
+    keys and queue carry no gradient. With one row it equals ``moco_loss``.
+    """
+    k = k.detach()
+    l_pos = (q * k).sum(dim=1, keepdim=True)
+    l_batch = (q @ k.t()).masked_fill(torch.eye(q.shape[0], dtype=torch.bool, device=q.device), float("-inf"))
+    logits = torch.cat([l_pos, q @ queue.detach().t(), l_batch], dim=1) / temperature
+    return torch.nn.functional.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
 
 
 @register_method("moco")
@@ -161,6 +178,8 @@ class MoCo(Method[MH]):
         labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The loss of queries ``q`` against their keys ``k`` and the ``queue`` (``{"loss", ...}``)."""
+        if self.hparams.batch_negatives:
+            return {"loss": moco_loss_with_batch_keys(q, k, queue, self.hparams.temperature)}
         return {"loss": moco_loss(q, k, queue, self.hparams.temperature)}
 
     def reversed_keys(self, views: list[torch.Tensor], groups: int, perm: torch.Tensor) -> torch.Tensor:
