@@ -1,4 +1,4 @@
-"""MoCo / FAME ``head_bn``: BN after the MLP head's hidden layer (off by default, as in the papers)."""
+"""MoCo / FAME flags the ladder turns on (off by default, as in the papers): head_bn, batch_negatives."""
 
 from __future__ import annotations
 
