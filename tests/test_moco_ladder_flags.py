@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from training.methods import create_method
+from training.methods.moco import moco_loss_extra_negatives
 from training.models import create_backbone
 from vcl_infer.spec import ClipSpec
 
@@ -52,15 +53,37 @@ def test_head_bn_spreads_the_random_init_embeddings():
 
 def test_batch_negatives_adds_the_other_rows_keys_and_nothing_else():
     from training.losses.moco import moco_loss
-    from training.methods.moco import moco_loss_with_batch_keys
 
     g = torch.Generator().manual_seed(0)
     q, k = [torch.nn.functional.normalize(torch.randn(5, 8, generator=g), dim=1) for _ in range(2)]
     queue = torch.nn.functional.normalize(torch.randn(7, 8, generator=g), dim=1)
     # row j's negatives: the queue plus every other row's key (its own key is only its positive)
     rows = [moco_loss(q[j:j + 1], k[j:j + 1], torch.cat([queue, k[torch.arange(5) != j]]), 0.2) for j in range(5)]
-    assert torch.allclose(moco_loss_with_batch_keys(q, k, queue, 0.2), torch.stack(rows).mean())
-    assert torch.allclose(moco_loss_with_batch_keys(q[:1], k[:1], queue, 0.2), moco_loss(q[:1], k[:1], queue, 0.2))
+    assert torch.allclose(moco_loss_extra_negatives(q, k, queue, 0.2, batch_keys=True), torch.stack(rows).mean())
+    assert torch.allclose(moco_loss_extra_negatives(q[:1], k[:1], queue, 0.2, batch_keys=True),
+                          moco_loss(q[:1], k[:1], queue, 0.2))
     method = _method("moco", batch_negatives=True)
     method.train()
     assert torch.isfinite(method.training_step(torch.rand(4, 2, 3, 4, 32, 32), 0)["loss"])
+
+
+@pytest.mark.parametrize("name", ["moco", "fame"])
+def test_reversed_clips_through_the_query_encoder_carry_gradient(name):
+    """reverse_encoder="query": the reversed clips are negatives with gradient (the key-encoder
+    way gives the loss no gradient through them); a static video is its own reversal, so the
+    loss with the flag is higher than without."""
+    torch.manual_seed(1)
+    clips = torch.rand(4, 1, 3, 1, 32, 32).expand(4, 2, 3, 4, 32, 32).contiguous()
+    losses = {}
+    for flag in (False, True):
+        method = _method(name, reverse_negatives=flag, reverse_encoder="query")
+        method.train()
+        losses[flag] = method.training_step(clips, 0)["loss"]
+    assert losses[True] > losses[False]
+    g = torch.Generator().manual_seed(0)
+    q, k, extra = [torch.nn.functional.normalize(torch.randn(3, 8, generator=g), dim=1) for _ in range(3)]
+    extra.requires_grad_(True)
+    moco_loss_extra_negatives(q, k, torch.zeros(0, 8), 0.2, extra=extra).backward()
+    assert extra.grad is not None and extra.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="reverse_encoder"):
+        _method("moco", reverse_encoder="both")

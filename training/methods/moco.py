@@ -60,6 +60,12 @@ class MoCoHparams(CommonHparams):
         batch_negatives: the keys of this step's other videos join each query's negatives (MoCo
             v3 contrasts against these alone, with no queue); off in MoCo v2 and FAME, whose
             negatives all come from earlier steps. Local keys only under DDP.
+        reverse_encoder: which encoder plays the ``reverse_negatives`` clips: ``"key"`` (the
+            momentum encoder, no gradient, the views' keys reversed) or ``"query"`` (the online
+            encoder, with gradient, the queries' own clips reversed, local to each rank, as
+            SimCLR's reversed view). Through the key encoder the reversed key of a clip is
+            nearly its key at init, so pulling the query to one and pushing it from the other
+            cancel and nothing learns direction; with gradient both sides move apart.
     """
 
     temperature: float = 0.2
@@ -73,9 +79,12 @@ class MoCoHparams(CommonHparams):
     reverse_negatives: bool = False
     head_bn: bool = False
     batch_negatives: bool = False
+    reverse_encoder: str = "key"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.reverse_encoder not in ("key", "query"):
+            raise ValueError(f"reverse_encoder must be 'key' or 'query', got {self.reverse_encoder!r}")
         if self.queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {self.queue_size!r}")
         if not 0.0 <= self.momentum <= 1.0:
@@ -100,16 +109,21 @@ class Encoded:
 MH = TypeVar("MH", bound=MoCoHparams)
 
 
-def moco_loss_with_batch_keys(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
-    """:func:`~training.losses.moco.moco_loss` whose negatives also hold the other rows' keys ``k_j, j != i``.
+def moco_loss_extra_negatives(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float, *,
+                              batch_keys: bool = False, extra: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`~training.losses.moco.moco_loss` with further negatives.
 
-    Logits of query ``i``: ``[q_i . k_i, q_i . queue, q_i . k_j for j != i] / T``, label 0;
-    keys and queue carry no gradient. With one row it equals ``moco_loss``.
+    Logits of query ``i``: ``[q_i . k_i, q_i . queue, q_i . k_j for j != i (batch_keys),
+    q_i . extra] / T``, label 0. Keys and queue carry no gradient; ``extra`` (``M x D``, e.g.
+    the online encoder's time-reversed clips) keeps its gradient. With neither it is ``moco_loss``.
     """
     k = k.detach()
-    l_pos = (q * k).sum(dim=1, keepdim=True)
-    l_batch = (q @ k.t()).masked_fill(torch.eye(q.shape[0], dtype=torch.bool, device=q.device), float("-inf"))
-    logits = torch.cat([l_pos, q @ queue.detach().t(), l_batch], dim=1) / temperature
+    parts = [(q * k).sum(dim=1, keepdim=True), q @ queue.detach().t()]
+    if batch_keys:
+        parts.append((q @ k.t()).masked_fill(torch.eye(q.shape[0], dtype=torch.bool, device=q.device), float("-inf")))
+    if extra is not None:
+        parts.append(q @ extra.t())
+    logits = torch.cat(parts, dim=1) / temperature
     return torch.nn.functional.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
 
 
@@ -179,7 +193,7 @@ class MoCo(Method[MH]):
     ) -> dict[str, torch.Tensor]:
         """The loss of queries ``q`` against their keys ``k`` and the ``queue`` (``{"loss", ...}``)."""
         if self.hparams.batch_negatives:
-            return {"loss": moco_loss_with_batch_keys(q, k, queue, self.hparams.temperature)}
+            return {"loss": moco_loss_extra_negatives(q, k, queue, self.hparams.temperature, batch_keys=True)}
         return {"loss": moco_loss(q, k, queue, self.hparams.temperature)}
 
     def reversed_keys(self, views: list[torch.Tensor], groups: int, perm: torch.Tensor) -> torch.Tensor:
@@ -190,6 +204,13 @@ class MoCo(Method[MH]):
         with torch.no_grad():
             return torch.cat([gather_no_grad(self.encode(self.encoder_k, reverse_time(x), groups, perm).z)
                               for x in views])
+
+    def reversed_queries(self, views: list[torch.Tensor], groups: int, perm: torch.Tensor) -> torch.Tensor:
+        """Online-encoder embeddings of ``views`` played backwards (with gradient): ``reverse_encoder="query"``."""
+        if type(self).contrastive_terms is not MoCo.contrastive_terms:
+            raise ValueError(f"{self.name}: reverse_negatives is supported by moco and fame only "
+                             "(this method's queue carries labels or video ids)")
+        return torch.cat([self.encode(self.encoder_q, reverse_time(x), groups, perm).z for x in views])
 
     def enqueue_keys(self, keys: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         """Push this step's keys (gathered over ranks; ``labels`` likewise, when the method uses them)."""
@@ -232,9 +253,16 @@ class MoCo(Method[MH]):
             with torch.no_grad():
                 k_a = self.encode(self.encoder_k, x_a, groups, perm_a)
             pairs.append((q_b, k_a))
-        if self.hparams.reverse_negatives:
+        reversed_queries = None
+        if self.hparams.reverse_negatives and self.hparams.reverse_encoder == "key":
             queue = torch.cat([queue, self.reversed_keys([x_b, x_a] if self.hparams.symmetric else [x_b], groups, perm_b)])
-        terms = [self.contrastive_terms(q.z, k.z, queue, step=step, generator=g, labels=labels) for q, k in pairs]
+        elif self.hparams.reverse_negatives:
+            reversed_queries = self.reversed_queries([x_a, x_b] if self.hparams.symmetric else [x_a], groups, ident)
+        if reversed_queries is None:
+            terms = [self.contrastive_terms(q.z, k.z, queue, step=step, generator=g, labels=labels) for q, k in pairs]
+        else:
+            terms = [{"loss": moco_loss_extra_negatives(q.z, k.z, queue, self.hparams.temperature, extra=reversed_queries,
+                                                        batch_keys=self.hparams.batch_negatives)} for q, k in pairs]
         out = {name: torch.stack([t[name] for t in terms]).mean() for name in terms[0]}
         if self.uses_dense:
             out["loss_global"] = out["loss"]
