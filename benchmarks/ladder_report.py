@@ -113,7 +113,11 @@ def probe_change(rows: Sequence[dict[str, Any]]) -> str:
     d = np.array([100 * (r["linear_top1"] - r["linear_top1_legacy"]) for r in both])
     lines = [f"Runs scored by both probes on the same features: {len(both)}. New minus first probe, "
              f"linear top-1: mean {d.mean():+.1f}, mean |diff| {np.abs(d).mean():.1f}, max |diff| "
-             f"{np.abs(d).max():.1f} points.", "", "| run | new probe | first probe | diff |", "|---|---|---|---|"]
+             f"{np.abs(d).max():.1f} points. So a row scored by the first probe alone may sit about "
+             f"{np.abs(d).mean():.1f} (up to {np.abs(d).max():.1f}) points from what the new probe would give: "
+             "less than most rows' seed std, but a gap of that size between rows of the two probes decides "
+             "nothing; that is why a claim whose sides mix them is decided on the first probe on both sides.",
+             "", "| run | new probe | first probe | diff |", "|---|---|---|---|"]
     lines += [f"| {r['name']} | {100 * r['linear_top1']:.1f} | {100 * r['linear_top1_legacy']:.1f} | {x:+.1f} |"
               for r, x in zip(both, d)]
     return "\n".join(lines) + "\n"
