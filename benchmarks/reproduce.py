@@ -8,8 +8,9 @@ test), the same small backbone is
 - left **untrained**: the floor (same seeds);
 - pretrained by each of the 13 self-supervised methods under one budget (steps x batch);
 
-and each frozen backbone is scored by a linear probe (test top-1, the clips' probabilities
-averaged) and retrieval (test videos query the train split: R@1 / R@5 with the centre clip
+and each frozen backbone is scored by a linear probe (the runtime's ``vcl_infer.LinearProbe``
+through ``training.linear_eval.score_features``, the protocol of ``vcl-eval linear``: test
+top-1, the clips' probabilities averaged) and retrieval (test videos query the train split: R@1 / R@5 with the centre clip
 and with the mean of ``--clips`` clip features, TCLR's protocol). A second set, whose train
 backgrounds predict the class with probability ``--bias``, tests FAME against SimCLR.
 
@@ -19,8 +20,9 @@ INCONCLUSIVE between):
   2. FAME beats SimCLR when train backgrounds predict the class (linear top-1, bias set);
   3. TCLR gains more R@1 than SimCLR from 1 to ``--clips`` clips per video.
 
-Runs execute as ``--parallel`` subprocesses (one torch thread each); every finished run
-writes ``OUT/runs/NAME/result.json`` and the report is rewritten, so a stopped ladder
+Runs execute as ``--parallel`` subprocesses (``--threads`` torch threads each); every finished
+run writes ``OUT/runs/NAME/result.json`` and ``features.npz`` (the frozen clip features, plain
+arrays: a later probe change re-scores them without retraining) and the report is rewritten, so a stopped ladder
 resumes where it stopped and a partial one still gives a table. Report: ``REPORT/ladder.md``,
 ``ladder.json``, ``ladder_bars.png``, ``ladder_curves.png`` (with ``--report``).
 
@@ -62,12 +64,24 @@ REVERSE = {"reverse_negatives": True}
 # and instance discrimination then needs nothing else). For every self-supervised method.
 COLOUR = {"hue": 0.5, "grayscale_p": 0.5}
 MOMENTUM = 0.99  # 0.999 leaves the key encoder ~90% random init after 100 steps: keys near random
+# MoCo and FAME at this budget (docs/ladder/what_was_wrong.md, "MoCo and FAME"), three changes:
+# - BN after the MLP head's hidden layer (their papers' heads have none): without it the embeddings
+#   stay in the narrow cone a random init puts every clip in (cosine ~0.8 between any two videos);
+# - a key encoder that keeps up: at 100 steps m = 0.99 averages over the whole run (keys from a
+#   near-random encoder); 0.9 is a 10-step horizon;
+# - this step's other keys as negatives too (MoCo v3's in-batch negatives): with only earlier
+#   steps' keys as negatives their loss stayed at log(K + 1) and the online kNN at chance, with
+#   or without the first two changes.
+MOCO_FIX = {"head_bn": True, "momentum": 0.9, "batch_negatives": True}
+# the ceiling's budget: at 100 x 32 it was still fitting (test 0.875 +- 0.028 over 3 seeds, train
+# accuracy ~0.85); 200 x 16 reached 0.917 in exploration
+CEILING_STEPS = 150
 METHOD_ARGS: dict[str, dict[str, Any]] = {
     "simclr": {"temperature": 0.2, **REVERSE},
     "hcl": {},
     "longshort": {},
-    "moco": {"queue_size": QUEUE, "momentum": MOMENTUM, **REVERSE},
-    "fame": {"queue_size": QUEUE, "momentum": MOMENTUM, **REVERSE},
+    "moco": {"queue_size": QUEUE, **REVERSE, **MOCO_FIX},
+    "fame": {"queue_size": QUEUE, **REVERSE, **MOCO_FIX},
     # 16-frame videos: the global clip at step 2 spans the video, 2 local clips of 8 frames tile
     # it (the paper's step 4 and 4 locals would clamp to the last frame of a 16-frame video)
     "tclr": {"num_local": 2, "global_step": 2, **REVERSE},
@@ -91,6 +105,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, type=Path, help="Work folder (data, runs).")
     p.add_argument("--report", type=Path, default=None, help="Also write the report here (e.g. docs/ladder).")
     p.add_argument("--steps", type=int, default=100, help="Optimiser steps per run (the budget).")
+    p.add_argument("--ceiling-steps", type=int, default=CEILING_STEPS, help="Steps of the supervised ceiling.")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seeds", default="0,1,2", help="Seeds of the ceiling, floor and main methods.")
     p.add_argument("--classes", type=int, default=6)
@@ -102,14 +117,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--frame-step", type=int, default=2)
     p.add_argument("--clips", type=int, default=5, help="Clips per video for the probe and multi-clip retrieval.")
     p.add_argument("--data-seed", type=int, default=0)
-    p.add_argument("--parallel", type=int, default=2, help="Runs at once (one torch thread each).")
+    p.add_argument("--parallel", type=int, default=2, help="Runs at once.")
+    p.add_argument("--threads", type=int, default=1, help="Torch threads per run.")
     p.add_argument("--only", default="", help="Comma-separated run names or methods to run (default: all).")
     p.add_argument("--smoke", action="store_true", help="Tiny data, 2 steps, 3 methods: checks the plumbing only.")
     p.add_argument("--report-only", action="store_true", help="Rewrite the report from the finished runs; run nothing.")
     p.add_argument("--run-one", default=None, help=argparse.SUPPRESS)  # internal: one run, in a subprocess
     args = p.parse_args(argv)
     if args.smoke:
-        args.steps, args.batch_size, args.classes, args.videos_per_class = 2, 4, 2, 8
+        args.steps, args.ceiling_steps, args.batch_size, args.classes, args.videos_per_class = 2, 2, 4, 2, 8
         args.video_frames, args.size, args.frames, args.clips, args.seeds = 8, 32, 4, 2, "0"
         args.only = args.only or "supervised,untrained,simclr"
         args.parallel = 1
@@ -204,13 +220,14 @@ def run_one(args: argparse.Namespace, run: dict[str, Any]) -> dict[str, Any]:
     from training.loop import train
     from vcl_infer.probe.retrieval_metrics import recall_at_k
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     data = args.out / "data" / run["data"]
     folder = args.out / "runs" / run["name"]
     t0 = time.perf_counter()
     train_items, classes = load_layout(data, subset="train")
     test_items, _ = load_layout(data, subset="test")
     steps_per_epoch = max(1, len(train_items) // args.batch_size)
+    steps = args.ceiling_steps if run["method"] == "supervised" else args.steps
     loss = None
     if run["method"] == "untrained":
         backbone, spec, _ = load_backbone(None, arch="r3d_small", seed=run["seed"])
@@ -221,11 +238,11 @@ def run_one(args: argparse.Namespace, run: dict[str, Any]) -> dict[str, Any]:
         if run["method"] == "crossclr":
             margs["pair_features"] = str(data / "pairs.npz")
         config = TrainConfig(
-            method=run["method"], data=str(data), arch="r3d_small", out=str(folder), epochs=-(-args.steps // steps_per_epoch),
+            method=run["method"], data=str(data), arch="r3d_small", out=str(folder), epochs=-(-steps // steps_per_epoch),
             batch_size=args.batch_size, workers=0, seed=run["seed"], device="cpu", frames=args.frames,
-            frame_step=args.frame_step, crop=args.size, resize=args.size, max_steps=args.steps, keep_epochs=False,
-            log_every=max(1, args.steps // 15), method_args=margs, warmup_epochs=1.0, cache_frames=True,
-            eval_data=str(data), eval_every=max(1, args.steps // 5), **OPTIM.get(run["method"], {}))
+            frame_step=args.frame_step, crop=args.size, resize=args.size, max_steps=steps, keep_epochs=False,
+            log_every=max(1, steps // 15), method_args=margs, warmup_epochs=1.0, cache_frames=True,
+            eval_data=str(data), eval_every=max(1, steps // 5), **OPTIM.get(run["method"], {}))
         result = train(config, progress=False)
         if result.stopped_by not in (None, "max_steps"):  # stopped early: no result, the run reruns on resume
             raise SystemExit(f"{run['name']}: stopped by {result.stopped_by} at step {result.global_step}")
@@ -233,16 +250,21 @@ def run_one(args: argparse.Namespace, run: dict[str, Any]) -> dict[str, Any]:
         loss = _last_loss(folder / "metrics.csv")
     train_s = time.perf_counter() - t0
     spec = resolve_spec(spec, frames=args.frames, frame_step=args.frame_step, crop=args.size, resize=args.size)
-    cfg = LinearEvalConfig(train_clips=args.clips, test_clips=args.clips, epochs=100, seed=run["seed"])
+    cfg = LinearEvalConfig(train_clips=args.clips, test_clips=args.clips, seed=run["seed"])
     res = evaluate_backbone(backbone, spec, train_items, test_items, len(classes), cfg)
     f = res.pop("features")
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / "features.npz", **f)  # plain arrays (no pickle): a probe change needs no retraining
+    legacy = legacy_linear_scores(f, seed=run["seed"])
     centre = args.clips // 2
     r1 = recall_at_k(f["test"][:, centre], f["test_labels"], f["train"][:, centre], f["train_labels"], ks=(1, 5))
     rn = recall_at_k(f["test"].mean(1), f["test_labels"], f["train"].mean(1), f["train_labels"], ks=(1, 5))
-    row = {**run, "linear_top1": res["top1"], "linear_top1_1clip": res["top1_1clip"],
+    row = {**run, "linear_top1": res["top1"], "linear_top1_1clip": res["top1_1clip"], "probe": PROBE,
+           "linear_top1_legacy": legacy["top1"], "linear_top1_1clip_legacy": legacy["top1_1clip"],
            "r1_1clip": r1[1], "r5_1clip": r1[5], "r1": rn[1], "r5": rn[5], "final_loss": loss,
            "train_s": round(train_s, 1), "eval_s": round(time.perf_counter() - t0 - train_s, 1),
-           "steps": 0 if run["method"] == "untrained" else args.steps, "batch_size": args.batch_size}
+           "steps": 0 if run["method"] == "untrained" else steps, "batch_size": args.batch_size,
+           "method_args": METHOD_ARGS.get(run["method"], {})}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "result.json").write_text(json.dumps(row, indent=1))
     for name in ("checkpoint.pt", "tensorboard"):  # keep the work folder small: results and curves stay
@@ -250,6 +272,49 @@ def run_one(args: argparse.Namespace, run: dict[str, Any]) -> dict[str, Any]:
         if path.is_file():
             path.unlink()
     return row
+
+
+PROBE = "vcl_infer.LinearProbe"  # rows of runs scored before the one-probe change say "torch-linear"
+
+
+def legacy_linear_scores(features: dict[str, np.ndarray], *, seed: int) -> dict[str, float]:
+    """The ladder's first probe, kept only to compare old rows with new ones on the same features.
+
+    A torch linear layer on standardised clip features (every train clip a sample), Adam 1e-2,
+    100 epochs of batch 256, seeded init; test clips' probabilities averaged. It was
+    ``training.linear_eval.train_linear`` before that module handed its features to
+    ``vcl_infer.LinearProbe``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    xtr, xte = features["train"], features["test"]
+    x = xtr.reshape(-1, xtr.shape[-1]).astype(np.float32)
+    y = torch.from_numpy(np.repeat(features["train_labels"], xtr.shape[1]).astype(np.int64))
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    xt = torch.from_numpy((x - mean) / std)
+    g = torch.Generator().manual_seed(seed)
+    k = int(max(features["train_labels"].max(), features["test_labels"].max())) + 1
+    layer = torch.nn.Linear(x.shape[1], k)
+    with torch.no_grad():
+        bound = 1.0 / np.sqrt(x.shape[1])
+        layer.weight.uniform_(-bound, bound, generator=g)
+        layer.bias.zero_()
+    opt = torch.optim.Adam(layer.parameters(), lr=1e-2)
+    for _ in range(100):
+        order = torch.randperm(len(xt), generator=g)
+        for i in range(0, len(xt), 256):
+            idx = order[i : i + 256]
+            loss = F.cross_entropy(layer(xt[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        z = layer(torch.from_numpy((xte.reshape(-1, xte.shape[-1]).astype(np.float32) - mean) / std))
+        proba = torch.softmax(z, dim=1).numpy().reshape(xte.shape[0], xte.shape[1], -1)
+    truth = features["test_labels"]
+    return {"top1": float((proba.mean(1).argmax(1) == truth).mean()),
+            "top1_1clip": float((proba[:, xte.shape[1] // 2].argmax(1) == truth).mean())}
 
 
 def _last_loss(metrics: Path) -> float | None:
@@ -285,7 +350,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 continue
             (args.out / "runs").mkdir(parents=True, exist_ok=True)
             log = (args.out / "runs" / f"{run['name']}.log").open("w")
-            env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+            env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
             proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *passthrough, "--run-one", run["name"]],
                                     stdout=log, stderr=subprocess.STDOUT, env=env)
             running.append((run, proc, time.time()))
@@ -318,10 +383,10 @@ def _passthrough(argv: list[str]) -> list[str]:
             continue
         if a == "--report-only":
             continue
-        if a in ("--run-one", "--parallel"):
+        if a in ("--run-one", "--parallel", "--only"):
             skip = True
             continue
-        if a.startswith(("--run-one=", "--parallel=")):
+        if a.startswith(("--run-one=", "--parallel=", "--only=")):
             continue
         out.append(a)
     return out
@@ -336,7 +401,8 @@ def write_report(args: argparse.Namespace, runs: list[dict], seconds: float) -> 
         if path.is_file():
             rows.append(json.loads(path.read_text()))
             end = path.stat().st_mtime
-            spans.append((end - rows[-1]["train_s"] - rows[-1]["eval_s"], end))
+            if rows[-1].get("probe") == PROBE:  # run by this code here, not copied from an earlier ladder
+                spans.append((end - rows[-1]["train_s"] - rows[-1]["eval_s"], end))
     done_names = {r["name"] for r in rows}
     args.pending = [r["name"] for r in plan(args, full=True) if r["name"] not in done_names]
     if spans:  # the ladder's wall time: first run's start to last run's end, across restarts

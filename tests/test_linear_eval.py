@@ -17,14 +17,14 @@ from training.linear_eval import (
     check_frozen,
     evaluate_backbone,
     linear_eval,
+    score_features,
     snapshot,
-    train_linear,
 )
 from training.models import create_backbone
 from vcl_infer.clips.spec import ClipSpec
 
 SPEC = ClipSpec(frames_per_clip=4, frame_step=2, resize_size=32, crop_size=32)
-FAST = LinearEvalConfig(train_clips=1, test_clips=2, epochs=20, extract_batch_size=8)
+FAST = LinearEvalConfig(train_clips=1, test_clips=2, extract_batch_size=8)
 
 
 def test_check_frozen_names_changed_bn_statistics():
@@ -56,12 +56,26 @@ def test_check_frozen_sees_one_weight_and_missing_keys():
         check_frozen(before, after)
 
 
-def test_linear_classifier_separates_separable_features():
+def test_torch_path_scores_features_with_the_runtime_probe_protocol():
+    """vcl-train-eval's scores are vcl_infer.probe.classify.linear_evaluation's on the same clip vectors."""
+    from vcl_infer.probe.classify import linear_evaluation
+
     rng = np.random.default_rng(0)
-    y = np.repeat(np.arange(3), 20)
-    x = rng.normal(size=(60, 8)).astype(np.float32) + 3 * np.eye(8, dtype=np.float32)[y]
-    clf = train_linear(x, y, 3, LinearEvalConfig(epochs=30, batch_size=16))
-    assert (clf.proba(x).argmax(1) == y).mean() > 0.95
+    y = np.repeat(np.arange(3), 10)
+    centres = 2.0 * rng.normal(size=(3, 16))
+    train = (centres[y][:, None] + rng.normal(size=(30, 3, 16))).astype(np.float32)
+    yt = np.repeat(np.arange(3), 6)
+    test = (centres[yt][:, None] + 2.5 * rng.normal(size=(18, 5, 16))).astype(np.float32)
+    feats = {"train": train, "train_labels": y, "test": test, "test_labels": yt}
+    got = score_features(feats, LinearEvalConfig(seed=3))
+    _, want = linear_evaluation(list(train), y, list(test), yt, mode="mean_probability", seed=3)
+    assert got["top1"] == want["top1"] and got["confusion"] == want["confusion"]
+    assert got["top1"] > 0.8  # separable classes are found
+    _, one = linear_evaluation(list(train), y, list(test[:, 2:3]), yt, mode="mean_probability", seed=3)
+    assert got["top1_1clip"] == one["top1"]  # the centre clip alone
+    emb = score_features(feats, LinearEvalConfig(seed=3, mode="mean_embedding"))
+    _, want_emb = linear_evaluation(list(train), y, list(test), yt, mode="mean_embedding", seed=3)
+    assert emb["top1"] == want_emb["top1"]
 
 
 def _items(root):
@@ -102,18 +116,20 @@ def test_linear_eval_writes_json_and_markdown_and_cli(synth_data, tmp_path):  # 
                            method="simclr", clip_spec=SPEC)
     out = tmp_path / "eval"
     res = linear_eval(ckpt, synth_data, out=out, config=FAST)
-    data = json.loads((out / "linear_eval.json").read_text())
-    assert data["top1"] == res["top1"]
+    data = json.loads((out / "results.json").read_text())
+    assert data["top1"] == res["top1"] == data["metrics"]["top1"]
     assert data["encoder"]["fingerprint"].startswith("sha256:") and data["encoder"]["method"] == "simclr"
-    assert set(data["decoders"]) >= {"decord2", "av"} and data["decoders"]["av"]
-    assert data["seeds"] == {"classifier": 0} and data["config"]["test_clips"] == 2
-    md = (out / "linear_eval.md").read_text()
-    assert "| encoder |" in md and "simclr" in md
+    assert data["environment"]["av"] and "decord" in data["environment"]  # the runtime's version report
+    assert data["seeds"] == {"probe": 0} and data["config"]["test_clips"] == 2
+    _, _, classes = _items(synth_data)
+    assert set(data["per_class"]) <= set(classes) and data["classes"] == list(classes)  # names, not ids
+    md = (out / "results.md").read_text()
+    assert "| top1 |" in md and data["encoder"]["fingerprint"] in md
 
     from training.eval_cli import main
 
     r = CliRunner().invoke(main, ["linear", "--checkpoint", str(ckpt), "--data", str(synth_data), "--test-clips",
-                                  "2", "--epochs", "20", "--json", "--no-progress"])
+                                  "2", "--json", "--no-progress"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["top1"] == res["top1"]  # same seed, same numbers
     r = CliRunner().invoke(main, ["linear", "--data", str(tmp_path), "--no-progress"])
@@ -143,5 +159,11 @@ def test_ladder_smoke_writes_table_claims_and_resumes(tmp_path):
     assert (tmp_path / "report" / "ladder_bars.png").stat().st_size > 0
     metrics = (tmp_path / "work" / "runs" / "simclr-s0" / "metrics.csv").read_text()
     assert "knn_top1" in metrics.splitlines()[0]  # the online monitor ran
+    row = next(r for r in result["rows"] if r["name"] == "simclr-s0")
+    assert row["probe"] == "vcl_infer.LinearProbe" and 0.0 <= row["linear_top1_legacy"] <= 1.0
+    assert "## Probe change" in md and "| simclr-s0 |" in md  # both probes on the same features
+    with np.load(tmp_path / "work" / "runs" / "simclr-s0" / "features.npz", allow_pickle=False) as f:
+        assert f["test"].ndim == 3 and len(f["test_labels"]) == f["test"].shape[0]  # re-scorable without training
+        assert score_features(dict(f), LinearEvalConfig(seed=0))["top1"] == row["linear_top1"]
     again = mod.main(argv)  # resumable: nothing left to run, same rows
     assert again["rows"] == result["rows"]

@@ -33,23 +33,27 @@ def _spec_options(f):  # noqa: ANN001, ANN202
               help="Encoder checkpoint (vcl, torchvision, TCLR or FAME); omit for an untrained --arch baseline.")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
               help="Labelled layout: UCF101/HMDB51 split files or class folders.")
-@click.option("--out", default=None, type=click.Path(file_okay=False), help="Folder for linear_eval.json and .md.")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Folder for results.json and results.md.")
 @click.option("--arch", default=None, help="Backbone (only when the checkpoint does not say) [default: r3d_small untrained].")
 @click.option("--split", type=int, default=1, show_default=True, help="Split number.")
 @click.option("--train-clips", type=int, default=1, show_default=True, help="Clips per train video.")
 @click.option("--test-clips", type=int, default=10, show_default=True, help="Clips per test video (probabilities averaged).")
-@click.option("--epochs", type=int, default=50, show_default=True, help="Classifier epochs over the cached features.")
-@click.option("--lr", type=float, default=1e-2, show_default=True, help="Classifier learning rate (TCLR: 1e-2).")
-@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
+@click.option("--mode", type=click.Choice(["mean_probability", "mean_embedding"]), default="mean_probability",
+              show_default=True, help="How a test video's clips combine (as vcl-eval linear --mode).")
+@click.option("--label-fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Fit the probe on this stratified fraction of the train videos.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True, help="Decoding worker processes.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @_spec_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def linear(checkpoint, data, out, arch, split, train_clips, test_clips, epochs, lr, optimizer, seed, workers, device,
+def linear(checkpoint, data, out, arch, split, train_clips, test_clips, mode, label_fraction, seed, workers, device,
            frames, frame_step, crop, resize, as_json, no_progress) -> None:
     """Linear evaluation with the frozen backbone; checks afterwards that it did not change.
+
+    The torch side extracts the clip features; the probe, the clip combination, the metrics and
+    the report (results.json, results.md) are vcl-eval linear's.
 
     \b
     Example:
@@ -60,22 +64,22 @@ def linear(checkpoint, data, out, arch, split, train_clips, test_clips, epochs, 
     from training.linear_eval import FrozenBackboneError, LinearEvalConfig, linear_eval
 
     try:
-        config = LinearEvalConfig(train_clips=train_clips, test_clips=test_clips, epochs=epochs, lr=lr,
-                                  optimizer=optimizer, seed=seed, split=split, workers=workers, device=device)
+        config = LinearEvalConfig(train_clips=train_clips, test_clips=test_clips, mode=mode,
+                                  label_fraction=label_fraction, seed=seed, split=split, workers=workers, device=device)
         result = linear_eval(checkpoint, data, out=out, arch=arch, config=config, frames=frames,
                              frame_step=frame_step, crop=crop, resize=resize, progress=not no_progress)
     except FrozenBackboneError as exc:
         raise click.ClickException(f"frozen-backbone check failed: {exc}") from None
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, ImportError) as exc:
         raise click.ClickException(str(exc).strip("\"'")) from None
     if as_json:
-        click.echo(json.dumps(result, indent=1, default=str))
+        click.echo(json.dumps({k: v for k, v in result.items() if k != "confusion"}, indent=1, default=str))
     else:
         click.echo(f"top-1 {100 * result['top1']:.1f}%  top-5 {100 * result['top5']:.1f}%  "
                    f"(1 clip: {100 * result['top1_1clip']:.1f}%)  on {result['test_videos']} test videos; "
                    f"frozen check {result['frozen_check']}")
         if out:
-            click.echo(f"wrote {out}/linear_eval.json and linear_eval.md", err=True)
+            click.echo(f"wrote {out}/results.json and results.md", err=True)
 
 
 @main.group(context_settings=_CTX)

@@ -1,21 +1,22 @@
-"""Linear evaluation of a frozen video backbone (the TCLR / FAME "linear" protocol).
+"""Linear evaluation of a frozen video backbone (the TCLR / FAME "linear" protocol), torch side.
 
 The backbone is frozen: eval mode (BatchNorm uses its running statistics and does not update
 them), no gradients. Features of ``N`` uniformly spaced, centre-cropped clips per video are
-extracted once (``B x N x D``); a linear classifier is trained on the train split's clip
-features and evaluated on the test split by averaging the clip probabilities of each video
-(TCLR, Dave et al. 2022, ``linear_eval``: Adam, lr 1e-2). Afterwards :func:`check_frozen`
-verifies that every backbone weight and BN statistic is bit-identical to before.
+extracted once (``V x N x D``) and handed to the runtime's protocol,
+:func:`vcl_infer.probe.classify.linear_evaluation`: the same scikit-learn
+:class:`~vcl_infer.LinearProbe`, pooling, multi-clip scoring and metrics as ``vcl-eval linear``
+(which reaches it from an ONNX bundle instead of a checkpoint), and the same report
+(:func:`vcl_infer.probe.evaluation.write_results`). Afterwards :func:`check_frozen` verifies that
+every backbone weight and BN statistic is bit-identical to before.
 
 Deviation from the papers: they train the linear layer for 100 epochs on augmented clips
-read on the fly; here features are cached once (no augmentation), which is what a frozen
-backbone allows, and takes seconds instead of hours. Features are standardised with the
-train split's mean and std before the classifier.
+read on the fly (TCLR: Adam, lr 1e-2); here features are cached once (no augmentation), which
+is what a frozen backbone allows, and the probe is an L-BFGS logistic regression on
+standardised features, fitted in seconds.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,14 +24,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from training.data.layouts import VideoItem
 from vcl_infer.clips.sampling import ClipWindow, uniform_clips
 from vcl_infer.clips.spec import ClipSpec
-
-DECODER_PACKAGES = ("decord2", "decord", "av")
 
 
 class FrozenBackboneError(AssertionError):
@@ -53,22 +51,25 @@ class LinearEvalConfig:
     """Settings of :func:`linear_eval` (written into the results JSON).
 
     Attributes:
-        train_clips: clips per train video (each one a training sample of the classifier).
-        test_clips: clips per test video; their probabilities are averaged.
-        epochs, lr, optimizer, batch_size, weight_decay: classifier training (TCLR: Adam, 1e-2).
-        seed: classifier initialisation and sample order.
+        train_clips: clips per train video (pooled into one vector per video, as ``vcl-eval linear``).
+        test_clips: clips per test video, combined by ``mode``.
+        mode: ``mean_probability`` (every clip classified, probabilities averaged: the papers')
+            or ``mean_embedding`` (:data:`vcl_infer.probe.classify.MODES`).
+        C, max_iter: the probe's inverse L2 strength and L-BFGS iterations (:class:`vcl_infer.LinearProbe`).
+        label_fraction: fit on this stratified, seeded fraction of the train videos (None: all).
+        seed: the probe's seed and the label-fraction draw.
         split: UCF101 / HMDB51 split number.
         workers: decoding worker processes (0: in this process).
         device: ``cpu``, ``cuda`` or ``auto``.
+        extract_batch_size: videos per feature-extraction batch.
     """
 
     train_clips: int = 1
     test_clips: int = 10
-    epochs: int = 50
-    lr: float = 1e-2
-    optimizer: str = "adam"
-    batch_size: int = 256
-    weight_decay: float = 0.0
+    mode: str = "mean_probability"
+    C: float = 1.0
+    max_iter: int = 1000
+    label_fraction: float | None = None
     seed: int = 0
     split: int = 1
     workers: int = 0
@@ -77,14 +78,18 @@ class LinearEvalConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from vcl_infer.probe.classify import MODES
+
         if self.train_clips < 1 or self.test_clips < 1:
             raise ValueError("train_clips and test_clips must be >= 1")
-        if self.epochs < 1 or self.batch_size < 1 or self.extract_batch_size < 1:
-            raise ValueError("epochs, batch_size and extract_batch_size must be >= 1")
-        if not self.lr > 0:
-            raise ValueError("lr must be > 0")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError("optimizer must be adam or sgd")
+        if self.max_iter < 1 or self.extract_batch_size < 1:
+            raise ValueError("max_iter and extract_batch_size must be >= 1")
+        if not self.C > 0:
+            raise ValueError("C must be > 0")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.label_fraction is not None and not 0.0 < self.label_fraction <= 1.0:
+            raise ValueError(f"label_fraction must be in (0, 1], got {self.label_fraction!r}")
 
 
 # ------------------------------------------------------------------------- frozen check
@@ -175,63 +180,6 @@ def extract_features(
     return np.concatenate(feats), np.concatenate(labels).astype(np.int64), np.concatenate(kept).astype(np.int64)
 
 
-# ---------------------------------------------------------------------------- classifier
-@dataclass
-class LinearClassifier:
-    """A trained linear layer on standardised features: ``softmax(((x - mean) / std) W^T + b)``."""
-
-    mean: np.ndarray
-    std: np.ndarray
-    weight: np.ndarray
-    bias: np.ndarray
-
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        return ((np.asarray(x, np.float32) - self.mean) / self.std) @ self.weight.T + self.bias
-
-    def proba(self, x: np.ndarray) -> np.ndarray:
-        z = self.logits(x)
-        z = z - z.max(axis=-1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=-1, keepdims=True)
-
-
-def train_linear(
-    x: np.ndarray, y: np.ndarray, num_classes: int, config: LinearEvalConfig
-) -> LinearClassifier:
-    """Cross-entropy training of a linear layer on ``S x D`` features and ``S`` labels."""
-    x = np.asarray(x, np.float32)
-    mean = x.mean(0)
-    std = x.std(0) + 1e-6
-    xt = torch.from_numpy((x - mean) / std)
-    yt = torch.from_numpy(np.asarray(y, np.int64))
-    g = torch.Generator().manual_seed(config.seed)
-    layer = nn.Linear(x.shape[1], num_classes)
-    with torch.no_grad():  # seeded init, independent of the global RNG
-        bound = 1.0 / np.sqrt(x.shape[1])
-        layer.weight.uniform_(-bound, bound, generator=g)
-        layer.bias.zero_()
-    if config.optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(layer.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        opt = torch.optim.SGD(layer.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
-    for _ in range(config.epochs):
-        order = torch.randperm(len(xt), generator=g)
-        for i in range(0, len(xt), config.batch_size):
-            idx = order[i : i + config.batch_size]
-            loss = F.cross_entropy(layer(xt[idx]), yt[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return LinearClassifier(mean, std, layer.weight.detach().numpy().copy(), layer.bias.detach().numpy().copy())
-
-
-def topk_accuracy(proba: np.ndarray, y: np.ndarray, k: int) -> float:
-    """Fraction of rows whose true class is among the ``k`` most probable."""
-    k = min(k, proba.shape[1])
-    top = np.argsort(-proba, axis=1, kind="stable")[:, :k]
-    return float(np.mean((top == np.asarray(y)[:, None]).any(axis=1)))
-
-
 # ----------------------------------------------------------------------------- protocol
 def evaluate_backbone(
     backbone: nn.Module,
@@ -245,9 +193,12 @@ def evaluate_backbone(
 ) -> dict[str, Any]:
     """Linear evaluation of a frozen ``backbone``; raises :class:`FrozenBackboneError` if it changed.
 
+    Extracts the clip features here, then scores them with :func:`score_features` (the runtime's
+    probe and metrics).
+
     Returns:
-        ``{"top1", "top5", "top1_1clip", "train_videos", "test_videos", "frozen_check"}``
-        plus ``features`` (the extracted arrays, for retrieval or pictures).
+        :func:`score_features`' dict plus ``train_videos``, ``test_videos``, ``frozen_check``
+        and ``features`` (the extracted arrays, for retrieval, pictures or a later probe).
     """
     config = config or LinearEvalConfig()
     device = _device(config.device)
@@ -261,24 +212,41 @@ def evaluate_backbone(
         kw = dict(batch_size=config.extract_batch_size, workers=config.workers, device=device, progress=progress)
         xtr, ytr, _ = extract_features(backbone, train_items, spec, num_clips=config.train_clips, **kw)
         xte, yte, _ = extract_features(backbone, test_items, spec, num_clips=config.test_clips, **kw)
-        clf = train_linear(xtr.reshape(-1, xtr.shape[-1]), np.repeat(ytr, xtr.shape[1]), num_classes, config)
-        proba = clf.proba(xte.reshape(-1, xte.shape[-1])).reshape(xte.shape[0], xte.shape[1], -1)
-        mean_proba = proba.mean(axis=1)  # average the clips' probabilities (TCLR)
-        centre = proba[:, xte.shape[1] // 2]
         check_frozen(before, snapshot(backbone))
     finally:
         for p, flag in zip(backbone.parameters(), flags):
             p.requires_grad_(flag)
         backbone.train(was_training)
-    return {
-        "top1": topk_accuracy(mean_proba, yte, 1),
-        "top5": topk_accuracy(mean_proba, yte, 5),
-        "top1_1clip": topk_accuracy(centre, yte, 1),
-        "train_videos": int(len(ytr)),
-        "test_videos": int(len(yte)),
-        "frozen_check": "passed",
-        "features": {"train": xtr, "train_labels": ytr, "test": xte, "test_labels": yte},
-    }
+    features = {"train": xtr, "train_labels": ytr, "test": xte, "test_labels": yte}
+    return {**score_features(features, config), "train_videos": int(len(ytr)), "test_videos": int(len(yte)),
+            "frozen_check": "passed", "features": features}
+
+
+def score_features(features: Mapping[str, np.ndarray], config: LinearEvalConfig | None = None) -> dict[str, Any]:
+    """The linear protocol (:func:`vcl_infer.probe.classify.linear_evaluation`) on extracted features.
+
+    Args:
+        features: ``train`` (``V x N x D``), ``train_labels``, ``test`` (``W x M x D``),
+            ``test_labels``, as :func:`evaluate_backbone` returns them (or as saved to ``.npz``).
+        config: ``mode``, ``C``, ``max_iter``, ``label_fraction``, ``seed``.
+
+    Returns:
+        ``top1``, ``top5`` (all test clips), ``top1_1clip`` (the centre clip alone),
+        ``per_class``, ``confusion``, ``classes`` (label ids as strings).
+    """
+    from vcl_infer.probe.classify import evaluate_predictions, linear_evaluation, video_probabilities
+
+    config = config or LinearEvalConfig()
+    xte, yte = np.asarray(features["test"]), np.asarray(features["test_labels"])
+    probe, scores = linear_evaluation(list(features["train"]), np.asarray(features["train_labels"]), list(xte), yte,
+                                      mode=config.mode, label_fraction=config.label_fraction, seed=config.seed,
+                                      C=config.C, max_iter=config.max_iter)
+    centre = xte.shape[1] // 2
+    one = np.stack([video_probabilities(probe, v[centre:centre + 1], config.mode) for v in xte])
+    return {"top1": scores["top1"], "top5": scores["top5"],
+            "top1_1clip": evaluate_predictions(one, yte, probe.classes_)["top1"],
+            "per_class": scores["per_class"], "confusion": scores["confusion"], "classes": scores["classes"],
+            "probe_train_videos": int(len(probe.train_indices_))}
 
 
 def resolve_spec(base: ClipSpec, *, frames: int | None = None, frame_step: int | None = None,
@@ -327,31 +295,6 @@ def load_backbone(checkpoint: str | Path | None, *, arch: str | None = None, see
                             "source_format": imported.source_format, "checkpoint": str(checkpoint)}
 
 
-def decoder_versions() -> dict[str, str | None]:
-    """Installed versions of the video decoders (``importlib.metadata``), None when absent."""
-    from importlib import metadata
-
-    out: dict[str, str | None] = {}
-    for name in DECODER_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def results_markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    """A Markdown table of ``rows`` (floats as percentages with 1 decimal when in [0, 1])."""
-    def fmt(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{100 * v:.1f}" if 0.0 <= v <= 1.0 else f"{v:.4g}"
-        return "" if v is None else str(v)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
 def linear_eval(
     checkpoint: str | Path | None,
     data: str | Path,
@@ -367,11 +310,12 @@ def linear_eval(
 ) -> dict[str, Any]:
     """Linear evaluation of ``checkpoint`` (None: untrained ``arch``) on a labelled layout.
 
-    Writes ``OUT/linear_eval.json`` (results, config, seeds, decoder versions, encoder
-    fingerprint) and ``OUT/linear_eval.md`` when ``out`` is given.
+    Writes ``OUT/results.json`` and ``OUT/results.md`` (:func:`vcl_infer.probe.evaluation.write_results`:
+    metrics, per-class accuracy, config, encoder fingerprint, versions) when ``out`` is given,
+    the same report ``vcl-eval linear`` writes.
 
     Returns:
-        The JSON-able result dict (``top1``, ``top5``, ``top1_1clip``, ``fingerprint``, ...).
+        The JSON-able result dict (``top1``, ``top5``, ``top1_1clip``, ``encoder``, ...).
 
     Raises:
         FrozenBackboneError: the backbone changed during evaluation.
@@ -379,6 +323,7 @@ def linear_eval(
     """
     from training.data.layouts import load_layout
     from training.fingerprint import weights_fingerprint
+    from vcl_infer.probe.evaluation import write_results
 
     config = config or LinearEvalConfig()
     t0 = time.perf_counter()
@@ -393,27 +338,24 @@ def linear_eval(
     fingerprint = weights_fingerprint(backbone.state_dict())
     scores = evaluate_backbone(backbone, spec, train_items, test_items, len(classes), config, progress=progress)
     scores.pop("features")
+    scores["per_class"] = {classes[int(k)]: v for k, v in scores["per_class"].items()}
+    scores["classes"] = [classes[int(k)] for k in scores["classes"]]
     result: dict[str, Any] = {
+        "task": "linear evaluation (frozen backbone, torch)",
         "protocol": "linear (frozen backbone)",
         **scores,
+        "metrics": {"top1": scores["top1"], "top5": scores["top5"], "top1_1clip": scores["top1_1clip"],
+                    "test_videos": scores["test_videos"], "train_videos": scores["probe_train_videos"],
+                    "chance": 1.0 / len(classes)},
         "num_classes": len(classes),
-        "encoder": {**info, "fingerprint": fingerprint},
+        "encoder": {**info, "fingerprint": fingerprint, "spec": {"arch": info["arch"], **spec.to_dict()}},
         "clip_spec": spec.to_dict(),
         "data": str(data),
         "config": asdict(config),
-        "seeds": {"classifier": config.seed},
-        "decoders": decoder_versions(),
+        "seeds": {"probe": config.seed},
         "torch": torch.__version__,
         "seconds": round(time.perf_counter() - t0, 2),
     }
     if out is not None:
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
-        folder.joinpath("linear_eval.json").write_text(json.dumps(result, indent=1, default=str))
-        row = {"encoder": info["method"], "arch": info["arch"], "top1": result["top1"], "top5": result["top5"],
-               "top1 (1 clip)": result["top1_1clip"], "clips": config.test_clips,
-               "fingerprint": fingerprint[:19]}
-        folder.joinpath("linear_eval.md").write_text(
-            f"Linear evaluation on {data} (split {config.split}, seed {config.seed})\n\n"
-            + results_markdown([row], list(row)))
+        write_results(result, out)
     return result

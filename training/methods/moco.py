@@ -56,6 +56,20 @@ class MoCoHparams(CommonHparams):
         reverse_negatives: the keys of the views played backwards join this step's negatives
             (never enqueued; :mod:`training.methods.reversal`); off in the papers. MoCo and FAME
             only: methods whose queue carries labels or video ids do not support it.
+        head_bn: BatchNorm after the MLP head's hidden layer (SimCLR's and MoCo v3's head); off
+            in MoCo v2 and FAME. From a random init every clip's feature points nearly the same
+            way (cosine ~0.8 between any two videos); the BN-free head keeps the embeddings in
+            that cone, and with negatives that carry no gradient nothing spreads them: on a
+            short budget the loss stays at log(K + 1) (docs/ladder/what_was_wrong.md).
+        batch_negatives: the keys of this step's other videos join each query's negatives (MoCo
+            v3 contrasts against these alone, with no queue); off in MoCo v2 and FAME, whose
+            negatives all come from earlier steps. Local keys only under DDP.
+        reverse_encoder: which encoder plays the ``reverse_negatives`` clips: ``"key"`` (the
+            momentum encoder, no gradient, the views' keys reversed) or ``"query"`` (the online
+            encoder, with gradient, the queries' own clips reversed, local to each rank, as
+            SimCLR's reversed view). Through the key encoder the reversed key of a clip is
+            nearly its key at init, so pulling the query to one and pushing it from the other
+            cancel and nothing learns direction; with gradient both sides move apart.
     """
 
     temperature: float = 0.2
@@ -67,9 +81,14 @@ class MoCoHparams(CommonHparams):
     dense_weight: float = 0.0
     dense_queue_size: int | None = None
     reverse_negatives: bool = False
+    head_bn: bool = False
+    batch_negatives: bool = False
+    reverse_encoder: str = "key"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.reverse_encoder not in ("key", "query"):
+            raise ValueError(f"reverse_encoder must be 'key' or 'query', got {self.reverse_encoder!r}")
         if self.queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {self.queue_size!r}")
         if not 0.0 <= self.momentum <= 1.0:
@@ -100,6 +119,24 @@ class Encoded:
 MH = TypeVar("MH", bound=MoCoHparams)
 
 
+def moco_loss_extra_negatives(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float, *,
+                              batch_keys: bool = False, extra: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`~training.losses.moco.moco_loss` with further negatives.
+
+    Logits of query ``i``: ``[q_i . k_i, q_i . queue, q_i . k_j for j != i (batch_keys),
+    q_i . extra] / T``, label 0. Keys and queue carry no gradient; ``extra`` (``M x D``, e.g.
+    the online encoder's time-reversed clips) keeps its gradient. With neither it is ``moco_loss``.
+    """
+    k = k.detach()
+    parts = [(q * k).sum(dim=1, keepdim=True), q @ queue.detach().t()]
+    if batch_keys:
+        parts.append((q @ k.t()).masked_fill(torch.eye(q.shape[0], dtype=torch.bool, device=q.device), float("-inf")))
+    if extra is not None:
+        parts.append(q @ extra.t())
+    logits = torch.cat(parts, dim=1) / temperature
+    return torch.nn.functional.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
+
+
 @register_method("moco")
 class MoCo(Method[MH]):
     """MoCo v2: 2 distinct clips, momentum key encoder (m=0.999), queue K=65536, MLP head, T=0.2.
@@ -117,7 +154,8 @@ class MoCo(Method[MH]):
     def __init__(self, *, backbone: Backbone, spec: ClipSpec, hparams: MH, seed: int = 0) -> None:
         super().__init__(backbone=backbone, spec=spec, hparams=hparams, seed=seed)
         d = self.embed_dim
-        head: nn.Module = MLPHead(d, d, hparams.proj_dim) if hparams.mlp else nn.Linear(d, hparams.proj_dim)
+        head: nn.Module = (MLPHead(d, d, hparams.proj_dim, hidden_bn=hparams.head_bn) if hparams.mlp
+                           else nn.Linear(d, hparams.proj_dim))
         dense_head = DenseHead(d, d, hparams.proj_dim) if self.uses_dense else None
         self.encoder_q = Encoder(backbone, head, dense_head)
         self.encoder_k = copy.deepcopy(self.encoder_q)
@@ -164,6 +202,8 @@ class MoCo(Method[MH]):
         labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The loss of queries ``q`` against their keys ``k`` and the ``queue`` (``{"loss", ...}``)."""
+        if self.hparams.batch_negatives:
+            return {"loss": moco_loss_extra_negatives(q, k, queue, self.hparams.temperature, batch_keys=True)}
         return {"loss": moco_loss(q, k, queue, self.hparams.temperature)}
 
     def reversed_keys(self, views: list[torch.Tensor], groups: int, perm: torch.Tensor) -> torch.Tensor:
@@ -174,6 +214,13 @@ class MoCo(Method[MH]):
         with torch.no_grad():
             return torch.cat([gather_no_grad(self.encode(self.encoder_k, reverse_time(x), groups, perm).z)
                               for x in views])
+
+    def reversed_queries(self, views: list[torch.Tensor], groups: int, perm: torch.Tensor) -> torch.Tensor:
+        """Online-encoder embeddings of ``views`` played backwards (with gradient): ``reverse_encoder="query"``."""
+        if type(self).contrastive_terms is not MoCo.contrastive_terms:
+            raise ValueError(f"{self.name}: reverse_negatives is supported by moco and fame only "
+                             "(this method's queue carries labels or video ids)")
+        return torch.cat([self.encode(self.encoder_q, reverse_time(x), groups, perm).z for x in views])
 
     def enqueue_keys(self, keys: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         """Push this step's keys (gathered over ranks; ``labels`` likewise, when the method uses them)."""
@@ -217,9 +264,16 @@ class MoCo(Method[MH]):
             with torch.no_grad():
                 k_a = self.encode(self.encoder_k, x_a, groups, perm_a)
             pairs.append((q_b, k_a))
-        if self.hparams.reverse_negatives:
+        reversed_queries = None
+        if self.hparams.reverse_negatives and self.hparams.reverse_encoder == "key":
             queue = torch.cat([queue, self.reversed_keys([x_b, x_a] if self.hparams.symmetric else [x_b], groups, perm_b)])
-        terms = [self.contrastive_terms(q.z, k.z, queue, step=step, generator=g, labels=labels) for q, k in pairs]
+        elif self.hparams.reverse_negatives:
+            reversed_queries = self.reversed_queries([x_a, x_b] if self.hparams.symmetric else [x_a], groups, ident)
+        if reversed_queries is None:
+            terms = [self.contrastive_terms(q.z, k.z, queue, step=step, generator=g, labels=labels) for q, k in pairs]
+        else:
+            terms = [{"loss": moco_loss_extra_negatives(q.z, k.z, queue, self.hparams.temperature, extra=reversed_queries,
+                                                        batch_keys=self.hparams.batch_negatives)} for q, k in pairs]
         out = {name: torch.stack([t[name] for t in terms]).mean() for name in terms[0]}
         if self.uses_dense:
             out["loss_global"] = out["loss"]

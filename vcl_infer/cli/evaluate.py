@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import click
 
@@ -88,15 +87,13 @@ def retrieval(source: str, split: int, model: str | None, protocol: str, clips: 
         if not train_v or not test_v:
             raise click.ClickException("no readable videos on one side of the split")
         scores = evaluate_retrieval(train_v, train_y, test_v, test_y, protocol=proto)
-        result: dict[str, Any] = {"task": f"retrieval ({protocol} protocol)",
+        result = {"task": f"retrieval ({protocol} protocol)",
                   "metrics": {**scores["recall"], "queries": scores["num_queries"], "gallery": scores["num_gallery"]},
                   "config": {"labels": source, "split": split, "protocol": scores["protocol"], "classes": len(classes),
                              "chance_R@1": _chance(train_y, test_y), "feature_layer": layer,
                              "normalization": {"mean": list(clip.mean), "std": list(clip.std),
                                                "channel_order": clip.channel_order,
-                                               "from": "bundle" if (clip.mean, clip.std) == (embedder.spec.clip.mean,
-                                                                 embedder.spec.clip.std) else "protocol"},
-                             "resize": {"mode": clip.resize_mode, "size": clip.resize_size, "crop": clip.crop_size}},
+                                               "from": "bundle" if clip is embedder.spec.clip else "protocol"}},
                   "encoder": encoder_info(embedder), "failures": fail_train + fail_test}
         paths = write_results(result, out_dir) if out_dir else None
     _report_failures(result["failures"], as_json)
@@ -142,8 +139,7 @@ def linear(source: str, split: int, model: str | None, clips: int, mode: str, la
 
     from vcl_infer._optional import require
     from vcl_infer.encode.embedder import Embedder
-    from vcl_infer.encode.pooling import pool_clips
-    from vcl_infer.probe.classify import evaluate_predictions, fit_probe, video_probabilities
+    from vcl_infer.probe.classify import linear_evaluation
     from vcl_infer.probe.confusion_plot import confusion_png, require_matplotlib
     from vcl_infer.probe.evaluation import embed_split, encoder_info, write_results
 
@@ -157,10 +153,8 @@ def linear(source: str, split: int, model: str | None, clips: int, mode: str, la
         test_v, test_y, fail_test = embed_split(embedder, test, clips, workers=workers, progress=not as_json)
         if not train_v or not test_v:
             raise click.ClickException("no readable videos on one side of the split")
-        X = np.stack([pool_clips(v) for v in train_v])
-        probe = fit_probe(X, np.array([classes[i] for i in train_y]), label_fraction=label_fraction, seed=seed)
-        probs = np.stack([video_probabilities(probe, v, mode) for v in test_v])
-        scores = evaluate_predictions(probs, [classes[i] for i in test_y], probe.classes_)
+        probe, scores = linear_evaluation(train_v, [classes[i] for i in train_y], test_v, [classes[i] for i in test_y],
+                                          mode=mode, label_fraction=label_fraction, seed=seed)
         result = {"task": "linear evaluation (frozen encoder)",
                   "metrics": {"top1": scores["top1"], "top5": scores["top5"], "test_videos": scores["num_videos"],
                               "train_videos": int(len(probe.train_indices_)), "chance": 1.0 / len(classes)},

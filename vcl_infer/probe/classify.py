@@ -205,6 +205,32 @@ def evaluate_predictions(probabilities: np.ndarray, labels: Sequence, classes: S
     }
 
 
+def linear_evaluation(train_clips: Sequence[np.ndarray], train_labels: Sequence, test_clips: Sequence[np.ndarray],
+                      test_labels: Sequence, *, mode: str = "mean_probability", label_fraction: float | None = None,
+                      seed: int = 0, **probe_params: Any) -> tuple[LinearProbe, dict[str, Any]]:
+    """The linear-evaluation protocol on frozen clip vectors (``vcl-eval linear`` and ``vcl-train-eval linear``).
+
+    The probe is fitted on one vector per train video (:func:`~vcl_infer.encode.pooling.pool_clips`
+    of its clip vectors) and each test video is scored from its clip vectors with
+    :func:`video_probabilities` in ``mode``. Both CLIs hand their clip vectors here, so the
+    ONNX-bundle path and the torch-checkpoint path run one protocol.
+
+    Args:
+        train_clips / test_clips: per video, an ``n x D`` array of clip vectors (any scale: they
+            are L2-normalised here).
+        train_labels / test_labels: one label per video (names or ids).
+        mode: ``mean_probability`` (the papers') or ``mean_embedding``.
+        label_fraction, seed, probe_params: as :func:`fit_probe`.
+
+    Returns:
+        ``(probe, scores)``; ``scores`` as :func:`evaluate_predictions`.
+    """
+    X = np.stack([pool_clips(np.asarray(v)) for v in train_clips])
+    probe = fit_probe(X, np.asarray(train_labels), label_fraction=label_fraction, seed=seed, **probe_params)
+    probs = np.stack([video_probabilities(probe, np.asarray(v), mode) for v in test_clips])
+    return probe, evaluate_predictions(probs, test_labels, probe.classes_)
+
+
 def evaluate_probe(probe: LinearProbe, X: np.ndarray, y: Sequence) -> dict[str, Any]:
     """:func:`evaluate_predictions` for ``N x D`` pooled embeddings ``X`` with labels ``y``."""
     return evaluate_predictions(probe.predict_proba(X), y, probe.classes_)
