@@ -17,6 +17,7 @@ standardised features, fitted in seconds.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 from training.data.layouts import VideoItem
+from training.models.registry import Backbone
 from vcl_infer.clips.sampling import ClipWindow, uniform_clips
 from vcl_infer.clips.spec import ClipSpec
 
@@ -209,9 +211,10 @@ def evaluate_backbone(
     try:
         for p in backbone.parameters():
             p.requires_grad_(False)
-        kw = dict(batch_size=config.extract_batch_size, workers=config.workers, device=device, progress=progress)
-        xtr, ytr, _ = extract_features(backbone, train_items, spec, num_clips=config.train_clips, **kw)
-        xte, yte, _ = extract_features(backbone, test_items, spec, num_clips=config.test_clips, **kw)
+        extract = functools.partial(extract_features, backbone, spec=spec, batch_size=config.extract_batch_size,
+                                    workers=config.workers, device=device, progress=progress)
+        xtr, ytr, _ = extract(train_items, num_clips=config.train_clips)
+        xte, yte, _ = extract(test_items, num_clips=config.test_clips)
         check_frozen(before, snapshot(backbone))
     finally:
         for p, flag in zip(backbone.parameters(), flags):
@@ -269,7 +272,7 @@ def resolve_spec(base: ClipSpec, *, frames: int | None = None, frame_step: int |
 
 
 def load_backbone(checkpoint: str | Path | None, *, arch: str | None = None, seed: int = 0
-                  ) -> tuple[nn.Module, ClipSpec, dict[str, Any]]:
+                  ) -> tuple[Backbone, ClipSpec, dict[str, Any]]:
     """A backbone from a checkpoint (any format ``import_checkpoint`` reads), or untrained.
 
     Returns:

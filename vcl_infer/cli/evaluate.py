@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -87,7 +88,7 @@ def retrieval(source: str, split: int, model: str | None, protocol: str, clips: 
         if not train_v or not test_v:
             raise click.ClickException("no readable videos on one side of the split")
         scores = evaluate_retrieval(train_v, train_y, test_v, test_y, protocol=proto)
-        result = {"task": f"retrieval ({protocol} protocol)",
+        result: dict[str, Any] = {"task": f"retrieval ({protocol} protocol)",
                   "metrics": {**scores["recall"], "queries": scores["num_queries"], "gallery": scores["num_gallery"]},
                   "config": {"labels": source, "split": split, "protocol": scores["protocol"], "classes": len(classes),
                              "chance_R@1": _chance(train_y, test_y), "feature_layer": layer,

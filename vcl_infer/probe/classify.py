@@ -162,7 +162,7 @@ def predict_video(embedder, probe: LinearProbe, path: str | os.PathLike, *, num_
     return {"path": os.fspath(path), **result}
 
 
-def evaluate_predictions(probabilities: np.ndarray, labels: Sequence, classes: Sequence) -> dict[str, Any]:
+def evaluate_predictions(probabilities: np.ndarray, labels: Sequence | np.ndarray, classes: Sequence) -> dict[str, Any]:
     """Top-1 / top-5, per-class accuracy and confusion matrix from ``N x K`` probabilities.
 
     Args:
@@ -205,8 +205,8 @@ def evaluate_predictions(probabilities: np.ndarray, labels: Sequence, classes: S
     }
 
 
-def linear_evaluation(train_clips: Sequence[np.ndarray], train_labels: Sequence, test_clips: Sequence[np.ndarray],
-                      test_labels: Sequence, *, mode: str = "mean_probability", label_fraction: float | None = None,
+def linear_evaluation(train_clips: Sequence[np.ndarray], train_labels: Sequence | np.ndarray,
+                      test_clips: Sequence[np.ndarray], test_labels: Sequence | np.ndarray, *, mode: str = "mean_probability", label_fraction: float | None = None,
                       seed: int = 0, **probe_params: Any) -> tuple[LinearProbe, dict[str, Any]]:
     """The linear-evaluation protocol on frozen clip vectors (``vcl-eval linear`` and ``vcl-train-eval linear``).
 
