@@ -298,6 +298,23 @@ def load_backbone(checkpoint: str | Path | None, *, arch: str | None = None, see
                             "source_format": imported.source_format, "checkpoint": str(checkpoint)}
 
 
+def _labelled_split(data: str | Path, split: int) -> tuple[list[VideoItem], list[VideoItem], list[str]]:
+    """The train and test items and class names of ``data``'s ``split``.
+
+    Raises:
+        ValueError: the data has no labels, or one side of the split is empty.
+    """
+    from training.data.layouts import load_layout
+
+    train_items, classes = load_layout(data, split=split, subset="train")
+    test_items, _ = load_layout(data, split=split, subset="test")
+    if not classes:
+        raise ValueError(f"{data}: linear evaluation needs labels (class folders or UCF101/HMDB51 split files)")
+    if not train_items or not test_items:
+        raise ValueError(f"{data}: split {split} needs videos on both the train and test side")
+    return list(train_items), list(test_items), list(classes)
+
+
 def linear_eval(
     checkpoint: str | Path | None,
     data: str | Path,
@@ -324,7 +341,6 @@ def linear_eval(
         FrozenBackboneError: the backbone changed during evaluation.
         ValueError: unlabelled data, no readable videos.
     """
-    from training.data.layouts import load_layout
     from training.fingerprint import weights_fingerprint
     from vcl_infer.probe.evaluation import write_results
 
@@ -332,12 +348,7 @@ def linear_eval(
     t0 = time.perf_counter()
     backbone, spec, info = load_backbone(checkpoint, arch=arch, seed=config.seed)
     spec = resolve_spec(spec, frames=frames, frame_step=frame_step, crop=crop, resize=resize)
-    train_items, classes = load_layout(data, split=config.split, subset="train")
-    test_items, _ = load_layout(data, split=config.split, subset="test")
-    if not classes:
-        raise ValueError(f"{data}: linear evaluation needs labels (class folders or UCF101/HMDB51 split files)")
-    if not train_items or not test_items:
-        raise ValueError(f"{data}: split {config.split} needs videos on both the train and test side")
+    train_items, test_items, classes = _labelled_split(data, config.split)
     fingerprint = weights_fingerprint(backbone.state_dict())
     scores = evaluate_backbone(backbone, spec, train_items, test_items, len(classes), config, progress=progress)
     scores.pop("features")

@@ -240,6 +240,21 @@ class MoCo(Method[MH]):
         """Push the pooled dense projections of this step's keys (gathered over ranks)."""
         self.dense_queue.enqueue(torch.cat([gather_no_grad(pooled_dense_keys(k.dense_parts()[1])) for k in keys]))
 
+    def _pair_terms(self, pairs: list[tuple[Encoded, Encoded]], queue: torch.Tensor,
+                    views: tuple[torch.Tensor, torch.Tensor], groups: int, orders: tuple[torch.Tensor, torch.Tensor],
+                    step: int, g: torch.Generator, labels: torch.Tensor | None) -> list[dict[str, torch.Tensor]]:
+        """The contrastive terms of each (query, key) pair, with time-reversed negatives when asked:
+        reversed keys join the queue (``reverse_encoder="key"``), or reversed queries from the
+        online encoder are extra negatives (``"query"``)."""
+        hp, (x_a, x_b), (ident, perm_b) = self.hparams, views, orders
+        if hp.reverse_negatives and hp.reverse_encoder == "key":
+            queue = torch.cat([queue, self.reversed_keys([x_b, x_a] if hp.symmetric else [x_b], groups, perm_b)])
+        elif hp.reverse_negatives:
+            extra = self.reversed_queries([x_a, x_b] if hp.symmetric else [x_a], groups, ident)
+            return [{"loss": moco_loss_extra_negatives(q.z, k.z, queue, hp.temperature, extra=extra,
+                                                       batch_keys=hp.batch_negatives)} for q, k in pairs]
+        return [self.contrastive_terms(q.z, k.z, queue, step=step, generator=g, labels=labels) for q, k in pairs]
+
     def training_step(
         self, clips: torch.Tensor, step: int, labels: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
@@ -264,16 +279,7 @@ class MoCo(Method[MH]):
             with torch.no_grad():
                 k_a = self.encode(self.encoder_k, x_a, groups, perm_a)
             pairs.append((q_b, k_a))
-        reversed_queries = None
-        if self.hparams.reverse_negatives and self.hparams.reverse_encoder == "key":
-            queue = torch.cat([queue, self.reversed_keys([x_b, x_a] if self.hparams.symmetric else [x_b], groups, perm_b)])
-        elif self.hparams.reverse_negatives:
-            reversed_queries = self.reversed_queries([x_a, x_b] if self.hparams.symmetric else [x_a], groups, ident)
-        if reversed_queries is None:
-            terms = [self.contrastive_terms(q.z, k.z, queue, step=step, generator=g, labels=labels) for q, k in pairs]
-        else:
-            terms = [{"loss": moco_loss_extra_negatives(q.z, k.z, queue, self.hparams.temperature, extra=reversed_queries,
-                                                        batch_keys=self.hparams.batch_negatives)} for q, k in pairs]
+        terms = self._pair_terms(pairs, queue, (x_a, x_b), groups, (ident, perm_b), step, g, labels)
         out = {name: torch.stack([t[name] for t in terms]).mean() for name in terms[0]}
         if self.uses_dense:
             out["loss_global"] = out["loss"]
