@@ -77,7 +77,9 @@ def test_the_protocols_know_their_papers_layer_and_normalization():
     bgr = ClipSpec(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), channel_order="BGR")
     fame = protocol_clip_spec(PROTOCOLS["fame"], bgr)
     assert fame.mean == (0.406, 0.456, 0.485) and fame.std == (0.225, 0.224, 0.229)  # RGB values, BGR order
-    assert protocol_clip_spec(PROTOCOLS["fame"], bgr, keep_bundle_normalization=True) is bgr
+    kept = protocol_clip_spec(PROTOCOLS["fame"], bgr, keep_bundle_normalization=True)
+    assert (kept.mean, kept.std) == (bgr.mean, bgr.std)  # the bundle's normalisation kept ...
+    assert kept.resize_mode == "none" and bgr.resize_mode != "none"  # ... but FAME's crop is at native scale
     assert protocol_clip_spec(PROTOCOLS["tclr"], bgr) is bgr
 
 

@@ -297,7 +297,7 @@ def _index_files(index, embedder, files: Sequence[str], stats: dict[str, tuple[i
     # a long video arrives as batches of clips: only their vectors are kept until it is done
     partial: dict[int, tuple[list[np.ndarray], list[tuple[float, float]]]] = {}
     own = pool is None
-    with DecodePool(workers=workers, timeout_s=timeout_s, **DECODE_PRIORITY) if own else contextlib.nullcontext(pool):
+    with DecodePool(workers=workers, timeout_s=timeout_s, **DECODE_PRIORITY) if own else contextlib.nullcontext(pool) as pool:
         requests = [(path, spec, clips) for path in files]
         for index_pos, result in _decoded_in_background(pool, requests, depth=2 * workers + 2):
             if isinstance(result, ClipBatch):
