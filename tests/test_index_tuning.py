@@ -52,16 +52,21 @@ def _exact(base, queries):
     return np.take_along_axis(sims, top, axis=1), top
 
 
+def _add_videos(ix, base, per_video):
+    """``base`` as videos of ``per_video`` consecutive clips, named /v/0.mp4, /v/1.mp4, ..."""
+    for v in range(len(base) // per_video):
+        cv = base[v * per_video:(v + 1) * per_video]
+        ix.add_video(f"/v/{v}.mp4", size=1, mtime_ns=1, content_hash="", info={}, video_vector=cv.mean(0),
+                     clip_vectors=cv, windows=[(j, j + 1.0) for j in range(per_video)])
+
+
 def test_the_index_records_its_tuned_setting_and_retunes_to_a_new_target(tmp_path):
     base, queries = _data(12_000, 300, seed=1)
     path = tmp_path / "ix"
     per_video = 20
     with VideoIndex.create(path, fingerprint="e" * 64, spec_json=json.dumps({}), dim=DIM,
                            index_type="IVF64,Flat", target_recall=0.9) as ix:
-        for v in range(len(base) // per_video):
-            cv = base[v * per_video:(v + 1) * per_video]
-            ix.add_video(f"/v/{v}.mp4", size=1, mtime_ns=1, content_hash="", info={}, video_vector=cv.mean(0),
-                         clip_vectors=cv, windows=[(j, j + 1.0) for j in range(per_video)])
+        _add_videos(ix, base, per_video)
     with VideoIndex.open(path) as ix:
         info = ix.info()
         assert info["index_types"]["clip"] == "IVF64,Flat" and info["target_recall"] == 0.9
@@ -92,10 +97,7 @@ def test_pq_with_exact_re_ranking_reaches_the_target_that_its_codes_alone_cannot
     path = tmp_path / "ix"
     per_video = 20
     with VideoIndex.create(path, fingerprint="e" * 64, spec_json="{}", dim=DIM, index_type=factory) as ix:
-        for v in range(len(base) // per_video):
-            cv = base[v * per_video:(v + 1) * per_video]
-            ix.add_video(f"/v/{v}.mp4", size=1, mtime_ns=1, content_hash="", info={}, video_vector=cv.mean(0),
-                         clip_vectors=cv, windows=[(j, j + 1.0) for j in range(per_video)])
+        _add_videos(ix, base, per_video)
     with VideoIndex.open(path) as ix:
         info = ix.info()
         assert info["index_types"]["clip"] == factory and info["rerank"]["clip"] >= 2
