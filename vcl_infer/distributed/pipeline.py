@@ -189,10 +189,8 @@ def build_with_ray(
             already open in this process, else a local instance on loopback.
         model: encoder bundle (a path every node can read); the packaged default when None.
         clips / clip_every / min_clips / max_clips: how videos are cut into clips, exactly as
-            in a local build (:func:`vcl_infer.index.build.build_index`: by default a clip every
-            1 s, 8 to 3600 per video; ``clips`` for a fixed count). Decode tasks sample each
-            video's windows from its own frame timestamps, as the local decode workers do. An
-            existing index keeps the rule recorded in ``sampling.json``; another is refused.
+            in a local build (:func:`vcl_infer.index.build.build_index`); an existing index
+            keeps the rule recorded in ``sampling.json``, another is refused.
         shards_dir: where shards go (default ``INDEX/shards``; shared storage on a cluster).
         ingest: put shards into the index as they land; False only writes shards.
         batch_size: files per Ray batch, and so per shard (at most; smaller when there are
@@ -211,16 +209,13 @@ def build_with_ray(
 
     from vcl_infer._optional import require
     from vcl_infer.clips.sampling_record import requested_sampling, resolve_sampling
-    from vcl_infer.encode.bundle import load_bundle_spec
-    from vcl_infer.encode.embedder import default_bundle
 
     require("ray")  # fail now, naming the extra, not after the resume step
     require("pyarrow")
     if batch_size < 1:
         raise VclError("--batch-size must be at least 1")
     t0 = time.monotonic()
-    model_path = Path(model if model is not None else default_bundle()).resolve()
-    spec = load_bundle_spec(model_path)
+    model_path, spec = _encoder(model)
     rule = resolve_sampling(index_dir, requested_sampling(clips, clip_every, min_clips, max_clips))
     meta = ShardMeta(spec.fingerprint, spec.to_json(), spec.embed_dim, rule)
     files = find_videos(videos_dir)
@@ -234,35 +229,49 @@ def build_with_ray(
     try:
         writer = ShardIngester(index, ingested, current=stats) if index is not None else None
         todo = _resume_and_plan(writer, shards, files, stats, report, meta)
-        bar = tqdm(total=len(todo), unit="video", desc="indexing (ray)", disable=not progress, dynamic_ncols=True)
+        with tqdm(total=len(todo), unit="video", desc="indexing (ray)", disable=not progress,
+                  dynamic_ncols=True) as bar:
 
-        def on_shard(shard: str) -> None:
+            def on_shard(shard: str) -> None:
+                if writer is not None:
+                    writer.ingest(shard)
+                bar.update(_rows_in(shard))
+
+            if todo:
+                with ray_session(address, num_cpus) as ray:
+                    _quiet_ray_data(progress)
+                    report.encoders = _extract(ray, todo, stats, meta, spec, str(model_path), shards,
+                                               batch_size=batch_size, encoders=encoders, timeout_s=timeout_s,
+                                               on_shard=on_shard)
             if writer is not None:
-                writer.ingest(shard)
-            bar.update(_rows_in(shard))
-
-        if todo:
-            with ray_session(address, num_cpus) as ray:
-                _quiet_ray_data(progress)
-                report.encoders = _extract(ray, todo, stats, meta, spec, str(model_path), shards,
-                                           batch_size=batch_size, encoders=encoders, timeout_s=timeout_s,
-                                           on_shard=on_shard)
-        if writer is not None:
-            writer.flush()
-        bar.close()
+                writer.flush()
         report.embedded_now = len(todo)
     finally:
         if index is not None:
             index.close()
-    report.added, report.updated, report.failed = ingested.added, ingested.updated, ingested.failed
-    report.clips, report.bad_shards = ingested.clips, len(ingested.bad_shards)
-    report.ingest_seconds = round(ingested.seconds, 3)
-    report.ingest_vectors_per_s = round(ingested.vectors / ingested.seconds, 1) if ingested.seconds > 0 else 0.0
+    _take_ingest_counts(report, ingested)
     report.seconds = time.monotonic() - t0
     report.completed = True
     if index is not None:
         write_report(index_dir, report)
     return report
+
+
+def _encoder(model: str | os.PathLike | None):
+    """The bundle's resolved path (every node loads it from there) and its spec."""
+    from vcl_infer.encode.bundle import load_bundle_spec
+    from vcl_infer.encode.embedder import default_bundle
+
+    model_path = Path(model if model is not None else default_bundle()).resolve()
+    return model_path, load_bundle_spec(model_path)
+
+
+def _take_ingest_counts(report: RayBuildReport, ingested: IngestReport) -> None:
+    """Copy what the single writer added, updated and refused into the build's report."""
+    report.added, report.updated, report.failed = ingested.added, ingested.updated, ingested.failed
+    report.clips, report.bad_shards = ingested.clips, len(ingested.bad_shards)
+    report.ingest_seconds = round(ingested.seconds, 3)
+    report.ingest_vectors_per_s = round(ingested.vectors / ingested.seconds, 1) if ingested.seconds > 0 else 0.0
 
 
 def _resume_and_plan(writer: ShardIngester | None, shards: Path, files: list[str], stats: dict,
