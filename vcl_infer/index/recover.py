@@ -18,10 +18,11 @@ import sqlite3
 from pathlib import Path
 
 from vcl_infer.index import faiss_ops as F
+from vcl_infer.index import writer_lock
 from vcl_infer.index.catalog import CATALOG, FILES, LEVELS, SCHEMA, fsync_dir
 from vcl_infer.index.connection import Catalog
-from vcl_infer.index.errors import IndexCorrupt
-from vcl_infer.index.faults import wal_lost_note
+from vcl_infer.index.errors import IndexCorrupt, IndexLocked
+from vcl_infer.index.faults import wal_lost_note, wal_was_lost
 from vcl_infer.index.segments import intact_copies
 
 RECOVERING = CATALOG + ".recovering"
@@ -169,3 +170,34 @@ def finish_interrupted_swap(index_dir: Path) -> str | None:
     os.replace(recovered, catalog)
     fsync_dir(index_dir)
     return str(damaged)
+
+
+def clear_interrupted_create(path: Path) -> bool:
+    """Remove what a create killed before its first commit left (a catalog without metadata and no
+    FAISS file), so that the create can start again; False (nothing touched) for anything else."""
+    if any(path.glob("*.faiss")) or wal_was_lost(path):
+        return False
+    try:
+        fd = writer_lock.acquire(path)
+    except IndexLocked:
+        return False  # open() says who holds it
+    try:
+        db = sqlite3.connect(path / CATALOG)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                return False
+            row = None
+        finally:
+            db.close()
+        if row is not None:
+            return False
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path / CATALOG}{suffix}").unlink(missing_ok=True)
+        return True
+    except sqlite3.Error:
+        return False  # damaged: open() explains it
+    finally:
+        writer_lock.release(fd)
+

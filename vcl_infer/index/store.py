@@ -62,12 +62,12 @@ from vcl_infer.index.catalog import (
     video_checksum,
 )
 from vcl_infer.index.connection import Catalog
-from vcl_infer.index.errors import EncoderMismatch, IndexCorrupt, IndexExists, IndexLocked, IndexNotFound
+from vcl_infer.index.errors import EncoderMismatch, IndexCorrupt, IndexExists, IndexNotFound
 from vcl_infer.index.faults import clear_wal_lost, guarded, translate, wal_was_lost
 from vcl_infer.index.files import Change, Delta, FaissFiles
 from vcl_infer.index.migrate import migrate
 from vcl_infer.index.queries import Queries
-from vcl_infer.index.recover import RECOVERED, finish_interrupted_swap
+from vcl_infer.index.recover import RECOVERED, clear_interrupted_create, finish_interrupted_swap
 
 __all__ = ["VideoIndex", "VideoRecord", "ClipRecord"]
 
@@ -82,36 +82,6 @@ def _row_id(cursor: sqlite3.Cursor) -> int:
     """The id SQLite gave the row an INSERT just added."""
     assert cursor.lastrowid is not None
     return int(cursor.lastrowid)
-
-
-def _clear_interrupted_create(path: Path) -> bool:
-    """Remove what a create killed before its first commit left (a catalog without metadata and no
-    FAISS file), so that the create can start again; False (nothing touched) for anything else."""
-    if any(path.glob("*.faiss")) or wal_was_lost(path):
-        return False
-    try:
-        fd = writer_lock.acquire(path)
-    except IndexLocked:
-        return False  # open() says who holds it
-    try:
-        db = sqlite3.connect(path / CATALOG)
-        try:
-            row = db.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
-        except sqlite3.OperationalError as exc:
-            if "no such table" not in str(exc):
-                return False
-            row = None
-        finally:
-            db.close()
-        if row is not None:
-            return False
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path / CATALOG}{suffix}").unlink(missing_ok=True)
-        return True
-    except sqlite3.Error:
-        return False  # damaged: open() explains it
-    finally:
-        writer_lock.release(fd)
 
 
 class VideoIndex:
@@ -310,7 +280,7 @@ class VideoIndex:
         parameters are tuned to it at the next commit.
         """
         path = Path(path)
-        if (path / CATALOG).is_file() and not _clear_interrupted_create(path):
+        if (path / CATALOG).is_file() and not clear_interrupted_create(path):
             self = cls.open(path, writable=True, fingerprint=fingerprint)
             if int(dim) != self.dim:
                 self.close()
