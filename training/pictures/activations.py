@@ -46,18 +46,14 @@ def activation_map(backbone: Backbone, clip: torch.Tensor) -> np.ndarray:
 
 
 def read_clip(video: str | Path, spec: ClipSpec, *, clip_index: int = 0, num_clips: int = 1) -> np.ndarray:
-    """Clip ``clip_index`` of ``num_clips`` uniform clips of ``video``: ``T x S x S x 3`` uint8."""
-    from vcl_infer.clips.preprocess import fit_frames
-    from vcl_infer.clips.sampling import uniform_clips
-    from vcl_infer.video.open import open_video
+    """Clip ``clip_index`` of ``num_clips`` uniform clips of ``video``: ``T x S x S x 3`` uint8.
 
-    reader = open_video(str(video))
-    try:
-        windows = uniform_clips(np.asarray(reader.timestamps), spec, num_clips)
-        frames = reader.get_frames(list(map(int, windows[clip_index].indices)))
-    finally:
-        reader.close()
-    return fit_frames(frames, spec)
+    Decoded like every other read of a video file, in an isolated decode worker: a decoder
+    that hangs or crashes on the file costs a timeout, not the caller's process.
+    """
+    from vcl_infer.video.isolated import decode_clips
+
+    return decode_clips(video, spec, num_clips).clips[clip_index]
 
 
 def plot_activation_maps(
