@@ -118,7 +118,7 @@ def test_ivf_segments_answer_as_one_ivf_file(tmp_path, monkeypatch):
     _churn(ix, rng, 10, start=1000)
     assert len(ix.files.layout("clip").deltas) > 1 and ix.files.loaded["clip"].tombstones.size
     ids, vecs = _catalog_vectors(ix, "clip")
-    one = F.add_all(F.deserialize(ix.files._templates["clip"]), ids, vecs)  # one file, same centroids
+    one = F.add_all(ix.files._templates["clip"].trained(), ids, vecs)  # one file, same centroids
     q = _unit(rng, 50)
     monkeypatch.setattr(seg_mod, "EAGER_BYTES", 0)  # the reader maps every segment's inverted lists
     with VideoIndex.open(tmp_path / "ix") as reader:
