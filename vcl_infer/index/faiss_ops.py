@@ -209,7 +209,9 @@ def train_empty(factory: str, dim: int, vectors: np.ndarray):
         else:
             sample = vectors
         if nlist_of(factory):
-            faiss.extract_index_ivf(base).cp.niter = kmeans_iterations(len(sample), nlist)
+            cp = faiss.extract_index_ivf(base).cp
+            cp.niter = kmeans_iterations(len(sample), nlist)
+            cp.min_points_per_centroid = min(cp.min_points_per_centroid, TRAIN_POINTS_PER_LIST)  # by design: no warning
         base.train(np.ascontiguousarray(sample))
     return index
 
