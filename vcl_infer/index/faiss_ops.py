@@ -18,7 +18,15 @@ from vcl_infer._optional import require
 FLAT_MAX = 50_000  # below this many vectors an exact Flat index is fast enough
 IVF_FLAT_MAX = 3_000_000  # above this (or above the memory budget), IVF+PQ to bound memory
 IVF_MIN_POINTS_PER_LIST = 39  # faiss k-means wants >= 39 training points per centroid
-TRAIN_POINTS_PER_LIST = 40  # training subsample size per IVF list (bounded build time)
+TRAIN_POINTS_PER_LIST = 30  # training subsample size per IVF list (bounded build time)
+# k-means work bound (sample points x lists x iterations): 4096 lists x 30 points x 5 iterations,
+# what 1M vectors get (36 s on one loaded core); smaller indexes get up to 25 iterations within it.
+# On clustered data more points at fewer iterations placed the lists better than the reverse
+# (benchmarks/index_scale.py's data at 1M, 4096 lists: 123k points x 5 iterations kept 90% of a
+# query's top-10 in its nearest list and 95% in 12; 82k x 5 81%; 82k x 8 89% but 91% in 12 and
+# 59 s; 164k x 2 72%; 41k x 25 at 1024 lists 54%)
+KMEANS_WORK = 4096 * 30 * 4096 * 5
+KMEANS_ITER = (5, 25)
 PQ_MIN_TRAIN = 10_000
 TRAIN_SEED = 1234
 MEMORY_ENV = "VCL_INDEX_MEMORY_GB"  # the memory the index may take; default a quarter of the RAM
@@ -54,20 +62,34 @@ def pq_bytes(dim: int, n: int, budget: int) -> int:
     return m
 
 
+def ivf_nlist(n: int) -> int:
+    """IVF lists for ``n`` vectors: the power of two nearest ``4 sqrt(n)`` (FAISS's guideline is 4 to 16
+    sqrt(n)), 256 to 65536. 1024 at 100k, 4096 at 1M: with sqrt(n) (1024 at 1M) each list mixed ~10
+    of the benchmark's 10,000 clusters and a cluster's vectors spread over many lists (nprobe 384
+    for recall@10 0.986, 1.0x exact search batched)."""
+    return min(max(_pow2(4 * math.sqrt(n)), 256), 65536)
+
+
+def kmeans_iterations(n_train: int, nlist: int) -> int:
+    """k-means iterations for ``n_train`` points and ``nlist`` centroids within :data:`KMEANS_WORK`."""
+    lo, hi = KMEANS_ITER
+    return int(min(hi, max(lo, KMEANS_WORK // max(1, n_train * nlist))))
+
+
 def choose_factory(n: int, dim: int, memory_bytes: int | None = None) -> str:
     """The FAISS factory string for an index of ``n`` vectors of dimension ``dim``, by size and memory.
 
     ``Flat`` (exact) below 50k vectors; ``IVF{nlist},Flat`` while the float32 vectors fit the
     memory budget (:func:`memory_budget`) and n <= 3M; else ``IVF{nlist},PQ{m}`` (m bytes a
-    vector, :func:`pq_bytes`). nlist is the power of two nearest ``sqrt(n)`` (at least 256),
-    so the choice changes (and the index is retrained) only when the collection roughly
-    quadruples, and k-means works on a bounded sample (40 points a list: 41k vectors at 1M,
-    16x the work of 100k, where it took 11 s on two heavily loaded cores). The search parameter (nprobe) is then tuned to the target recall.
+    vector, :func:`pq_bytes`). nlist is :func:`ivf_nlist` (a power of two, so the choice changes,
+    and the index is retrained, only when the collection roughly quadruples); k-means works on a
+    bounded sample (30 points a list) for a bounded number of iterations (:func:`kmeans_iterations`).
+    The search parameter (nprobe) is then tuned to the target recall.
     """
     if n < FLAT_MAX:
         return "Flat"
     budget = memory_budget() if memory_bytes is None else memory_bytes
-    nlist = min(max(_pow2(math.sqrt(n)), 256), 65536)
+    nlist = ivf_nlist(n)
     if n <= IVF_FLAT_MAX and n * dim * 4 <= budget:
         return f"IVF{nlist},Flat"
     return f"IVF{nlist},PQ{pq_bytes(dim, n, budget)}"
@@ -118,7 +140,7 @@ def effective_factory(requested: str | None, n: int, dim: int) -> str:
         return choose_factory(n, dim)
     family = _family(requested)
     if family is not None:
-        nlist = min(max(_pow2(math.sqrt(n)), 256), 65536)
+        nlist = ivf_nlist(n)
         requested = {
             "flat": "Flat",
             "ivf": f"IVF{nlist},Flat",
@@ -166,7 +188,8 @@ def set_search_params(index, factory: str, nprobe: int | None, efsearch: int | N
 
 def train_empty(factory: str, dim: int, vectors: np.ndarray):
     """An empty index of ``factory`` (inner product), trained when it needs training on a bounded
-    sample of ``vectors`` (40 a list, at least 10k for PQ): what every segment of a level is made from.
+    sample of ``vectors`` (30 a list, at least 10k for PQ; k-means iterations bounded by
+    :func:`kmeans_iterations`): what every segment of a level is made from.
 
     Non-IVF structures come wrapped in an ``IndexIDMap2``; IVF indexes store ids natively.
     """
@@ -185,6 +208,10 @@ def train_empty(factory: str, dim: int, vectors: np.ndarray):
             sample = vectors[np.sort(rng.choice(len(vectors), n_train, replace=False))]
         else:
             sample = vectors
+        if nlist_of(factory):
+            cp = faiss.extract_index_ivf(base).cp
+            cp.niter = kmeans_iterations(len(sample), nlist)
+            cp.min_points_per_centroid = min(cp.min_points_per_centroid, TRAIN_POINTS_PER_LIST)  # by design: no warning
         base.train(np.ascontiguousarray(sample))
     return index
 
@@ -215,6 +242,56 @@ def build(factory: str, dim: int, ids: np.ndarray, vectors: np.ndarray, nprobe: 
     if timings is not None:
         timings.update(train_s=t1 - t0, add_s=time.perf_counter() - t1)
     return index
+
+
+def has_centroids(index) -> bool:
+    """Whether an IVF index carries its trained quantizer (a delta segment or a template does not)."""
+    return faiss_module().extract_index_ivf(index).quantizer.ntotal > 0
+
+
+def share_quantizer(index, owner) -> None:
+    """Point IVF ``index`` at the trained quantizer of ``owner`` (an IVF index) without copying it.
+
+    Delta segments and templates are stored without their centroids (the base holds them: at 1M
+    vectors 8 MiB a file); this gives one back for adding or searching. ``owner`` is kept alive
+    with ``index``; the placeholder quantizer ``index`` owned is freed.
+    """
+    faiss = faiss_module()
+    ivf = faiss.extract_index_ivf(index)
+    old, owned = ivf.quantizer, ivf.own_fields
+    ivf.own_fields = False
+    ivf.quantizer = faiss.extract_index_ivf(owner).quantizer
+    if owned:
+        _free_quantizer(old)
+    _keep_alive(index, owner)
+
+
+def drop_quantizer(index) -> None:
+    """Replace IVF ``index``'s quantizer by an empty one of the same metric: what is written for a
+    delta segment or a template (:func:`share_quantizer` gives the centroids back)."""
+    faiss = faiss_module()
+    ivf = faiss.extract_index_ivf(index)
+    old, owned = ivf.quantizer, ivf.own_fields
+    empty = faiss.IndexFlat(ivf.d, ivf.metric_type)  # owned by Python, kept alive with the index
+    ivf.own_fields = False
+    ivf.quantizer = empty
+    if owned:
+        _free_quantizer(old)
+    _keep_alive(index, empty)
+
+
+def _keep_alive(index, obj) -> None:
+    # faiss's own idiom: Python objects a faiss object points to, kept alive with its proxy
+    index.referenced_objects = [*getattr(index, "referenced_objects", []), obj]
+
+
+def _free_quantizer(quantizer) -> None:
+    """Delete a quantizer that an index owned, through a throw-away IVF index that owns it (a C++
+    destructor frees it; handing a borrowed SWIG pointer to Python's ownership corrupted memory)."""
+    faiss = faiss_module()
+    holder = faiss.IndexIVFFlat(quantizer, quantizer.d, 1, quantizer.metric_type)
+    holder.own_fields = True
+    del holder
 
 
 def serialize(index) -> bytes:

@@ -19,6 +19,7 @@ from vcl_infer.index.level_view import LevelView
 from vcl_infer.index.segments import (
     Layout,
     OpenSegment,
+    Segment,
     SegmentDamaged,
     SegmentProblem,
     generation_of,
@@ -27,6 +28,7 @@ from vcl_infer.index.segments import (
     segment_name,
     write_segment,
 )
+from vcl_infer.index.template import Template
 
 Problem = tuple[str, str]  # ("stale" | "corrupt", message)
 MERGE_FANIN = 4  # this many deltas of one tier are merged into one of the next tier
@@ -42,7 +44,7 @@ class Built:
     index: Any
     factory: str
     params: dict  # as tuning.tune returns them
-    template: bytes | None  # the trained empty index (IVF), None otherwise
+    template: Template | None  # the trained empty index (IVF), None otherwise
     max_id: int
 
 
@@ -67,7 +69,8 @@ class FaissFiles:
         self.loaded: dict[str, LevelView] = {}  # level -> what is searched
         self._gpu: dict[str, Any] = {}  # level -> its GPU copy, or None where there is none
         self._layouts: dict[str, Layout | None] = {}  # level -> as loaded (None: old one-file layout)
-        self._templates: dict[str, bytes] = {}  # level -> the trained empty IVF (writers make deltas from it)
+        self._templates: dict[str, Template] = {}  # level -> the trained empty IVF (deltas are made from it)
+        self._template_segs: dict[str, Segment] = {}  # level -> the template file it was read from
         self._open: dict[str, OpenSegment] = {}  # file name -> open segment, reused across commits
 
     def clear(self) -> None:
@@ -78,6 +81,7 @@ class FaissFiles:
         self._gpu.clear()
         self._layouts.clear()
         self._templates.clear()
+        self._template_segs.clear()
         self._open.clear()
 
     def gpu_copy(self, level: str) -> Any:
@@ -157,15 +161,30 @@ class FaissFiles:
         return opened
 
     def _open_layout(self, level: str, layout: Layout, meta: dict[str, str], db, eager: bool) -> LevelView:
-        template = None
-        if layout.template is not None:
-            template = OpenSegment(self.path, layout.template, eager=True)
-            self._templates[level] = F.serialize(template.index)
         ivf = bool(F.nlist_of(meta[f"{level}.factory"]))
         segs = [self._segment(s, eager, ivf) for s in (layout.base, *layout.deltas) if s is not None]
+        shell = None
+        # the template: what a writer fills deltas from, and readers stack deltas under (verify checks it)
+        if layout.template is not None and (eager or self.catalog.writable or layout.deltas):
+            base = segs[0].index if layout.base is not None else None
+            template = self._template(level, layout.template, base, eager)
+            shell = template.empty() if layout.deltas else None
         tombs = np.array([r[0] for r in (db or self.catalog.db).execute(
             "SELECT id FROM tombstones WHERE level = ? ORDER BY id", (level,))], dtype=np.int64)
-        return LevelView(meta[f"{level}.factory"], segs, None if template is None else template.index, tombs)
+        return LevelView(meta[f"{level}.factory"], segs, shell, tombs)
+
+    def _template(self, level: str, seg: Segment, base: Any | None, eager: bool) -> Template:
+        """``level``'s template, read and checked once (the same record again: reused)."""
+        if not eager and self._template_segs.get(level) == seg and level in self._templates:
+            return self._templates[level]
+        opened = OpenSegment(self.path, seg, eager=True)
+        try:
+            template = Template.opened(opened.index, base)
+        except ValueError as exc:
+            raise SegmentProblem(f"{opened.path}: {exc}") from None
+        if not eager:
+            self._templates[level], self._template_segs[level] = template, seg
+        return template
 
     def _open_one_file(self, level: str, meta: dict[str, str]) -> LevelView:
         """An index written before segments: one whole file checked by its sha256, read as a base."""
@@ -313,21 +332,33 @@ class FaissFiles:
     def _write_base(self, level: str, built: Built, gen: int) -> Layout:
         template = None
         if built.template is not None:
-            template = write_segment(self.path, level, segment_name(level, "t", gen), F.deserialize(built.template))
-            self._templates[level] = built.template
+            template = write_segment(self.path, level, segment_name(level, "t", gen), built.template.stored())
+            # its own copy of the centroids: not the old base's, whose file a compaction deletes
+            self._templates[level] = Template.of(built.template.trained())
+            self._template_segs[level] = template
         else:
             self._templates.pop(level, None)
-        base = write_segment(self.path, level, segment_name(level, "base", gen), built.index, hi=built.max_id)
+            self._template_segs.pop(level, None)
+        base = write_segment(self.path, level, segment_name(level, "base", gen), built.index, hi=built.max_id,
+                             per_list=True)
         self._open.pop(base.file, None)
         old = self._layouts.get(level)
         return Layout(base, template, [], max(built.max_id, old.max_id if old else 0))
 
-    def _empty(self, level: str) -> Any:
-        """A trained empty index of ``level``'s structure for a delta: the template, or exact Flat."""
-        if level in self._templates:
-            return F.deserialize(self._templates[level])
-        faiss = F.faiss_module()
-        return faiss.IndexIDMap2(faiss.IndexFlatIP(self.catalog.dim))
+    def _filled(self, level: str, ids: np.ndarray, vectors: np.ndarray) -> Any:
+        """A delta segment of ``level`` holding ``vectors``: the template's structure (written without
+        centroids), or exact Flat for other structures."""
+        template = self._templates.get(level)
+        if template is None:
+            faiss = F.faiss_module()
+            index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.catalog.dim))
+        else:
+            index = template.empty()
+        if len(ids):
+            index.add_with_ids(vectors, ids)
+        if template is not None:
+            F.drop_quantizer(index)
+        return index
 
     def _write_delta(self, level: str, delta: Delta, gen: int) -> tuple[Layout, list[tuple[int, int]]]:
         """The layout with one new delta segment, after merging full tiers; the merged id ranges."""
@@ -337,8 +368,7 @@ class FaissFiles:
         merged: list[tuple[int, int]] = []
         if len(delta.ids) == 0:
             return layout, merged
-        index = self._empty(level)
-        index.add_with_ids(delta.vectors, delta.ids)
+        index = self._filled(level, delta.ids, delta.vectors)
         hi = max(int(delta.ids.max()), layout.max_id)
         layout.deltas.append(write_segment(self.path, level, segment_name(level, "d", gen), index,
                                            lo=layout.max_id, hi=hi))
@@ -347,9 +377,7 @@ class FaissFiles:
             group = layout.deltas[-MERGE_FANIN:]
             lo, hi, tier = group[0].lo, group[-1].hi, group[0].tier + 1
             ids, vecs = self.catalog.vectors(level, "WHERE id > ? AND id <= ?", (lo, hi))
-            index = self._empty(level)
-            if len(ids):
-                index.add_with_ids(vecs, ids)
+            index = self._filled(level, ids, vecs)
             layout.deltas[-MERGE_FANIN:] = [write_segment(self.path, level, segment_name(level, "m", gen, tier),
                                                           index, lo=lo, hi=hi, tier=tier)]
             merged.append((lo, hi))
@@ -378,14 +406,14 @@ class FaissFiles:
         max_id = int(ids.max()) if len(ids) else 0
         factory = cat.meta.get(f"{level}.factory", "Flat")
         if not retrain and (level in self._templates or not F.nlist_of(factory)):
-            index = self._empty(level) if level in self._templates else F.build(factory, cat.dim, ids[:0], vecs[:0])
+            index = self._templates[level].trained() if level in self._templates else F.build(factory, cat.dim, ids[:0], vecs[:0])
             F.add_all(index, ids, vecs)
             params = T.recorded_params(cat.meta, level)
             F.set_search_params(index, factory, int(params["nprobe"]), int(params["efsearch"]))
             return Built(index, factory, params, self._templates.get(level), max_id)
         factory = F.effective_factory(cat.index_type, len(ids), cat.dim)
         empty = F.train_empty(factory, cat.dim, vecs)
-        template = F.serialize(empty) if F.nlist_of(factory) else None
+        template = Template.of(empty) if F.nlist_of(factory) else None
         index = F.add_all(empty, ids, vecs)
         F.set_search_params(index, factory, F.default_nprobe(factory))
         return Built(index, factory, T.tune(index, factory, ids, vecs, cat.target_recall), template, max_id)

@@ -1,7 +1,8 @@
 """Search over a level's segments minus its tombstones, answering as one FAISS index would.
 
 IVF segments share the base's trained centroids, so their inverted lists are stacked
-(``HStackInvertedLists``) under the template's quantizer: one IVF search probes the same lists
+(``HStackInvertedLists``) under the template, which borrows the base's quantizer (delta files are
+written without centroids, :mod:`.template`): one IVF search probes the same lists
 as it would in one file holding every vector, with the same results. Other structures (Flat,
 HNSW) are searched one segment at a time and the top-k merged by score: exact for Flat.
 Tombstoned ids are excluded inside the search (an ``IDSelectorNot``), so k results are k live
@@ -35,7 +36,7 @@ class LevelView:
             self._batch = faiss.IDSelectorBatch(self.tombstones)
             self._selector = faiss.IDSelectorNot(self._batch)
         self._stacked = None
-        if F.nlist_of(factory) and shell is not None and len(self.segments) > 1:
+        if F.nlist_of(factory) and shell is not None and self.segments:  # deltas: searched through the shell
             self._stacked = self._stack(faiss, shell)
 
     def _stack(self, faiss, shell: Any) -> Any:
@@ -85,7 +86,7 @@ class LevelView:
     def _probed(self, q: np.ndarray, nprobe: int | None) -> np.ndarray:
         """The inverted lists an IVF search of ``q`` probes (every segment shares the centroids)."""
         faiss = F.faiss_module()
-        ivf = faiss.extract_index_ivf(self.segments[0].index)
+        ivf = faiss.extract_index_ivf(self._stacked if self._stacked is not None else self.segments[0].index)
         _, lists = ivf.quantizer.search(np.ascontiguousarray(q, dtype=np.float32), int(nprobe or self.nprobe or 1))
         return lists
 

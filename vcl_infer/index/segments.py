@@ -24,7 +24,7 @@ index opens in milliseconds whatever its size.
 
 from __future__ import annotations
 
-import dataclasses
+import base64
 import errno
 import json
 import mmap
@@ -64,7 +64,30 @@ class Segment:
     mtime_ns: int = 0
     head: int = 0  # IVF: bytes before the first inverted list (header, quantizer, list sizes)...
     head_crc: int = 0  # ... and their CRC-32, checked at open before FAISS parses them
-    list_crcs: list[int] | None = None  # IVF: CRC-32 of each inverted list (codes + ids), checked when probed
+    # IVF: CRC-32 of each inverted list (codes + ids), checked when probed: base64 of little-endian
+    # uint32 (a JSON list of ints in layouts written before; either is read)
+    list_crcs: list[int] | str | None = None
+    list_bytes: str | None = None  # IVF: each list's length in bytes (base64 of uint64), lists in order from ``head``
+
+    def crc_table(self) -> np.ndarray | None:
+        """The per-list CRC-32s as an array (None when not recorded)."""
+        if self.list_crcs is None:
+            return None
+        if isinstance(self.list_crcs, str):
+            return np.frombuffer(base64.b64decode(self.list_crcs), "<u4").astype(np.int64)
+        return np.asarray(self.list_crcs, np.int64)
+
+    def range_table(self) -> np.ndarray | None:
+        """(offset, length) of each inverted list in the file, from the recorded lengths (None when not
+        recorded: then they are asked of FAISS list by list)."""
+        if self.list_bytes is None:
+            return None
+        lengths = np.frombuffer(base64.b64decode(self.list_bytes), "<u8").astype(np.int64)
+        starts = self.head + np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        return np.stack([np.where(lengths > 0, starts, 0), lengths], axis=1)
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))  # flat fields only: far cheaper than dataclasses.asdict's deep copy
 
 
 @dataclass
@@ -80,7 +103,9 @@ class Layout:
         return [s for s in (self.template, self.base, *self.deltas) if s is not None]
 
     def to_json(self) -> str:
-        return json.dumps({"version": LAYOUT_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
+        one = lambda s: None if s is None else s.to_dict()  # noqa: E731
+        return json.dumps({"version": LAYOUT_VERSION, "base": one(self.base), "template": one(self.template),
+                           "deltas": [s.to_dict() for s in self.deltas], "max_id": self.max_id}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Layout:
@@ -115,8 +140,12 @@ def generation_of(level: str, name: str) -> int | None:
 
 
 def write_segment(folder: Path, level: str, name: str, index: Any, *, lo: int = 0, hi: int = 0,
-                  tier: int = 0) -> Segment:
-    """Write ``index`` to ``folder/name`` atomically and durably; returns its record."""
+                  tier: int = 0, per_list: bool = False) -> Segment:
+    """Write ``index`` to ``folder/name`` atomically and durably; returns its record.
+
+    An IVF file that will be memory-mapped (a base, ``per_list``, or one over :data:`EAGER_BYTES`)
+    gets a CRC-32 per inverted list; small ones (a commit's delta) are read and checked whole.
+    """
     from vcl_infer.index.faults import disk_full
 
     faiss = F.faiss_module()
@@ -142,7 +171,7 @@ def write_segment(folder: Path, level: str, name: str, index: Any, *, lo: int = 
         raise
     st = os.stat(final)
     seg = Segment(name, int(index.ntotal), size, crc, lo, hi, tier, st.st_ino, st.st_mtime_ns)
-    if F.nlist_of_index(index):
+    if (per_list or size > EAGER_BYTES) and F.nlist_of_index(index):
         _add_list_crcs(final, seg)
     return seg
 
@@ -179,9 +208,13 @@ def _add_list_crcs(path: Path, seg: Segment) -> None:
         view = memoryview(mm)
         try:
             seg.head, seg.head_crc = head, zlib.crc32(view[:head])
-            seg.list_crcs = [zlib.crc32(view[o : o + n]) if n else 0 for o, n in ranges.tolist()]
+            crcs = [zlib.crc32(view[o : o + n]) if n else 0 for o, n in ranges.tolist()]
         finally:
             view.release()
+    seg.list_crcs = base64.b64encode(np.asarray(crcs, "<u4").tobytes()).decode("ascii")
+    nonempty = ranges[ranges[:, 1] > 0, 0]
+    if np.all(np.diff(nonempty) > 0):  # the lists lie in their own order: offsets follow from lengths
+        seg.list_bytes = base64.b64encode(ranges[:, 1].astype("<u8").tobytes()).decode("ascii")
 
 
 def _crc_of(f) -> tuple[int, int]:
@@ -211,6 +244,7 @@ class OpenSegment:
         self.checked = False
         self._file: BinaryIO | None = None
         self._ranges: np.ndarray | None = None  # mapped IVF: where each list lies, checked when probed
+        self._crcs: np.ndarray | None = None  # ... and the CRC-32 recorded for it
         self._lists_ok: np.ndarray | None = None
         faiss = F.faiss_module()
         try:
@@ -235,15 +269,25 @@ class OpenSegment:
                     raise _Problem(f"{self.path}: the file was replaced while it was being opened")
                 self._file, f = f, None
                 if ivf and seg.list_crcs is not None:
-                    self._ranges = _list_ranges(self.index)
-                    if self._ranges is None or len(self._ranges) != len(seg.list_crcs):
-                        raise _Problem(f"{self.path}: its inverted lists do not match the catalog's record")
-                    self._lists_ok = np.zeros(len(seg.list_crcs), bool)
+                    self._use_list_checks(seg)
         finally:
             if f is not None:
                 f.close()
         if self.index.ntotal != seg.count:
             raise _Problem(f"{self.path}: holds {self.index.ntotal} vectors, the catalog recorded {seg.count}")
+
+    def _use_list_checks(self, seg: Segment) -> None:
+        """Check this mapped IVF file one probed list at a time. The recorded list lengths say where each
+        list lies: the header FAISS parsed them from has just passed its CRC-32, so they are the ones
+        written (asking FAISS list by list costs ~20 ms at 4096 lists; older records still do)."""
+        self._crcs = seg.crc_table()
+        assert self._crcs is not None
+        self._ranges = seg.range_table()
+        if self._ranges is None:
+            self._ranges = _list_ranges(self.index)
+        if self._ranges is None or len(self._ranges) != len(self._crcs) or F.nlist_of_index(self.index) != len(self._crcs):
+            raise _Problem(f"{self.path}: its inverted lists do not match the catalog's record")
+        self._lists_ok = np.zeros(len(self._crcs), bool)
 
     @classmethod
     def of(cls, path: Path, index: Any) -> OpenSegment:
@@ -280,7 +324,7 @@ class OpenSegment:
         self._file = None
 
     def _check_lists(self, lists: np.ndarray) -> None:
-        assert self._lists_ok is not None and self._ranges is not None and self.seg.list_crcs is not None
+        assert self._lists_ok is not None and self._ranges is not None and self._crcs is not None
         assert self._file is not None
         todo = [int(i) for i in np.unique(lists) if i >= 0 and not self._lists_ok[i]]
         if not todo:
@@ -290,9 +334,9 @@ class OpenSegment:
             try:
                 for i in todo:
                     o, n = self._ranges[i]
-                    if n and zlib.crc32(view[o : o + n]) != self.seg.list_crcs[i]:
+                    if n and zlib.crc32(view[o : o + n]) != self._crcs[i]:
                         raise SegmentDamaged(f"{self.path}: checksum mismatch in inverted list {i} (CRC-32, "
-                                             f"catalog recorded {self.seg.list_crcs[i]:08x})")
+                                             f"catalog recorded {int(self._crcs[i]):08x})")
                     self._lists_ok[i] = True
             finally:
                 view.release()
