@@ -71,3 +71,24 @@ def test_the_option_changes_the_training_loss():
 def test_bad_merge_settings_are_refused(kw):
     with pytest.raises(ValueError, match="merge_"):
         _method(background_merge=True, **kw)
+
+
+def test_merge_both_views_gives_the_second_view_its_own_donors():
+    clips = _square_on_flat_backgrounds(4)
+    one = _method(background_merge=True, **NO_COLOUR)
+    both = _method(background_merge=True, merge_both_views=True, **NO_COLOUR)
+    g = both.generator(3)
+    both.first_view(clips[:, 0], g)
+    replay = torch.Generator()
+    replay.set_state(g.get_state())  # where the second view's donor draw starts
+    second = both.second_view(clips[:, 1], g)
+    perm = torch.randperm(4, generator=replay)
+    assert (perm != torch.arange(4)).any()
+    assert torch.allclose(second, normalize_clips(FAMEAugment(beta=0.5)(clips[:, 1], perm), SPEC))
+    plain = one.second_view(clips[:, 1], one.generator(3))
+    assert torch.equal(plain, normalize_clips(clips[:, 1], SPEC))  # first view only: the second is untouched
+
+
+def test_merge_both_views_needs_the_merge():
+    with pytest.raises(ValueError, match="background_merge"):
+        _method(merge_both_views=True)

@@ -37,6 +37,9 @@ class SimCLRHparams(CommonHparams):
             teaches background invariance where backgrounds would otherwise be a shortcut.
         merge_beta: foreground fraction of the merge mask (FAME's beta, 0.5).
         merge_hue_units: ``"paper"`` or ``"official"`` (see ``fame_foreground_mask``).
+        merge_both_views: also merge the second view, with its own donors: the pair then shares
+            only the masked region (the foreground and what the mask keeps around it), not the
+            rest of its background as with the first view alone.
     """
 
     temperature: float = 0.1
@@ -44,6 +47,7 @@ class SimCLRHparams(CommonHparams):
     background_merge: bool = False
     merge_beta: float = 0.5
     merge_hue_units: str = "paper"
+    merge_both_views: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -51,6 +55,8 @@ class SimCLRHparams(CommonHparams):
             raise ValueError(f"merge_beta must be in (0, 1], got {self.merge_beta!r}")
         if self.merge_hue_units not in HUE_UNITS:
             raise ValueError(f"merge_hue_units must be one of {HUE_UNITS}, got {self.merge_hue_units!r}")
+        if self.merge_both_views and not self.background_merge:
+            raise ValueError("merge_both_views needs background_merge=true")
 
 
 @register_method("simclr")
@@ -73,7 +79,14 @@ class SimCLR(Method[SimCLRHparams]):
 
     def first_view(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """Colour-augmented, normalised first view; with ``background_merge`` merged first (as FAME's query)."""
-        if self.fame is not None:
+        return self._view(x, g, merge=self.fame is not None)
+
+    def second_view(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Colour-augmented, normalised second view; merged too with ``merge_both_views``."""
+        return self._view(x, g, merge=self.hparams.merge_both_views)
+
+    def _view(self, x: torch.Tensor, g: torch.Generator, *, merge: bool) -> torch.Tensor:
+        if merge and self.fame is not None:
             # the donor draw comes before colour augmentation so the option off leaves the stream unchanged
             perm = torch.randperm(x.shape[0], generator=g).to(x.device)
             x = self.fame(x, perm)
@@ -84,7 +97,7 @@ class SimCLR(Method[SimCLRHparams]):
         self.check_clips(clips)
         g = self.generator(step)
         b = clips.shape[0]
-        views = [self.first_view(clips[:, 0], g), self.augment(clips[:, 1], g)]
+        views = [self.first_view(clips[:, 0], g), self.second_view(clips[:, 1], g)]
         if self.hparams.reverse_negatives:
             views.append(reverse_time(views[0]))
         # one forward for all views: BN sees the 2B clips, as in SimCLR
