@@ -40,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "out" / "default_encoder")
     p.add_argument("--method", default="simclr")
+    # SimCLR's background_merge (FAME's merge, one or both views, beta 0.5 / 0.3) was tried for the
+    # bias-0.8 probe and made it worse at this budget (0.375 -> 0.104-0.271); notes/enc3-note.md.
     p.add_argument("--set", dest="overrides", action="append", default=["reverse_negatives=true", "temperature=0.2", "hue=0.5", "grayscale_p=0.5"],
                    help="KEY=VALUE method hyperparameters (default: the ladder's best settings)")
     p.add_argument("--optimizer", default="adam")
