@@ -44,6 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # bias-0.8 probe and made it worse at this budget (0.375 -> 0.104-0.271); notes/enc3-note.md.
     p.add_argument("--set", dest="overrides", action="append", default=["reverse_negatives=true", "temperature=0.2", "hue=0.5", "grayscale_p=0.5"],
                    help="KEY=VALUE method hyperparameters (default: the ladder's best settings)")
+    p.add_argument("--arch", default="r3d_small", help="Backbone (training.models registry name).")
     p.add_argument("--optimizer", default="adam")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--steps", type=int, default=300)
@@ -77,7 +78,7 @@ def train_encoder(args: argparse.Namespace) -> tuple[Path, float]:
     shutil.rmtree(run, ignore_errors=True)
     n_train = len((data / "splits" / "trainlist01.txt").read_text().split())  # two fields per line
     steps_per_epoch = max(1, n_train // 2 // args.batch_size)
-    config = TrainConfig(method=args.method, data=str(data), arch="r3d_small", out=str(run),
+    config = TrainConfig(method=args.method, data=str(data), arch=args.arch, out=str(run),
                          epochs=-(-args.steps // steps_per_epoch), batch_size=args.batch_size, workers=0,
                          seed=args.seed, device="cpu", frames=8, frame_step=2, crop=args.size, resize=args.size,
                          max_steps=args.steps, keep_epochs=False, log_every=20, warmup_epochs=1.0,
@@ -99,16 +100,16 @@ def export(checkpoint: Path, args: argparse.Namespace) -> tuple[Path, Path]:
 
     ckpt = load_checkpoint(checkpoint)
     clip = ClipSpec.from_dict(ckpt["clip_spec"])
-    trained = create_backbone("r3d_small")
+    trained = create_backbone(args.arch)
     trained.load_state_dict(ckpt["model"])
     verify = sorted((args.out / "data" / "videos").rglob("*.mp4"))[:2]
     bundle = args.out / "default.onnx"
-    export_bundle(trained, EncoderSpec(arch="r3d_small", embed_dim=trained.embed_dim, clip=clip, method=args.method,
+    export_bundle(trained, EncoderSpec(arch=args.arch, embed_dim=trained.embed_dim, clip=clip, method=args.method,
                                        trained=True), bundle, verify_videos=verify)
     torch.manual_seed(args.seed)
-    untrained = create_backbone("r3d_small")
+    untrained = create_backbone(args.arch)
     baseline = args.out / "untrained.onnx"
-    export_bundle(untrained, EncoderSpec(arch="r3d_small", embed_dim=untrained.embed_dim, clip=clip), baseline)
+    export_bundle(untrained, EncoderSpec(arch=args.arch, embed_dim=untrained.embed_dim, clip=clip), baseline)
     return bundle, baseline
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import cast
 
+import torch
+
 from training.models.registry import register_backbone
 from training.models.video_resnet import VideoResNet
 
@@ -49,6 +51,31 @@ def r3d_small(
 ) -> VideoResNet:
     """Small R3D: ``B x 3 x T x H x W -> B x widths[-1]``."""
     return VideoResNet(conv_type="r3d", widths=_four(widths), blocks=_four(blocks))
+
+
+class FrameDifferenceResNet(VideoResNet):
+    """A video ResNet that sees the differences of consecutive frames, not the frames.
+
+    A static background differs from frame to frame only where the camera shakes, so what the
+    network sees is mostly what moves: features that a background correlated with the class
+    cannot dominate (residual frames, Tao et al. 2020, "Rethinking Motion Representation:
+    Residual Frames with 3D ConvNets"). A ``T``-frame clip gives ``T - 1`` differences; the
+    difference is part of the network, so an exported bundle takes the same RGB clips.
+    """
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``B x 3 x T x H x W`` clips -> the feature map of their ``T - 1`` frame differences."""
+        if x.ndim != 5 or x.shape[2] < 2:
+            raise ValueError(f"expected B x 3 x T x H x W input with T >= 2, got shape {tuple(x.shape)}")
+        return super().forward_features(x[:, :, 1:] - x[:, :, :-1])
+
+
+@register_backbone("r3d_small_diff", "r3d_small on consecutive-frame differences (background-invariant), D=128")
+def r3d_small_diff(
+    *, widths: tuple[int, int, int, int] = _SMALL_WIDTHS, blocks: tuple[int, int, int, int] = (1, 1, 1, 1)
+) -> VideoResNet:
+    """Small R3D over frame differences: ``B x 3 x T x H x W -> B x widths[-1]``."""
+    return FrameDifferenceResNet(conv_type="r3d", widths=_four(widths), blocks=_four(blocks))
 
 
 @register_backbone("r2plus1d_small", "small R(2+1)D (widths 16/32/64/128, 1 block per layer) for CPUs, D=128")

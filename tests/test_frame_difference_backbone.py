@@ -1,0 +1,44 @@
+"""r3d_small_diff sees what moves: a static image added to every frame changes nothing."""
+
+import pytest
+import torch
+
+from training.models import create_backbone
+
+
+def _clips_with_static_offset(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    clips = torch.rand(2, 3, 8, 32, 32, generator=g)
+    background = torch.rand(2, 3, 1, 32, 32, generator=g)  # the same image in every frame
+    return clips, clips + background
+
+
+def test_a_static_background_does_not_change_the_features():
+    torch.manual_seed(0)
+    model = create_backbone("r3d_small_diff").eval()
+    clips, shifted = _clips_with_static_offset(1)
+    with torch.no_grad():
+        assert torch.allclose(model(clips), model(shifted), atol=1e-5)
+
+
+def test_the_plain_backbone_does_see_it():
+    torch.manual_seed(0)
+    model = create_backbone("r3d_small").eval()
+    clips, shifted = _clips_with_static_offset(1)
+    with torch.no_grad():
+        assert not torch.allclose(model(clips), model(shifted), atol=1e-3)
+
+
+def test_motion_changes_the_features_and_the_shape_is_the_contract():
+    torch.manual_seed(0)
+    model = create_backbone("r3d_small_diff").eval()
+    clips, _ = _clips_with_static_offset(2)
+    with torch.no_grad():
+        out = model(clips)
+        assert out.shape == (2, model.embed_dim)
+        assert not torch.allclose(out, model(clips.flip(2)), atol=1e-3)
+
+
+def test_one_frame_is_refused():
+    with pytest.raises(ValueError, match="T >= 2"):
+        create_backbone("r3d_small_diff")(torch.rand(1, 3, 1, 32, 32))
