@@ -1,7 +1,7 @@
 """Reproduce the default encoder shipped in vcl_infer/models/ (run: python scripts/make_default_encoder.py).
 
-1. Generate a synthetic motion set (vcl-synth, its own seed) and pretrain r3d_small on its
-   train split, self-supervised (no labels), with the method and settings the learnability
+1. Generate a synthetic motion set (vcl-synth, its own seed) and pretrain r3d_small_diff
+   (r3d_small over consecutive-frame differences) on its train split, self-supervised (no labels), with the method and settings the learnability
    ladder shows best (docs/ladder.md).
 2. Export it (vcl-export's pipeline, ONNX Runtime checked against torch) and an untrained
    backbone of the same spec, for comparison.
@@ -41,10 +41,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "out" / "default_encoder")
     p.add_argument("--method", default="simclr")
     # SimCLR's background_merge (FAME's merge, one or both views, beta 0.5 / 0.3) was tried for the
-    # bias-0.8 probe and made it worse at this budget (0.375 -> 0.104-0.271); notes/enc3-note.md.
+    # bias-0.8 probe and made it worse at this budget (0.375 -> 0.104-0.271; README, "The default encoder").
     p.add_argument("--set", dest="overrides", action="append", default=["reverse_negatives=true", "temperature=0.2", "hue=0.5", "grayscale_p=0.5"],
                    help="KEY=VALUE method hyperparameters (default: the ladder's best settings)")
-    p.add_argument("--arch", default="r3d_small", help="Backbone (training.models registry name).")
+    # Frame differences: a static background cancels before the first layer, so a probe whose train
+    # backgrounds predict the class cannot latch onto them (bias-0.8 probe 0.375 with r3d_small,
+    # 0.812 with r3d_small_diff; docs/default_encoder_results.json).
+    p.add_argument("--arch", default="r3d_small_diff", help="Backbone (training.models registry name).")
     p.add_argument("--optimizer", default="adam")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--steps", type=int, default=300)
