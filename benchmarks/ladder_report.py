@@ -235,7 +235,8 @@ def curves(runs: Path, rows: Sequence[dict[str, Any]], out: Path) -> None:
     from training.pictures._plt import pyplot
     from training.pictures.curves import read_metrics
 
-    methods = [m for m in ORDER if any(r["method"] == m and r["method"] != "untrained" for r in rows)]
+    methods = [m for m in ORDER if m != "untrained" and any(  # kept rows have no curves: their folders are gone
+        r["method"] == m and r["data"] == "motion" and (runs / r["name"] / "metrics.csv").is_file() for r in rows)]
     if not methods:
         return
     plt = pyplot()

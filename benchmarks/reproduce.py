@@ -65,7 +65,7 @@ REVERSE = {"reverse_negatives": True}
 # and instance discrimination then needs nothing else). For every self-supervised method.
 COLOUR = {"hue": 0.5, "grayscale_p": 0.5}
 MOMENTUM = 0.99  # 0.999 leaves the key encoder ~90% random init after 100 steps: keys near random
-# MoCo and FAME at this budget (docs/ladder/what_was_wrong.md, "MoCo and FAME"), three changes:
+# MoCo and FAME at this budget (docs/ladder/what_was_wrong.md, sections 9 and 10), four changes:
 # - BN after the MLP head's hidden layer (their papers' heads have none): without it the embeddings
 #   stay in the narrow cone a random init puts every clip in (cosine ~0.8 between any two videos);
 # - a key encoder that keeps up: at 100 steps m = 0.99 averages over the whole run (keys from a
