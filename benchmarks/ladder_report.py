@@ -129,6 +129,17 @@ def _detail(a: Sequence[float], b: Sequence[float], gap: float, spread: float, n
             f"(n={len(b)}): gap {100 * gap:+.1f}, deciding spread {100 * spread:.1f} points")
 
 
+def kept_note(rows: Sequence[dict[str, Any]]) -> str:
+    """Which rows were not run here but kept from an earlier ladder (Markdown; empty when none)."""
+    kept = [r for r in rows if "kept_from" in r]
+    if not kept:
+        return ""
+    sources = sorted({r["kept_from"] for r in kept})
+    return (f"Kept, not rerun ({len(kept)} rows, marked 'kept' in the tables): {', '.join(r['name'] for r in kept)}, "
+            f"with the numbers recorded in {'; '.join(sources)}: same data seed, set and probe, and no change to "
+            "their methods' settings since; their training curves are not drawn (their run folders are gone).\n\n")
+
+
 def table(rows: Sequence[dict[str, Any]], data: str) -> str:
     g = group(rows, data)
     lines = ["| method | seeds | linear top-1 | R@1 (mean of clips) | R@5 | R@1 (1 clip) | train s/run |",
@@ -142,6 +153,8 @@ def table(rows: Sequence[dict[str, Any]], data: str) -> str:
         label += " *labels*" if m in ("kcl", "tsc") else ""
         old = sum(1 for r in rows if r["data"] == data and r["method"] == m and not is_new_probe(r))
         label += f" (first probe: {old} of {len(g[m]['seed'])})" if old else ""
+        kept = sum(1 for r in rows if r["data"] == data and r["method"] == m and "kept_from" in r)
+        label += f" (kept: {kept} of {len(g[m]['seed'])})" if kept else ""
         lines.append(f"| {label} | {len(g[m]['seed'])} | " + " | ".join(cells) + f" | {np.mean(g[m]['train_s']):.0f} |")
     return "\n".join(lines) + "\n"
 
@@ -161,9 +174,11 @@ def render(args: Any, rows: list[dict[str, Any]], planned: int, seconds: float, 
               f"change'. Ceiling budget: {getattr(args, 'ceiling_steps', args.steps)} steps. Retrieval: test videos query "
               f"the train split (hit: same class in the top k), mean of {args.clips} clip features, L2. Numbers in %, "
               f"mean +- std over seeds (sample std).\n\n" + getattr(args, "settings", "") + "\n\n")
+    here = [r for r in rows if "kept_from" not in r]
     done = f"{len(rows)} of {planned} runs done; wall time {seconds / 60:.1f} min (first start to last end of " \
-           f"the {sum(map(is_new_probe, rows))} runs scored by the current probe) " \
+           f"the {sum(map(is_new_probe, here))} runs scored by the current probe here) " \
            f"(sum of the runs' own times {sum(r['train_s'] + r['eval_s'] for r in rows) / 60:.1f} min).\n\n"
+    done += kept_note(rows)
     md = ("# Learnability ladder\n\n" + header + done + f"Command: `{command}`\n\n## Motion set (unbiased)\n\n"
           + table(rows, "motion") + f"\n## Background-bias {args.bias} set\n\n" + table(rows, "biased")
           + "\n## Claims\n\n" + "\n".join(f"- **{c['verdict']}**: {c['claim']} ({c['detail']})" for c in found) + "\n")
@@ -220,7 +235,8 @@ def curves(runs: Path, rows: Sequence[dict[str, Any]], out: Path) -> None:
     from training.pictures._plt import pyplot
     from training.pictures.curves import read_metrics
 
-    methods = [m for m in ORDER if any(r["method"] == m and r["method"] != "untrained" for r in rows)]
+    methods = [m for m in ORDER if m != "untrained" and any(  # kept rows have no curves: their folders are gone
+        r["method"] == m and r["data"] == "motion" and (runs / r["name"] / "metrics.csv").is_file() for r in rows)]
     if not methods:
         return
     plt = pyplot()

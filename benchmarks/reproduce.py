@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -64,15 +65,18 @@ REVERSE = {"reverse_negatives": True}
 # and instance discrimination then needs nothing else). For every self-supervised method.
 COLOUR = {"hue": 0.5, "grayscale_p": 0.5}
 MOMENTUM = 0.99  # 0.999 leaves the key encoder ~90% random init after 100 steps: keys near random
-# MoCo and FAME at this budget (docs/ladder/what_was_wrong.md, "MoCo and FAME"), three changes:
+# MoCo and FAME at this budget (docs/ladder/what_was_wrong.md, sections 9 and 10), four changes:
 # - BN after the MLP head's hidden layer (their papers' heads have none): without it the embeddings
 #   stay in the narrow cone a random init puts every clip in (cosine ~0.8 between any two videos);
 # - a key encoder that keeps up: at 100 steps m = 0.99 averages over the whole run (keys from a
 #   near-random encoder); 0.9 is a 10-step horizon;
 # - this step's other keys as negatives too (MoCo v3's in-batch negatives): with only earlier
 #   steps' keys as negatives their loss stayed at log(K + 1) and the online kNN at chance, with
-#   or without the first two changes.
-MOCO_FIX = {"head_bn": True, "momentum": 0.9, "batch_negatives": True}
+#   or without the first two changes;
+# - the reversed clips through the query encoder (with gradient), both views as queries (section 10):
+#   through the key encoder a clip's reversed key is nearly its own key, so the positive and that
+#   negative cancel, and nothing moves the encoder towards telling the directions apart.
+MOCO_FIX = {"head_bn": True, "momentum": 0.9, "batch_negatives": True, "reverse_encoder": "query", "symmetric": True}
 # the ceiling's budget: at 100 x 32 it was still fitting (test 0.875 +- 0.028 over 3 seeds, train
 # accuracy ~0.85); 200 x 16 reached 0.917 in exploration
 CEILING_STEPS = 150
@@ -122,6 +126,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", default="", help="Comma-separated run names or methods to run (default: all).")
     p.add_argument("--smoke", action="store_true", help="Tiny data, 2 steps, 3 methods: checks the plumbing only.")
     p.add_argument("--report-only", action="store_true", help="Rewrite the report from the finished runs; run nothing.")
+    p.add_argument("--override", default="", type=_json_dict,
+                   help='JSON {method: {hparam: value}} merged over the ladder\'s method settings (tries; '
+                        'the rows record what they ran with), e.g. \'{"moco": {"symmetric": true}}\'.')
+    p.add_argument("--override-optim", default="", type=_json_dict,
+                   help='JSON {method: {option: value}} merged over the ladder\'s optimiser settings.')
+    p.add_argument("--keep-rows", type=Path, default=None,
+                   help="An earlier ladder.json: its rows count as done (not rerun, reported with their recorded "
+                        "numbers, marked kept) unless this work folder has the run or the row's recorded method "
+                        "settings differ from this ladder's (then it reruns).")
     p.add_argument("--run-one", default=None, help=argparse.SUPPRESS)  # internal: one run, in a subprocess
     args = p.parse_args(argv)
     if args.smoke:
@@ -131,6 +144,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.parallel = 1
     args.seed_list = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     return args
+
+
+def _json_dict(text: str) -> dict[str, dict[str, Any]]:
+    """``--override`` values: a JSON object of objects (empty text: none)."""
+    value = json.loads(text) if text.strip() else {}
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise argparse.ArgumentTypeError(f"expected a JSON object of objects, got {text!r}")
+    return value
+
+
+def method_args(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """The method's hparam overrides in this ladder: ``METHOD_ARGS`` with ``--override`` over it."""
+    return {**METHOD_ARGS.get(method, {}), **(args.override or {}).get(method, {})}
+
+
+def optim_args(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """The method's optimiser settings in this ladder: ``OPTIM`` with ``--override-optim`` over it."""
+    return {**OPTIM.get(method, {}), **(args.override_optim or {}).get(method, {})}
+
+
+def kept_rows(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The ``--keep-rows`` ladder's rows still valid here, by run name, each marked ``kept_from``.
+
+    A row is dropped (its run reruns) when it recorded method settings (``method_args``, and
+    ``optim`` when recorded) that differ from this ladder's; rows from before rows recorded them
+    are kept as they are (that ladder's report lists its settings). Same data and probe are the
+    caller's promise: same ``--data-seed`` and set parameters (checked against the file's args).
+    """
+    if args.keep_rows is None:
+        return {}
+    earlier = json.loads(Path(args.keep_rows).read_text())
+    for key in ("classes", "videos_per_class", "video_frames", "size", "bias", "frames", "frame_step", "clips",
+                "data_seed", "steps", "batch_size"):
+        if earlier["args"].get(key) != getattr(args, key):
+            raise SystemExit(f"--keep-rows {args.keep_rows}: its {key} is {earlier['args'].get(key)!r}, "
+                             f"this ladder's {getattr(args, key)!r}: its rows are not comparable")
+    out = {}
+    for row in earlier["rows"]:
+        stale = ("method_args" in row and row["method_args"] != method_args(args, row["method"])) or \
+                ("optim" in row and row["optim"] != optim_args(args, row["method"]))
+        if not stale:
+            out[row["name"]] = {**row, "kept_from": row.get("kept_from") or f"{args.keep_rows} ({earlier['written']})"}
+    return out
 
 
 # ------------------------------------------------------------------------------- the plan
@@ -232,7 +288,7 @@ def run_one(args: argparse.Namespace, run: dict[str, Any]) -> dict[str, Any]:
     if run["method"] == "untrained":
         backbone, spec, _ = load_backbone(None, arch="r3d_small", seed=run["seed"])
     else:
-        margs = dict(METHOD_ARGS.get(run["method"], {}))
+        margs = method_args(args, run["method"])
         if run["method"] != "supervised":
             margs = {**COLOUR, **margs}
         if run["method"] == "crossclr":
@@ -242,7 +298,7 @@ def run_one(args: argparse.Namespace, run: dict[str, Any]) -> dict[str, Any]:
             batch_size=args.batch_size, workers=0, seed=run["seed"], device="cpu", frames=args.frames,
             frame_step=args.frame_step, crop=args.size, resize=args.size, max_steps=steps, keep_epochs=False,
             log_every=max(1, steps // 15), method_args=margs, warmup_epochs=1.0, cache_frames=True,
-            eval_data=str(data), eval_every=max(1, steps // 5), **OPTIM.get(run["method"], {}))
+            eval_data=str(data), eval_every=max(1, steps // 5), **optim_args(args, run["method"]))
         result = train(config, progress=False)
         if result.stopped_by not in (None, "max_steps"):  # stopped early: no result, the run reruns on resume
             raise SystemExit(f"{run['name']}: stopped by {result.stopped_by} at step {result.global_step}")
@@ -264,7 +320,7 @@ def run_one(args: argparse.Namespace, run: dict[str, Any]) -> dict[str, Any]:
            "r1_1clip": r1[1], "r5_1clip": r1[5], "r1": rn[1], "r5": rn[5], "final_loss": loss,
            "train_s": round(train_s, 1), "eval_s": round(time.perf_counter() - t0 - train_s, 1),
            "steps": 0 if run["method"] == "untrained" else steps, "batch_size": args.batch_size,
-           "method_args": METHOD_ARGS.get(run["method"], {})}
+           "method_args": method_args(args, run["method"]), "optim": optim_args(args, run["method"])}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "result.json").write_text(json.dumps(row, indent=1))
     for name in ("checkpoint.pt", "tensorboard"):  # keep the work folder small: results and curves stay
@@ -338,7 +394,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for which in sorted({r["data"] for r in runs}):
         ensure_data(args, which)
     started = time.time()
-    todo = [r for r in runs if not (args.out / "runs" / r["name"] / "result.json").is_file()]
+    kept = kept_rows(args)
+    todo = [r for r in runs if not (args.out / "runs" / r["name"] / "result.json").is_file() and r["name"] not in kept]
     print(f"ladder: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run, "
           f"{args.parallel} at a time", flush=True)
     passthrough = _passthrough(argv if argv is not None else sys.argv[1:])
@@ -395,10 +452,12 @@ def _passthrough(argv: list[str]) -> list[str]:
 def write_report(args: argparse.Namespace, runs: list[dict], seconds: float) -> dict[str, Any]:
     from benchmarks.ladder_report import render
 
-    rows, spans = [], []
+    rows, spans, kept = [], [], kept_rows(args)
     for r in plan(args, full=True):  # every finished run, whichever driver ran it
         path = args.out / "runs" / r["name"] / "result.json"
-        if path.is_file():
+        if not path.is_file() and r["name"] in kept:
+            rows.append(kept[r["name"]])
+        elif path.is_file():
             rows.append(json.loads(path.read_text()))
             end = path.stat().st_mtime
             if rows[-1].get("probe") == PROBE:  # run by this code here, not copied from an earlier ladder
@@ -407,12 +466,14 @@ def write_report(args: argparse.Namespace, runs: list[dict], seconds: float) -> 
     args.pending = [r["name"] for r in plan(args, full=True) if r["name"] not in done_names]
     if spans:  # the ladder's wall time: first run's start to last run's end, across restarts
         seconds = max(e for _, e in spans) - min(s for s, _ in spans)
-    command = "python benchmarks/reproduce.py " + " ".join(a for a in _passthrough(sys.argv[1:]) if a != "--smoke"
-                                                           or args.smoke)
+    command = "python benchmarks/reproduce.py " + shlex.join(a for a in _passthrough(sys.argv[1:]) if a != "--smoke"
+                                                             or args.smoke)
     args.settings = (f"Per-method settings at this budget: optimiser {json.dumps(OPTIM['simclr'])} for every "
-                     f"self-supervised method, {json.dumps(OPTIM['supervised'])} for the ceiling; colour "
+                     f"self-supervised method, {json.dumps(OPTIM['supervised'])} for the ceiling"
+                     + "".join(f", {json.dumps(optim_args(args, m))} for {m}" for m in OPTIM
+                               if optim_args(args, m) != OPTIM[m]) + "; colour "
                      f"{json.dumps(COLOUR)} for every self-supervised method; method overrides "
-                     f"{json.dumps(METHOD_ARGS)} (everything else: the papers' values).")
+                     f"{json.dumps({m: method_args(args, m) for m in METHOD_ARGS})} (everything else: the papers' values).")
     return render(args, rows, len(plan(args, full=True)), seconds, command)
 
 

@@ -87,3 +87,40 @@ def test_reversed_clips_through_the_query_encoder_carry_gradient(name):
     assert extra.grad is not None and extra.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="reverse_encoder"):
         _method("moco", reverse_encoder="both")
+
+
+@pytest.mark.parametrize(("symmetric", "views"), [(False, 1), (True, 2)])
+def test_query_encoder_reversal_reverses_both_views_when_symmetric(monkeypatch, symmetric, views):
+    """The ladder's MoCo (reverse_encoder="query", symmetric): each step's negatives hold the
+    reversals of both views' clips, through the online encoder, so both queries meet their own
+    clip played backwards (as SimCLR's anchors do)."""
+    method = _method("moco", reverse_negatives=True, reverse_encoder="query", symmetric=symmetric)
+    method.train()
+    seen = []
+    original = type(method).reversed_queries
+
+    def spy(self, clips, groups, perm):
+        out = original(self, clips, groups, perm)
+        seen.append((len(clips), out.shape[0], out.requires_grad))
+        return out
+
+    monkeypatch.setattr(type(method), "reversed_queries", spy)
+    method.training_step(torch.rand(4, 2, 3, 4, 32, 32), 0)["loss"].backward()
+    assert seen == [(views, 4 * views, True)]
+
+
+def test_the_ladder_moco_settings_build_and_step():
+    """benchmarks/reproduce.py's MoCo / FAME overrides are valid hparams of both methods."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce.py"
+    spec = importlib.util.spec_from_file_location("reproduce_settings", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for name in ("moco", "fame"):
+        settings = {k: v for k, v in mod.METHOD_ARGS[name].items() if k != "queue_size"}
+        assert settings["reverse_encoder"] == "query" and settings["symmetric"] is True
+        method = _method(name, **settings)
+        method.train()
+        assert torch.isfinite(method.training_step(torch.rand(4, 2, 3, 4, 32, 32), 0)["loss"])
