@@ -109,6 +109,30 @@ def test_query_encoder_reversal_reverses_both_views_when_symmetric(monkeypatch, 
     assert seen == [(views, 4 * views, True)]
 
 
+def test_key_view_reversal_gives_each_pair_its_own_key_clip_backwards(monkeypatch):
+    """reversed_views="key": pair (a, b) meets b's clip reversed, pair (b, a) meets a's; the
+    query's own (for FAME: merged) clip is not among its reversed negatives."""
+    method = _method("fame", reverse_negatives=True, reverse_encoder="query", symmetric=True, reversed_views="key")
+    method.train()
+    seen = []
+    original = type(method).reversed_queries
+
+    def spy(self, clips, groups, perm):
+        seen.append([c.clone() for c in clips])
+        return original(self, clips, groups, perm)
+
+    monkeypatch.setattr(type(method), "reversed_queries", spy)
+    clips = torch.rand(4, 2, 3, 4, 32, 32)
+    method.training_step(clips, 0)["loss"].backward()
+    assert [len(c) for c in seen] == [1, 1]
+    g = method.generator(0)
+    merged_query = method.query_view(clips[:, 0], g)
+    key_view = method.augment(clips[:, 1], g)
+    assert torch.equal(seen[0][0], key_view) and torch.equal(seen[1][0], merged_query)
+    with pytest.raises(ValueError, match="reversed_views"):
+        _method("moco", reversed_views="query")
+
+
 def test_the_ladder_moco_settings_build_and_step():
     """benchmarks/reproduce.py's MoCo / FAME overrides are valid hparams of both methods."""
     import importlib.util

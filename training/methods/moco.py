@@ -74,6 +74,12 @@ class MoCoHparams(CommonHparams):
             backwards (SimCLR's arrangement). On the ladder (100 steps, docs/ladder, section 10)
             ``"query"`` with ``symmetric`` took MoCo's linear top-1 from 34 to 57 (floor 29);
             ``symmetric`` with ``"key"`` stayed at 38 (one seed).
+        reversed_views: with ``reverse_encoder="query"``, which clips are played backwards as a
+            pair's extra negatives: ``"all"`` (every view of the step, as above) or ``"key"``
+            (only that pair's key view). FAME merges the query view onto another background, so
+            the query's own clip reversed shares the query's background while the positive does
+            not: that negative is closer than the positive (FAME's loss stayed above chance). The
+            key view reversed shares the positive's look and differs only in motion.
     """
 
     temperature: float = 0.2
@@ -88,9 +94,12 @@ class MoCoHparams(CommonHparams):
     head_bn: bool = False
     batch_negatives: bool = False
     reverse_encoder: str = "key"
+    reversed_views: str = "all"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.reversed_views not in ("all", "key"):
+            raise ValueError(f"reversed_views must be 'all' or 'key', got {self.reversed_views!r}")
         if self.reverse_encoder not in ("key", "query"):
             raise ValueError(f"reverse_encoder must be 'key' or 'query', got {self.reverse_encoder!r}")
         if self.queue_size < 1:
@@ -254,10 +263,19 @@ class MoCo(Method[MH]):
         if hp.reverse_negatives and hp.reverse_encoder == "key":
             queue = torch.cat([queue, self.reversed_keys([x_b, x_a] if hp.symmetric else [x_b], groups, perm_b)])
         elif hp.reverse_negatives:
-            extra = self.reversed_queries([x_a, x_b] if hp.symmetric else [x_a], groups, ident)
+            extras = self._reversed_extras(x_a, x_b, groups, ident)
             return [{"loss": moco_loss_extra_negatives(q.z, k.z, queue, hp.temperature, extra=extra,
-                                                       batch_keys=hp.batch_negatives)} for q, k in pairs]
+                                                       batch_keys=hp.batch_negatives)}
+                    for (q, k), extra in zip(pairs, extras)]
         return [self.contrastive_terms(q.z, k.z, queue, step=step, generator=g, labels=labels) for q, k in pairs]
+
+    def _reversed_extras(self, x_a: torch.Tensor, x_b: torch.Tensor, groups: int,
+                         ident: torch.Tensor) -> list[torch.Tensor]:
+        """The online encoder's reversed clips for each pair (the pairs are (a, b), then (b, a))."""
+        if self.hparams.reversed_views == "key":
+            return [self.reversed_queries([x], groups, ident) for x in ([x_b, x_a] if self.hparams.symmetric else [x_b])]
+        extra = self.reversed_queries([x_a, x_b] if self.hparams.symmetric else [x_a], groups, ident)
+        return [extra, extra] if self.hparams.symmetric else [extra]
 
     def training_step(
         self, clips: torch.Tensor, step: int, labels: torch.Tensor | None = None
