@@ -3,20 +3,15 @@ reused, with their numbers, unless their method settings changed). No training h
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from script_modules import load_script
 
 
 def _reproduce():
-    spec = importlib.util.spec_from_file_location("reproduce_under_test", ROOT / "benchmarks" / "reproduce.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/reproduce.py", "reproduce_under_test")
 
 
 def _row(mod, name: str, method: str, top1: float, **extra) -> dict:

@@ -204,10 +204,11 @@ class FAMEAugment(nn.Module):
         """``B x H x W`` foreground masks of ``B x 3 x T x H x W`` clips."""
         return fame_foreground_mask(clips, self.beta, self.kernel_size, self.hue_units)
 
-    def forward(self, clips: Tensor, perm: Tensor | None = None) -> Tensor:
-        """Merge ``clips`` (``B x 3 x T x H x W``, RGB in [0, 1]) with donors ``perm`` (random if None)."""
+    def forward(self, clips: Tensor, perm: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Merge ``clips`` (``B x 3 x T x H x W``, RGB in [0, 1]) with donors ``perm``; without one the
+        donors are a random permutation, drawn (on the CPU) from ``generator`` when given."""
         if perm is None:
-            perm = torch.randperm(clips.shape[0], device=clips.device)
+            perm = torch.randperm(clips.shape[0], generator=generator).to(clips.device)
         return fame_merge(clips, self.mask(clips), perm)
 
     def extra_repr(self) -> str:

@@ -59,5 +59,4 @@ class FAME(MoCo[FAMEHparams]):
 
     def query_view(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """FAME (on [0, 1] RGB), then colour augmentation and normalisation."""
-        perm = torch.randperm(x.shape[0], generator=g).to(x.device)
-        return self.augment(self.fame(x, perm), g)
+        return self.augment(self.fame(x, generator=g), g)

@@ -88,8 +88,7 @@ class SimCLR(Method[SimCLRHparams]):
     def _view(self, x: torch.Tensor, g: torch.Generator, *, merge: bool) -> torch.Tensor:
         if merge and self.fame is not None:
             # the donor draw comes before colour augmentation so the option off leaves the stream unchanged
-            perm = torch.randperm(x.shape[0], generator=g).to(x.device)
-            x = self.fame(x, perm)
+            x = self.fame(x, generator=g)
         return self.augment(x, g)
 
     def training_step(self, clips: torch.Tensor, step: int) -> dict[str, torch.Tensor]:

@@ -26,8 +26,8 @@ class Template:
     @classmethod
     def of(cls, trained: Any) -> Template:
         """The template of a freshly trained empty index (copied: the caller goes on to fill it)."""
-        own = F.deserialize(F.serialize(trained))
-        light = F.deserialize(F.serialize(trained))
+        blob = F.serialize(trained)
+        own, light = F.deserialize(blob), F.deserialize(blob)
         F.drop_quantizer(light)
         return cls(F.serialize(light), own)
 
