@@ -62,27 +62,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--videos", type=Path, default=ROOT.parent / "shared" / "videos")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--install", action="store_true", help="copy the bundle into vcl_infer/models/")
-    p.add_argument("--skip-train", action="store_true", help="reuse out/run/checkpoint.pt")
+    p.add_argument("--skip-train", action="store_true", help="reuse the checkpoints already under --out (run/, or run_appearance/ and run_motion/ for two streams)")
     return p.parse_args(argv)
 
 
-def train_encoder(args: argparse.Namespace) -> tuple[Path, float]:
-    from training.config import TrainConfig, parse_set
+# A two-stream backbone's streams are trained apart, each by the same method and settings as a
+# one-stream run, then joined: each stream keeps what it learns alone (the motion stream's
+# bias-0.8 probe, the appearance stream's scenes), and the two runs can go side by side.
+STREAMS = {"r3d_small_two_stream": {"appearance": "r3d_small", "motion": "r3d_small_diff"}}
+
+
+def make_training_data(args: argparse.Namespace) -> Path:
     from training.data.synthetic import SynthConfig, generate
-    from training.loop import train
 
     data = args.out / "data"
     if not (data / "synth.json").is_file():
         shutil.rmtree(data, ignore_errors=True)
         generate(data, SynthConfig(classes=6, videos_per_class=args.videos_per_class, frames=16, size=args.size,
                                    seed=args.seed), workers=1)
-    run = args.out / "run"
+    return data
+
+
+def train_backbone(args: argparse.Namespace, arch: str, run: Path) -> tuple[Path, float]:
+    """Pretrain ``arch`` into ``run``; its checkpoint and the seconds it took (0 when reused)."""
+    from training.config import TrainConfig, parse_set
+    from training.loop import train
+
+    data = make_training_data(args)
     if args.skip_train and (run / "checkpoint.pt").is_file():
         return run / "checkpoint.pt", 0.0
     shutil.rmtree(run, ignore_errors=True)
     n_train = len((data / "splits" / "trainlist01.txt").read_text().split())  # two fields per line
     steps_per_epoch = max(1, n_train // 2 // args.batch_size)
-    config = TrainConfig(method=args.method, data=str(data), arch=args.arch, out=str(run),
+    config = TrainConfig(method=args.method, data=str(data), arch=arch, out=str(run),
                          epochs=-(-args.steps // steps_per_epoch), batch_size=args.batch_size, workers=0,
                          seed=args.seed, device="cpu", frames=8, frame_step=2, crop=args.size, resize=args.size,
                          max_steps=args.steps, keep_epochs=False, log_every=20, warmup_epochs=1.0,
@@ -94,18 +106,46 @@ def train_encoder(args: argparse.Namespace) -> tuple[Path, float]:
     return Path(result.checkpoint), time.perf_counter() - started
 
 
-def export(checkpoint: Path, args: argparse.Namespace) -> tuple[Path, Path]:
+def stream_runs(args: argparse.Namespace) -> dict[str, tuple[str, Path]]:
+    """``{stream: (arch, run folder)}``; a one-stream backbone is the single stream ``""``."""
+    streams = STREAMS.get(args.arch, {"": args.arch})
+    return {name: (arch, args.out / (f"run_{name}" if name else "run")) for name, arch in streams.items()}
+
+
+def train_encoder(args: argparse.Namespace) -> tuple[dict[str, Path], float]:
+    """Each stream's checkpoint, and the training seconds of all of them."""
+    checkpoints, seconds = {}, 0.0
+    for name, (arch, run) in stream_runs(args).items():
+        checkpoints[name], took = train_backbone(args, arch, run)
+        seconds += took
+    return checkpoints, seconds
+
+
+def trained_backbone(args: argparse.Namespace, checkpoints: dict[str, Path]):
+    """``args.arch`` with each stream's trained weights, and the clip spec they were trained on."""
+    from training.checkpoint import load_checkpoint
+    from training.models import create_backbone
+    from vcl_infer.clips.spec import ClipSpec
+
+    model = create_backbone(args.arch)
+    clips = set()
+    for name, path in checkpoints.items():
+        ckpt = load_checkpoint(path)
+        (getattr(model, name) if name else model).load_state_dict(ckpt["model"])
+        clips.add(json.dumps(ckpt["clip_spec"], sort_keys=True))
+    if len(clips) != 1:
+        raise SystemExit(f"the streams were trained on different clips: {sorted(clips)}")
+    return model, ClipSpec.from_dict(json.loads(clips.pop()))
+
+
+def export(checkpoints: dict[str, Path], args: argparse.Namespace) -> tuple[Path, Path]:
     import torch
 
     from export.pipeline import export_bundle
-    from training.checkpoint import load_checkpoint
     from training.models import create_backbone
-    from vcl_infer.clips.spec import ClipSpec, EncoderSpec
+    from vcl_infer.clips.spec import EncoderSpec
 
-    ckpt = load_checkpoint(checkpoint)
-    clip = ClipSpec.from_dict(ckpt["clip_spec"])
-    trained = create_backbone(args.arch)
-    trained.load_state_dict(ckpt["model"])
+    trained, clip = trained_backbone(args, checkpoints)
     verify = sorted((args.out / "data" / "videos").rglob("*.mp4"))[:2]
     bundle = args.out / "default.onnx"
     export_bundle(trained, EncoderSpec(arch=args.arch, embed_dim=trained.embed_dim, clip=clip, method=args.method,
@@ -260,8 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     if PACKAGED.is_file() and not previous.is_file():
         for suffix in (".onnx", ".json", ".verify.json"):
             shutil.copy(str(PACKAGED.with_suffix(suffix)), str(previous.with_suffix(suffix)))
-    checkpoint, train_seconds = train_encoder(args)
-    bundle, baseline = export(checkpoint, args)
+    checkpoints, train_seconds = train_encoder(args)
+    bundle, baseline = export(checkpoints, args)
     bundles = {"trained": bundle, "untrained": baseline}
     with tempfile.TemporaryDirectory() as tmp:
         synthetic = synthetic_scores(bundles, args, Path(tmp))

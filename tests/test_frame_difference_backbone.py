@@ -1,4 +1,5 @@
-"""r3d_small_diff sees what moves: a static image added to every frame changes nothing."""
+"""r3d_small_diff sees what moves: a static image added to every frame changes nothing; the
+two-stream backbone keeps the frames' appearance beside it."""
 
 import pytest
 import torch
@@ -42,3 +43,31 @@ def test_motion_changes_the_features_and_the_shape_is_the_contract():
 def test_one_frame_is_refused():
     with pytest.raises(ValueError, match="T >= 2"):
         create_backbone("r3d_small_diff")(torch.rand(1, 3, 1, 32, 32))
+
+
+def test_the_two_stream_backbone_keeps_appearance_beside_motion():
+    torch.manual_seed(0)
+    model = create_backbone("r3d_small_two_stream").eval()
+    clips, shifted = _clips_with_static_offset(3)
+    with torch.no_grad():
+        out, out_shifted = model(clips), model(shifted)
+    d = model.appearance.embed_dim
+    assert out.shape == (2, d + model.motion.embed_dim)
+    assert torch.allclose(out[:, :d].norm(dim=1), torch.ones(2)) and torch.allclose(out[:, d:].norm(dim=1), torch.ones(2))
+    # the background moves only the appearance half: the motion half is frame differences
+    assert torch.allclose(out[:, d:], out_shifted[:, d:], atol=1e-5)
+    assert not torch.allclose(out[:, :d], out_shifted[:, :d], atol=1e-3)
+
+
+def test_the_two_streams_are_the_trained_backbones_they_were_given():
+    torch.manual_seed(0)
+    appearance, motion = create_backbone("r3d_small").eval(), create_backbone("r3d_small_diff").eval()
+    model = create_backbone("r3d_small_two_stream")
+    model.appearance.load_state_dict(appearance.state_dict())
+    model.motion.load_state_dict(motion.state_dict())
+    clips, _ = _clips_with_static_offset(4)
+    with torch.no_grad():
+        joined = model.eval()(clips)
+        expected = torch.cat([torch.nn.functional.normalize(appearance(clips), dim=1),
+                              torch.nn.functional.normalize(motion(clips), dim=1)], dim=1)
+    assert torch.allclose(joined, expected, atol=1e-5)

@@ -13,6 +13,7 @@ import pytest
 from vcl_infer.index import IndexCorrupt, VideoIndex
 from vcl_infer.index import faiss_ops as F
 from vcl_infer.index import files as files_mod
+from vcl_infer.index import grouped_search as grouped_mod
 from vcl_infer.index import segments as seg_mod
 
 DIM = 16
@@ -126,6 +127,9 @@ def test_ivf_segments_answer_as_one_ivf_file(tmp_path, monkeypatch):
     one = F.add_all(ix.files._templates["clip"].trained(), ids, vecs)  # one file, same centroids
     q = _unit(rng, 50)
     monkeypatch.setattr(seg_mod, "EAGER_BYTES", 0)  # the reader maps every segment's inverted lists
+    grouped = []  # a batch this large is answered list by list (grouped_search), not by FAISS
+    real_grouped = grouped_mod.grouped_search
+    monkeypatch.setattr(grouped_mod, "grouped_search", lambda *a, **kw: grouped.append(1) or real_grouped(*a, **kw))
     with VideoIndex.open(tmp_path / "ix") as reader:
         assert not reader.files.loaded["clip"].segments[0].checked
         for nprobe in (1, 3):
@@ -135,6 +139,7 @@ def test_ivf_segments_answer_as_one_ivf_file(tmp_path, monkeypatch):
                 got_s, got = searcher.search(q, 10, level="clip", nprobe=nprobe)
                 np.testing.assert_array_equal(got, want)
                 np.testing.assert_allclose(got_s, want_s, atol=1e-6)
+    assert len(grouped) == 4
     ix.close()
 
 
@@ -222,4 +227,6 @@ def test_a_mapped_ivf_base_is_checked_one_probed_list_at_a_time(tmp_path, monkey
         assert top[0, 0] >= 0 and not seg.checked
         with pytest.raises(IndexCorrupt, match=r"clips\.faiss.*inverted list.*vcl-index repair"):
             reader.search(target, 3, level="clip", nprobe=1)  # probes the damaged one: never answered
+        with pytest.raises(IndexCorrupt, match=r"clips\.faiss.*inverted list"):  # nor in a batch
+            reader.search(np.stack([other] * 40 + [target]), 3, level="clip", nprobe=1)
         assert any("checksum" in p for p in reader.verify())

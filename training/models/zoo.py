@@ -15,8 +15,9 @@ from __future__ import annotations
 from typing import cast
 
 import torch
+import torch.nn.functional as F
 
-from training.models.registry import register_backbone
+from training.models.registry import Backbone, register_backbone
 from training.models.video_resnet import VideoResNet
 
 _SMALL_WIDTHS = (16, 32, 64, 128)
@@ -76,6 +77,44 @@ def r3d_small_diff(
 ) -> VideoResNet:
     """Small R3D over frame differences: ``B x 3 x T x H x W -> B x widths[-1]``."""
     return FrameDifferenceResNet(conv_type="r3d", widths=_four(widths), blocks=_four(blocks))
+
+
+class TwoStreamResNet(Backbone):
+    """An appearance stream (the RGB frames) beside a motion stream (their differences).
+
+    Each stream's pooled feature is scaled to unit length before the two are joined, so a
+    cosine between two embeddings is the mean of the two streams' cosines: search keeps the
+    appearance that tells two scenes with the same motion apart, and the motion stream keeps
+    a class that is the motion from being drowned by a background that predicts it (two-stream
+    networks, Simonyan and Zisserman 2014, with residual frames for the motion stream). The
+    streams can be trained apart and joined by passing the trained backbones in.
+    """
+
+    def __init__(self, appearance: Backbone, motion: Backbone):
+        super().__init__()
+        self.appearance, self.motion = appearance, motion
+        self.embed_dim = appearance.embed_dim + motion.embed_dim
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Both streams' feature maps joined on channels (the motion map pooled to the
+        appearance map's size: ``T - 1`` differences can give a shorter time axis)."""
+        a = self.appearance.forward_features(x)
+        m = self.motion.forward_features(x)
+        if m.shape[2:] != a.shape[2:]:
+            t, h, w = a.shape[2:]
+            m = F.adaptive_avg_pool3d(m, (t, h, w))
+        return torch.cat([a, m], dim=1)
+
+    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
+        """Each stream's pooled feature at unit length, joined: ``B x (Da + Dm)``."""
+        a, m = feats.split([self.appearance.embed_dim, self.motion.embed_dim], dim=1)
+        return torch.cat([F.normalize(a.mean(dim=(2, 3, 4)), dim=1), F.normalize(m.mean(dim=(2, 3, 4)), dim=1)], dim=1)
+
+
+@register_backbone("r3d_small_two_stream", "r3d_small on the frames beside r3d_small_diff on their differences, D=256")
+def r3d_small_two_stream() -> TwoStreamResNet:
+    """``B x 3 x T x H x W -> B x 256``: unit appearance (128) and unit motion (128) features."""
+    return TwoStreamResNet(r3d_small(), r3d_small_diff())
 
 
 @register_backbone("r2plus1d_small", "small R(2+1)D (widths 16/32/64/128, 1 block per layer) for CPUs, D=128")

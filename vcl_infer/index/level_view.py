@@ -6,7 +6,9 @@ written without centroids, :mod:`.template`): one IVF search probes the same lis
 as it would in one file holding every vector, with the same results. Other structures (Flat,
 HNSW) are searched one segment at a time and the top-k merged by score: exact for Flat.
 Tombstoned ids are excluded inside the search (an ``IDSelectorNot``), so k results are k live
-ids, never fewer.
+ids, never fewer. A batch of queries over IVF-Flat segments is answered list by list
+(:mod:`.grouped_search`: each probed list read once for all the queries that probe it), with
+the same probes and the same inner products as FAISS's query-by-query scan.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from vcl_infer.index import faiss_ops as F
+from vcl_infer.index import grouped_search as G
 from vcl_infer.index.segments import OpenSegment
 
 
@@ -38,6 +41,9 @@ class LevelView:
         self._stacked = None
         if F.nlist_of(factory) and shell is not None and self.segments:  # deltas: searched through the shell
             self._stacked = self._stack(faiss, shell)
+        self._readers = None
+        if F.nlist_of(factory) and self.segments and all(G.groupable(s.index) for s in self.segments):
+            self._readers = [G.InvertedListReader(s.index) for s in self.segments]
 
     def _stack(self, faiss, shell: Any) -> Any:
         lists = faiss.InvertedListsPtrVector()
@@ -71,6 +77,9 @@ class LevelView:
             s.ensure_checked(lists)
         if not self.segments:
             return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+        if self._readers is not None and G.worth_grouping(len(q), self._nprobe(nprobe), F.nlist_of(self.factory) or 1):
+            probes = lists if lists is not None else self._probed(q, nprobe)
+            return G.grouped_search(self._readers, q, probes, k, self.tombstones)
         params = self._params(nprobe)
         if self._stacked is not None or len(self.segments) == 1:
             index = self._stacked if self._stacked is not None else self.segments[0].index
@@ -87,8 +96,15 @@ class LevelView:
         """The inverted lists an IVF search of ``q`` probes (every segment shares the centroids)."""
         faiss = F.faiss_module()
         ivf = faiss.extract_index_ivf(self._stacked if self._stacked is not None else self.segments[0].index)
-        _, lists = ivf.quantizer.search(np.ascontiguousarray(q, dtype=np.float32), int(nprobe or self.nprobe or 1))
+        _, lists = ivf.quantizer.search(np.ascontiguousarray(q, dtype=np.float32), self._nprobe(nprobe))
         return lists
+
+    def _nprobe(self, nprobe: int | None) -> int:
+        """This search's nprobe: the call's, the recorded one, or the index's own."""
+        if nprobe or self.nprobe:
+            return int(nprobe or self.nprobe)
+        faiss = F.faiss_module()
+        return int(faiss.extract_index_ivf(self._stacked if self._stacked is not None else self.segments[0].index).nprobe)
 
     def _params(self, nprobe: int | None) -> Any:
         faiss = F.faiss_module()
