@@ -297,19 +297,20 @@ def decode_needed_frames(path: Path, spec, num_clips: int) -> np.ndarray:
     return read_clips(path, spec, num_clips).clips
 
 
-def naive_loop(model: Path, paths: list[Path], num_clips: int, decode) -> float:
-    """(c): decode a video in this process, then encode it, one after another."""
+def naive_loop(model: Path, paths: list[Path], num_clips: int, decode) -> tuple[float, float]:
+    """(c): decode a video in this process, then encode it, one after another; its clips/s and
+    the CPU-seconds it spent per clip (its decoder and ONNX Runtime threads included)."""
     from vcl_infer.clips.preprocess import to_model_input
     from vcl_infer.encode.embedder import Embedder
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _self_cpu()
     embedder = Embedder.load(model)
     clips = 0
     for path in paths:
         decoded = decode(path, embedder.spec.clip, num_clips)
         embedder.embed_clips(to_model_input(decoded, embedder.spec.clip))
         clips += len(decoded)
-    return clips / (time.perf_counter() - t0)
+    return clips / (time.perf_counter() - t0), (_self_cpu() - cpu0) / max(1, clips)
 
 
 def one_round(args, folder: Path, paths: list[Path], model: Path, spec, workers: int, cores: int, work: Path,
@@ -328,15 +329,19 @@ def one_round(args, folder: Path, paths: list[Path], model: Path, spec, workers:
         wall = time.perf_counter() - t0
     build_cpu = _self_cpu() + _children_cpu() - cpu0
     b = report.clips_per_s
-    c = naive_loop(model, paths, args.clips, decode_every_frame) if not args.skip_naive else float("nan")
-    c_sparse = naive_loop(model, paths, args.clips, decode_needed_frames) if not args.skip_naive else float("nan")
     bound = cores / (d + e)
+    c, c_cpu = naive_loop(model, paths, args.clips, decode_every_frame) if not args.skip_naive else (float("nan"),) * 2
+    c_sparse, _ = naive_loop(model, paths, args.clips, decode_needed_frames) if not args.skip_naive else (float("nan"),) * 2
     return {
         "a_encoder_only_clips_per_s": round(a, 2),
         "b_build_index_clips_per_s": round(b, 2),
         "b_wall_clips_per_s": round(report.clips / wall, 2), "b_wall_over_a": round(report.clips / wall / a, 3),
         "c_naive_loop_clips_per_s": round(c, 2),
         "c_sparse_naive_loop_clips_per_s": round(c_sparse, 2),
+        # b/c cannot exceed bound/c (b at its bound); when (c) keeps every core busy that is
+        # c's CPU per clip over the build's, (decode-all + encode) / (d + e)
+        "c_cpu_s_per_clip": round(c_cpu, 4), "c_cpu_use": round(c_cpu * c / cores, 3),
+        "b_over_c_at_bound": round(bound / c, 3),
         "b_over_a": round(b / a, 3), "b_over_c": round(b / c, 3), "b_over_c_sparse": round(b / c_sparse, 3),
         "decode_cpu_s_per_clip": round(d, 4), "encode_cpu_s_per_clip": round(e, 4),
         "worker_start_cpu_s": round(start_cpu / workers, 3),
@@ -350,7 +355,7 @@ def one_round(args, folder: Path, paths: list[Path], model: Path, spec, workers:
 
 
 SUMMARISED = ("a_encoder_only_clips_per_s", "b_build_index_clips_per_s", "b_wall_clips_per_s", "b_wall_over_a", "c_naive_loop_clips_per_s",
-              "c_sparse_naive_loop_clips_per_s", "b_over_a", "b_over_c", "b_over_c_sparse", "decode_cpu_s_per_clip",
+              "c_sparse_naive_loop_clips_per_s", "c_cpu_s_per_clip", "c_cpu_use", "b_over_c_at_bound", "b_over_a", "b_over_c", "b_over_c_sparse", "decode_cpu_s_per_clip",
               "encode_cpu_s_per_clip", "bound_clips_per_s", "build_over_bound", "build_cpu_s_per_clip",
               "build_cpu_use", "build_seconds")
 
@@ -377,6 +382,8 @@ def _print(results: dict) -> None:
     print(f"(b) counted from the call (model load too): {show('b_wall_clips_per_s')} clips/s, "
           f"b_wall/a = {show('b_wall_over_a', '.3f')}")
     print(f"(c) naive loop, every frame decoded : {show('c_naive_loop_clips_per_s')} clips/s")
+    print(f"    it used {show('c_cpu_s_per_clip', '.4f')} CPU-s per clip, {show('c_cpu_use', '.3f')} of the cores: "
+          f"b/c could be at most bound/c = {show('b_over_c_at_bound', '.3f')}")
     print(f"(c') naive loop, sparse clip reader : {show('c_sparse_naive_loop_clips_per_s')} clips/s")
     print(f"b/a = {show('b_over_a', '.3f')} (target >= 0.9)   b/c = {show('b_over_c', '.3f')} (target >= 2)   "
           f"b/c' = {show('b_over_c_sparse', '.3f')}")

@@ -104,13 +104,14 @@ def fmt(rates: list[float]) -> str:
 
 
 def run(n: int, dim: int, nq: int, single: int, target: float, factory_request: str, repeats: int,
-        seed: int, exact_batch: int) -> dict:
+        seed: int, exact_batch: int, more_batches: list[int]) -> dict:
     faiss = F.faiss_module()
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((max(100, n // 100), dim), dtype=np.float32) / np.sqrt(dim)
     t0 = time.perf_counter()
     base = clustered(rng, n, dim, centres)
     queries = clustered(rng, nq, dim, centres)  # held out: never indexed, never used for tuning
+    extra = clustered(rng, max(more_batches, default=0), dim, centres)  # held out too: the batch sweep
     ids = np.arange(n, dtype=np.int64) * 3 + 7  # catalog-like ids, not positions
     t_data = time.perf_counter() - t0
     factory = F.effective_factory(factory_request, n, dim)
@@ -146,6 +147,9 @@ def run(n: int, dim: int, nq: int, single: int, target: float, factory_request: 
         "codes_alone": codes_alone, "flat_mb": n * dim * 4 / 2**20,
         "qps_batch": qps(index, queries, T.K, True, repeats), "qps_batch_faiss": qps(raw, queries, T.K, True, repeats),
         "qps_batch_exact": qps(exact, few, T.K, True, repeats),
+        # larger batches share each list among more queries (grouped search); exact gets the same batch
+        "more_batches": {b: (qps(index, extra[:b], T.K, True, repeats), qps(exact, extra[:b], T.K, True, repeats))
+                         for b in more_batches},
         "qps_single": qps(index, one, T.K, False, repeats), "qps_single_exact": qps(exact, one_few, T.K, False, repeats),
     }
     return res
@@ -162,6 +166,9 @@ def report(r: dict) -> None:
     sf = statistics.median(r["qps_batch_faiss"]) / statistics.median(r["qps_batch_exact"])
     print(f"   QPS batched  tuned {fmt(r['qps_batch'])}  exact {fmt(r['qps_batch_exact'])}  -> {sb:.1f}x "
           f"(FAISS's query-by-query scan of the batch: {fmt(r['qps_batch_faiss'])} -> {sf:.1f}x)")
+    for b, (tuned, exact) in r["more_batches"].items():
+        print(f"   QPS batch of {b:5d} tuned {fmt(tuned)}  exact {fmt(exact)}  -> "
+              f"{statistics.median(tuned) / statistics.median(exact):.1f}x")
     print(f"   QPS single   tuned {fmt(r['qps_single'])}  exact {fmt(r['qps_single_exact'])}  -> {ss:.1f}x")
 
 
@@ -176,6 +183,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--exact-batch", type=int, default=0,
                     help="queries in the exact batched timing (default: all, as the tuned one)")
+    ap.add_argument("--batches", default="",
+                    help="comma-separated further batch sizes timed for tuned and exact (e.g. 100,2000)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0,
                     help="FAISS (OpenMP) threads, 0: its default. On an oversubscribed machine 1 avoids "
@@ -188,7 +197,7 @@ def main() -> None:
           f"{os.getloadavg()[0]:.1f} at start; memory budget {F.memory_budget() / 2**30:.1f} GiB")
     for n in (int(s) for s in args.sizes.split(",")):
         report(run(n, args.dim, args.queries, args.single, args.target, args.factory, args.repeats, args.seed,
-                   args.exact_batch))
+                   args.exact_batch, [int(b) for b in args.batches.split(",") if b]))
     print(f"\nload average {os.getloadavg()[0]:.1f} at end (the machine is shared: ratios are measured side by side)")
 
 

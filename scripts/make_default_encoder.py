@@ -69,7 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # A two-stream backbone's streams are trained apart, each by the same method and settings as a
 # one-stream run, then joined: each stream keeps what it learns alone (the motion stream's
 # bias-0.8 probe, the appearance stream's scenes), and the two runs can go side by side.
-STREAMS = {"r3d_small_two_stream": {"appearance": "r3d_small", "motion": "r3d_small_diff"}}
+STREAMS = {"r3d_small_two_stream": {"appearance": "r3d_small", "motion": "r3d_small_diff"},
+           "r3d_small_moving_two_stream": {"appearance": "r3d_small_moving", "motion": "r3d_small_diff"}}
 
 
 def make_training_data(args: argparse.Namespace) -> Path:

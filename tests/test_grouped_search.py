@@ -54,7 +54,8 @@ def test_excluded_ids_are_left_out_and_replaced_by_the_next_best():
     np.testing.assert_allclose(got_scores, want_scores, atol=1e-5)
 
 
-def test_segments_sharing_centroids_answer_as_one_index(monkeypatch):
+@pytest.mark.parametrize("threads", [1, 3])  # the lists shared out among threads, or not
+def test_segments_sharing_centroids_answer_as_one_index(monkeypatch, threads):
     rng = np.random.default_rng(2)
     vectors = _unit(rng, 3000)
     ids = np.arange(3000, dtype=np.int64) * 7
@@ -68,7 +69,12 @@ def test_segments_sharing_centroids_answer_as_one_index(monkeypatch):
     monkeypatch.setattr(G, "CHUNK", 128)  # several chunks
     one.nprobe = 3
     want_scores, want_ids = one.search(q, 10)
-    got_scores, got_ids = G.grouped_search([G.InvertedListReader(p) for p in parts], q, _probes(one, q, 3), 10)
+    faiss, before = F.faiss_module(), F.faiss_module().omp_get_max_threads()
+    faiss.omp_set_num_threads(threads)
+    try:
+        got_scores, got_ids = G.grouped_search([G.InvertedListReader(p) for p in parts], q, _probes(one, q, 3), 10)
+    finally:
+        faiss.omp_set_num_threads(before)
     np.testing.assert_array_equal(got_ids, want_ids)
     np.testing.assert_allclose(got_scores, want_scores, atol=1e-5)
 

@@ -79,6 +79,33 @@ def r3d_small_diff(
     return FrameDifferenceResNet(conv_type="r3d", widths=_four(widths), blocks=_four(blocks))
 
 
+class MovingAppearanceResNet(VideoResNet):
+    """A video ResNet that sees the frames only where they change.
+
+    Each frame after the first is weighted, pixel by pixel, by how much it differs from the
+    one before (the mean absolute difference over the colour channels, as a share of the
+    clip's largest): a static background goes to zero, what moves keeps its colour and
+    texture, and a camera pan keeps the whole scene. Beside a frame-difference stream this
+    gives search the appearance of what moves without handing a linear probe the background.
+    """
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``B x 3 x T x H x W`` clips -> the feature map of their ``T - 1`` moving-pixel frames."""
+        if x.ndim != 5 or x.shape[2] < 2:
+            raise ValueError(f"expected B x 3 x T x H x W input with T >= 2, got shape {tuple(x.shape)}")
+        change = (x[:, :, 1:] - x[:, :, :-1]).abs().mean(dim=1, keepdim=True)
+        gate = change / (change.amax(dim=(2, 3, 4), keepdim=True) + 1e-6)
+        return super().forward_features(x[:, :, 1:] * gate)
+
+
+@register_backbone("r3d_small_moving", "r3d_small on the frames weighted by how much each pixel changes, D=128")
+def r3d_small_moving(
+    *, widths: tuple[int, int, int, int] = _SMALL_WIDTHS, blocks: tuple[int, int, int, int] = (1, 1, 1, 1)
+) -> VideoResNet:
+    """Small R3D over moving pixels: ``B x 3 x T x H x W -> B x widths[-1]``."""
+    return MovingAppearanceResNet(conv_type="r3d", widths=_four(widths), blocks=_four(blocks))
+
+
 class TwoStreamResNet(Backbone):
     """An appearance stream (the RGB frames) beside a motion stream (their differences).
 
@@ -115,6 +142,12 @@ class TwoStreamResNet(Backbone):
 def r3d_small_two_stream() -> TwoStreamResNet:
     """``B x 3 x T x H x W -> B x 256``: unit appearance (128) and unit motion (128) features."""
     return TwoStreamResNet(r3d_small(), r3d_small_diff())
+
+
+@register_backbone("r3d_small_moving_two_stream", "r3d_small_moving beside r3d_small_diff: what moves and how, D=256")
+def r3d_small_moving_two_stream() -> TwoStreamResNet:
+    """``B x 3 x T x H x W -> B x 256``: unit moving-appearance (128) and unit motion (128) features."""
+    return TwoStreamResNet(r3d_small_moving(), r3d_small_diff())
 
 
 @register_backbone("r2plus1d_small", "small R(2+1)D (widths 16/32/64/128, 1 block per layer) for CPUs, D=128")

@@ -5,8 +5,10 @@ reads a list as many times as queries probe it. At 1M 512-d vectors and nprobe 9
 about 47 MiB of vectors a query, memory-bound, while exact search answers the whole batch
 with one BLAS product, which made the tuned IVF slower than exact search on batches. Here
 the batch's (query, list) pairs are grouped by list and each list is scored against all of
-its queries with one matrix product: the same inner products over the same probed lists
-(so the same top-k as FAISS, up to the order of exact ties), with each list read once.
+its queries in one call of FAISS's exact k-NN kernel, the list held in cache while they scan
+it: the same inner products over the same probed lists (so the same top-k as FAISS, up to
+the order of exact ties), with each list read from memory once. A list holding excluded
+(tombstoned) ids is scored with one matrix product and the excluded columns masked.
 
 Only ``IVF...,Flat`` with inner product qualifies (its codes are the float32 vectors
 themselves); other encodings are searched by FAISS.
@@ -14,6 +16,7 @@ themselves); other encodings are searched by FAISS.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -71,13 +74,20 @@ def grouped_search(readers: list[InvertedListReader], q: np.ndarray, probes: np.
     """Top-``k`` (scores, ids) of ``q`` over the lists ``probes`` names (``B x nprobe``, -1 for
     none) in every reader, leaving out the ids in ``excluded``; short rows are filled as FAISS
     fills them (:data:`EMPTY_SCORE`, id -1)."""
+    from threadpoolctl import threadpool_limits
+
     q = np.ascontiguousarray(q, dtype=np.float32)
-    parts = [_search_chunk(readers, q[s:s + CHUNK], probes[s:s + CHUNK], k, excluded)
-             for s in range(0, len(q), CHUNK)]
+    # one BLAS thread per product: they are small (a list x its queries), and BLAS's threads
+    # spinning for each of thousands of them cost 11x at 300k vectors on a loaded 2-core machine;
+    # the lists are shared out among FAISS's thread count instead
+    threads = max(1, int(F.faiss_module().omp_get_max_threads()))  # as many as FAISS would use
+    with threadpool_limits(limits=1, user_api="blas"):
+        parts = [_search_chunk(readers, q[s:s + CHUNK], probes[s:s + CHUNK], k, excluded, threads)
+                 for s in range(0, len(q), CHUNK)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _search_chunk(readers, q, probes, k, excluded):
+def _search_chunk(readers, q, probes, k, excluded, threads):
     b, p = probes.shape
     slots = p * len(readers)  # a candidate slot per (probed list, segment) of each query
     cand_scores = np.full((b, slots, k), -np.inf, np.float32)
@@ -86,13 +96,22 @@ def _search_chunk(readers, q, probes, k, excluded):
     order = np.argsort(pairs, kind="stable")
     lists, starts = np.unique(pairs[order], return_index=True)
     bounds = np.append(starts, len(order))
-    for j, number in enumerate(lists):
-        if number < 0:
-            continue
-        members = order[bounds[j]:bounds[j + 1]]
-        rows, probe_slot = members // p, members % p
-        for r, reader in enumerate(readers):
-            _score_list(reader.list(number), q[rows], k, excluded, cand_scores, cand_ids, rows, probe_slot * len(readers) + r)
+    groups = [(number, order[bounds[j]:bounds[j + 1]]) for j, number in enumerate(lists) if number >= 0]
+
+    def score(part: list) -> None:  # each (query, list) pair has its own slot: threads never share one
+        if threads > 1:
+            F.faiss_module().omp_set_num_threads(1)  # this thread's own setting: no nested OpenMP
+        for number, members in part:
+            rows, probe_slot = members // p, members % p
+            for r, reader in enumerate(readers):
+                _score_list(reader.list(number), q[rows], k, excluded, cand_scores, cand_ids, rows,
+                            probe_slot * len(readers) + r)
+
+    if threads > 1 and len(groups) > 1:  # the products release the GIL
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(score, [groups[t::threads] for t in range(threads)]))
+    else:
+        score(groups)
     return _best(cand_scores.reshape(b, -1), cand_ids.reshape(b, -1), k)
 
 
@@ -101,13 +120,22 @@ def _score_list(held, queries, k, excluded, cand_scores, cand_ids, rows, slots) 
     if held is None:
         return
     vectors, ids = held
-    scores = vectors @ queries.T  # n x m: the list read once for all m queries
-    if excluded is not None and len(excluded):
-        scores[np.isin(ids, excluded)] = -np.inf
     kk = min(k, len(ids))
-    top = np.argpartition(-scores, kk - 1, axis=0)[:kk] if len(ids) > kk else np.arange(kk)[:, None].repeat(len(rows), 1)
-    cand_scores[rows, slots, :kk] = np.take_along_axis(scores, top, 0).T
-    cand_ids[rows, slots, :kk] = np.where(np.isfinite(cand_scores[rows, slots, :kk]), ids[top].T, -1)
+    if excluded is not None and len(excluded) and np.isin(ids, excluded).any():
+        scores, top = _top_without(vectors, ids, queries, kk, excluded)
+    else:  # FAISS's exact k-NN kernel: the list stays in cache while its m queries scan it
+        faiss = F.faiss_module()
+        scores, top = faiss.knn(queries, vectors, kk, metric=faiss.METRIC_INNER_PRODUCT)
+    cand_scores[rows, slots, :kk] = scores
+    cand_ids[rows, slots, :kk] = np.where(np.isfinite(scores) & (top >= 0), ids[np.maximum(top, 0)], -1)
+
+
+def _top_without(vectors, ids, queries, kk, excluded) -> tuple[np.ndarray, np.ndarray]:
+    """``m x kk`` best scores and their positions in a list that holds excluded ids (-inf for them)."""
+    scores = queries @ vectors.T
+    scores[:, np.isin(ids, excluded)] = -np.inf
+    top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if len(ids) > kk else np.arange(kk)[None].repeat(len(queries), 0)
+    return np.take_along_axis(scores, top, 1), top
 
 
 def _best(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
