@@ -1,8 +1,11 @@
 """Reproduce the default encoder shipped in vcl_infer/models/ (run: python scripts/make_default_encoder.py).
 
-1. Generate a synthetic motion set (vcl-synth, its own seed) and pretrain r3d_small (or
-   --arch, e.g. r3d_small_diff: r3d_small over consecutive-frame differences) on its train split, self-supervised (no labels), with the method and settings the learnability
-   ladder shows best (docs/ladder.md).
+1. Generate a synthetic motion set (vcl-synth, its own seed) and pretrain the backbone on its
+   train split, self-supervised (no labels), with the method and settings the learnability
+   ladder shows best (docs/ladder.md). The default, r3d_small_moving_two_stream, is two
+   streams trained one after the other and joined: r3d_small over the moving pixels of the
+   frames, and r3d_small over their differences (--arch r3d_small, r3d_small_diff, ... train
+   one).
 2. Export it (vcl-export's pipeline, ONNX Runtime checked against torch) and an untrained
    backbone of the same spec, for comparison.
 3. Measure both on sets it never saw (vcl-synth with other seeds, hence other textures and
@@ -44,11 +47,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # bias-0.8 probe and made it worse at this budget (0.375 -> 0.104-0.271; README, "The default encoder").
     p.add_argument("--set", dest="overrides", action="append", default=["reverse_negatives=true", "temperature=0.2", "hue=0.5", "grayscale_p=0.5"],
                    help="KEY=VALUE method hyperparameters (default: the ladder's best settings)")
-    # r3d_small_diff (frame differences) lifts the bias-0.8 probe from 0.375 to 0.812, but it sees no
-    # appearance: a 2-second cut of the moment-search test's 10-minute video then matches other
-    # scenes within 0.002 of its own, so the shipped default stays r3d_small (README, "The default
-    # encoder"; docs/default_encoder_candidates/).
-    p.add_argument("--arch", default="r3d_small", help="Backbone (training.models registry name).")
+    # The default is two streams, each SimCLR-trained alone and joined: r3d_small_moving (the frames
+    # weighted by how much each pixel changes: what moves, in colour) beside r3d_small_diff (frame
+    # differences). Frame differences alone lift the bias-0.8 probe from 0.375 to 0.812 but see no
+    # appearance, so a 2-second cut matched other scenes within 0.001-0.013; the full RGB frames as
+    # the second stream give the probe the background again (0.521). README, "The default encoder".
+    p.add_argument("--arch", default="r3d_small_moving_two_stream",
+                   help="Backbone (training.models registry name); a two-stream one trains its streams one after the other.")
     p.add_argument("--optimizer", default="adam")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--steps", type=int, default=300)

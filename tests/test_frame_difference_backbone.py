@@ -71,3 +71,24 @@ def test_the_two_streams_are_the_trained_backbones_they_were_given():
         expected = torch.cat([torch.nn.functional.normalize(appearance(clips), dim=1),
                               torch.nn.functional.normalize(motion(clips), dim=1)], dim=1)
     assert torch.allclose(joined, expected, atol=1e-5)
+
+
+def _square_over_background(square_colour: float, background: torch.Tensor) -> torch.Tensor:
+    """A square moving along the top rows over a background; rows 20-31 only ever show the background."""
+    clip = background.expand(1, 3, 8, 32, 32).clone()
+    for t in range(8):
+        clip[0, :, t, 2:8, 2 + 3 * t: 8 + 3 * t] = square_colour
+    return clip
+
+
+def test_the_moving_stream_sees_the_colour_of_what_moves_and_not_the_still_background():
+    torch.manual_seed(0)
+    model = create_backbone("r3d_small_moving").eval()
+    g = torch.Generator().manual_seed(5)
+    background = torch.rand(1, 3, 1, 32, 32, generator=g)
+    other = background.clone()
+    other[..., 20:, :] = torch.rand(1, 3, 1, 12, 32, generator=g)  # where nothing ever moves
+    with torch.no_grad():
+        base = model(_square_over_background(0.9, background))
+        assert torch.allclose(base, model(_square_over_background(0.9, other)), atol=1e-5)
+        assert not torch.allclose(base, model(_square_over_background(0.2, background)), atol=1e-3)
