@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+DEFAULT_DIM = json.loads((Path(__file__).resolve().parents[1] / "vcl_infer" / "models" / "default.json").read_text())["embed_dim"]
+
 import numpy as np
 import pytest
 
@@ -52,7 +54,8 @@ def test_fit_predict_eval_end_to_end(dataset, tmp_path):
                             "--out", str(tmp_path / "probe" / "p"), "--json").stdout)
     assert fitted["labelled"] == 12 and fitted["found_in_index"] == 12 and fitted["missing"] == 0
     with np.load(tmp_path / "probe" / "p.npz", allow_pickle=False) as arrays:  # no pickle in probe files
-        assert arrays["coef"].shape == (3, 128)  # scikit-learn layout: classes x features
+        # scikit-learn layout: classes x features (the default encoder's embedding)
+        assert arrays["coef"].shape == (3, DEFAULT_DIM)
     info = json.loads((tmp_path / "probe" / "p.json").read_text())["info"]
     assert info["encoder_fingerprint"].startswith("sha256:")
 
