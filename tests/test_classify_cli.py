@@ -14,12 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-DEFAULT_DIM = json.loads((Path(__file__).resolve().parents[1] / "vcl_infer" / "models" / "default.json").read_text())["embed_dim"]
-
 import numpy as np
 import pytest
 
 from training.data.synthetic import SynthConfig, generate
+
+DEFAULT_DIM = json.loads((Path(__file__).resolve().parents[1] / "vcl_infer" / "models" / "default.json").read_text())["embed_dim"]
 
 
 def cli(module: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
