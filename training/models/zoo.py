@@ -54,6 +54,13 @@ def r3d_small(
     return VideoResNet(conv_type="r3d", widths=_four(widths), blocks=_four(blocks))
 
 
+def _frame_differences(x: torch.Tensor) -> torch.Tensor:
+    """``B x 3 x T x H x W`` clips -> their ``T - 1`` consecutive-frame differences."""
+    if x.ndim != 5 or x.shape[2] < 2:
+        raise ValueError(f"expected B x 3 x T x H x W input with T >= 2, got shape {tuple(x.shape)}")
+    return x[:, :, 1:] - x[:, :, :-1]
+
+
 class FrameDifferenceResNet(VideoResNet):
     """A video ResNet that sees the differences of consecutive frames, not the frames.
 
@@ -66,9 +73,7 @@ class FrameDifferenceResNet(VideoResNet):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``B x 3 x T x H x W`` clips -> the feature map of their ``T - 1`` frame differences."""
-        if x.ndim != 5 or x.shape[2] < 2:
-            raise ValueError(f"expected B x 3 x T x H x W input with T >= 2, got shape {tuple(x.shape)}")
-        return super().forward_features(x[:, :, 1:] - x[:, :, :-1])
+        return super().forward_features(_frame_differences(x))
 
 
 @register_backbone("r3d_small_diff", "r3d_small on consecutive-frame differences (background-invariant), D=128")
@@ -91,9 +96,7 @@ class MovingAppearanceResNet(VideoResNet):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``B x 3 x T x H x W`` clips -> the feature map of their ``T - 1`` moving-pixel frames."""
-        if x.ndim != 5 or x.shape[2] < 2:
-            raise ValueError(f"expected B x 3 x T x H x W input with T >= 2, got shape {tuple(x.shape)}")
-        change = (x[:, :, 1:] - x[:, :, :-1]).abs().mean(dim=1, keepdim=True)
+        change = _frame_differences(x).abs().mean(dim=1, keepdim=True)
         gate = change / (change.amax(dim=(2, 3, 4), keepdim=True) + 1e-6)
         return super().forward_features(x[:, :, 1:] * gate)
 

@@ -205,8 +205,6 @@ def build_with_ray(
     Returns:
         A :class:`RayBuildReport` (also ``INDEX/build_report.json`` when ingesting).
     """
-    from tqdm import tqdm
-
     from vcl_infer._optional import require
     from vcl_infer.clips.sampling_record import requested_sampling, resolve_sampling
 
@@ -221,30 +219,17 @@ def build_with_ray(
     files = find_videos(videos_dir)
     stats = _stats(files)
     shards = Path(shards_dir) if shards_dir is not None else Path(index_dir) / SHARDS_SUBDIR
-    report = RayBuildReport(index=os.path.abspath(index_dir), videos_dir=os.path.abspath(videos_dir),
-                            model=str(model_path), fingerprint=spec.fingerprint, clips_per_video=rule.count,
-                            sampling=rule.to_dict(), shards_dir=str(shards.resolve()), ray_address=address or "")
+    report = _new_report(index_dir, videos_dir, model_path, spec, rule, shards, address)
     ingested = IngestReport(index=report.index)
     index = open_index_for_shards(index_dir, meta, index_type, target_recall) if ingest else None
     try:
         writer = ShardIngester(index, ingested, current=stats) if index is not None else None
         todo = _resume_and_plan(writer, shards, files, stats, report, meta)
-        with tqdm(total=len(todo), unit="video", desc="indexing (ray)", disable=not progress,
-                  dynamic_ncols=True) as bar:
-
-            def on_shard(shard: str) -> None:
-                if writer is not None:
-                    writer.ingest(shard)
-                bar.update(_rows_in(shard))
-
-            if todo:
-                with ray_session(address, num_cpus) as ray:
-                    _quiet_ray_data(progress)
-                    report.encoders = _extract(ray, todo, stats, meta, spec, str(model_path), shards,
-                                               batch_size=batch_size, encoders=encoders, timeout_s=timeout_s,
-                                               on_shard=on_shard)
-            if writer is not None:
-                writer.flush()
+        actors = _extract_with_progress(todo, writer, stats, meta, spec, model_path, shards, address=address,
+                                        num_cpus=num_cpus, batch_size=batch_size, encoders=encoders,
+                                        timeout_s=timeout_s, progress=progress)
+        if actors is not None:
+            report.encoders = actors
         report.embedded_now = len(todo)
     finally:
         if index is not None:
@@ -255,6 +240,37 @@ def build_with_ray(
     if index is not None:
         write_report(index_dir, report)
     return report
+
+
+def _new_report(index_dir, videos_dir, model_path: Path, spec, rule, shards: Path, address: str | None) -> RayBuildReport:
+    """The report of a build about to start: where, with what, cut how."""
+    return RayBuildReport(index=os.path.abspath(index_dir), videos_dir=os.path.abspath(videos_dir),
+                          model=str(model_path), fingerprint=spec.fingerprint, clips_per_video=rule.count,
+                          sampling=rule.to_dict(), shards_dir=str(shards.resolve()), ray_address=address or "")
+
+
+def _extract_with_progress(todo, writer, stats, meta, spec, model_path: Path, shards: Path, *, address, num_cpus,
+                           batch_size: int, encoders: int | None, timeout_s: float, progress: bool) -> int | None:
+    """Extract ``todo`` on Ray with a progress bar, ingesting each shard as it lands (``writer``,
+    when ingesting), then flush; the encoder actors used, None when there was nothing to do."""
+    from tqdm import tqdm
+
+    actors = None
+    with tqdm(total=len(todo), unit="video", desc="indexing (ray)", disable=not progress, dynamic_ncols=True) as bar:
+
+        def on_shard(shard: str) -> None:
+            if writer is not None:
+                writer.ingest(shard)
+            bar.update(_rows_in(shard))
+
+        if todo:
+            with ray_session(address, num_cpus) as ray:
+                _quiet_ray_data(progress)
+                actors = _extract(ray, todo, stats, meta, spec, str(model_path), shards, batch_size=batch_size,
+                                  encoders=encoders, timeout_s=timeout_s, on_shard=on_shard)
+        if writer is not None:
+            writer.flush()
+    return actors
 
 
 def _encoder(model: str | os.PathLike | None):

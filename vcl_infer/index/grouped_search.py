@@ -121,8 +121,9 @@ def _score_list(held, queries, k, excluded, cand_scores, cand_ids, rows, slots) 
         return
     vectors, ids = held
     kk = min(k, len(ids))
-    if excluded is not None and len(excluded) and np.isin(ids, excluded).any():
-        scores, top = _top_without(vectors, ids, queries, kk, excluded)
+    dropped = np.isin(ids, excluded) if excluded is not None and len(excluded) else None
+    if dropped is not None and dropped.any():
+        scores, top = _top_without(vectors, dropped, queries, kk)
     else:  # FAISS's exact k-NN kernel: the list stays in cache while its m queries scan it
         faiss = F.faiss_module()
         scores, top = faiss.knn(queries, vectors, kk, metric=faiss.METRIC_INNER_PRODUCT)
@@ -130,11 +131,11 @@ def _score_list(held, queries, k, excluded, cand_scores, cand_ids, rows, slots) 
     cand_ids[rows, slots, :kk] = np.where(np.isfinite(scores) & (top >= 0), ids[np.maximum(top, 0)], -1)
 
 
-def _top_without(vectors, ids, queries, kk, excluded) -> tuple[np.ndarray, np.ndarray]:
-    """``m x kk`` best scores and their positions in a list that holds excluded ids (-inf for them)."""
+def _top_without(vectors, dropped, queries, kk) -> tuple[np.ndarray, np.ndarray]:
+    """``m x kk`` best scores and their positions in a list whose ``dropped`` rows are excluded (-inf)."""
     scores = queries @ vectors.T
-    scores[:, np.isin(ids, excluded)] = -np.inf
-    top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if len(ids) > kk else np.arange(kk)[None].repeat(len(queries), 0)
+    scores[:, dropped] = -np.inf
+    top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if len(vectors) > kk else np.arange(kk)[None].repeat(len(queries), 0)
     return np.take_along_axis(scores, top, 1), top
 
 

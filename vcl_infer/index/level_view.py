@@ -94,17 +94,16 @@ class LevelView:
 
     def _probed(self, q: np.ndarray, nprobe: int | None) -> np.ndarray:
         """The inverted lists an IVF search of ``q`` probes (every segment shares the centroids)."""
-        faiss = F.faiss_module()
-        ivf = faiss.extract_index_ivf(self._stacked if self._stacked is not None else self.segments[0].index)
-        _, lists = ivf.quantizer.search(np.ascontiguousarray(q, dtype=np.float32), self._nprobe(nprobe))
+        _, lists = self._ivf().quantizer.search(np.ascontiguousarray(q, dtype=np.float32), self._nprobe(nprobe))
         return lists
+
+    def _ivf(self) -> Any:
+        """The IVF index searches go through: the stacked shell, else the one segment."""
+        return F.faiss_module().extract_index_ivf(self._stacked if self._stacked is not None else self.segments[0].index)
 
     def _nprobe(self, nprobe: int | None) -> int:
         """This search's nprobe: the call's, the recorded one, or the index's own."""
-        if nprobe or self.nprobe:
-            return int(nprobe or self.nprobe)
-        faiss = F.faiss_module()
-        return int(faiss.extract_index_ivf(self._stacked if self._stacked is not None else self.segments[0].index).nprobe)
+        return int(nprobe or self.nprobe or self._ivf().nprobe)
 
     def _params(self, nprobe: int | None) -> Any:
         faiss = F.faiss_module()
