@@ -76,10 +76,16 @@ class AsLevelView:
         self.readers = [G.InvertedListReader(index)] if G.groupable(index) else None
 
     def search(self, q: np.ndarray, k: int):
+        if len(q) < F.BLAS_FROM_QUERIES:
+            return self._search(q, k)
+        with F.blas_from(F.BLAS_FROM_QUERIES, q.shape[1]):
+            return self._search(q, k)
+
+    def _search(self, q: np.ndarray, k: int):
         if self.readers is None:
             return self.index.search(q, k)
         ivf = F.faiss_module().extract_index_ivf(self.index)
-        if not G.worth_grouping(len(q), ivf.nprobe, ivf.nlist):
+        if not G.worth_grouping(len(q), ivf.nprobe, ivf.nlist, ivf.ntotal):
             return self.index.search(q, k)
         _, probes = ivf.quantizer.search(q, ivf.nprobe)
         return G.grouped_search(self.readers, q, probes, k)

@@ -34,7 +34,7 @@ def test_ivf_recall_at_10_vs_exact(data):
     base, q = x[:N], x[N:]
     ids = np.arange(N, dtype=np.int64) * 7 + 1000  # catalog-like ids, not positions
     factory = choose_factory(N, D)
-    assert factory == "IVF2048,Flat"  # 4 sqrt(N), a power of two
+    assert factory == "IVF4096,Flat"  # 8 sqrt(N), a power of two
     factory = "IVF1024,Flat"
 
     t0 = time.perf_counter()

@@ -127,7 +127,8 @@ def test_ivf_segments_answer_as_one_ivf_file(tmp_path, monkeypatch):
     one = F.add_all(ix.files._templates["clip"].trained(), ids, vecs)  # one file, same centroids
     q = _unit(rng, 50)
     monkeypatch.setattr(seg_mod, "EAGER_BYTES", 0)  # the reader maps every segment's inverted lists
-    grouped = []  # a batch this large is answered list by list (grouped_search), not by FAISS
+    monkeypatch.setattr(grouped_mod, "SHARED_WORK", 0.0)  # every batch this size answered list by list
+    grouped = []  # so the grouped search is what answers it, not FAISS
     real_grouped = grouped_mod.grouped_search
     monkeypatch.setattr(grouped_mod, "grouped_search", lambda *a, **kw: grouped.append(1) or real_grouped(*a, **kw))
     with VideoIndex.open(tmp_path / "ix") as reader:

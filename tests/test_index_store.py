@@ -278,13 +278,13 @@ def test_ivf_index_type_trains_when_large_enough(tmp_path):
     [
         (0, 512, 64, "Flat"),
         (49_999, 512, 64, "Flat"),
-        (50_000, 512, 64, "IVF1024,Flat"),
-        (1_000_000, 512, 64, "IVF4096,Flat"),
-        (3_000_000, 512, 64, "IVF8192,Flat"),
-        (10_000_000, 512, 64, "IVF16384,PQ128"),  # more than 3M: IVF-PQ
-        (10_000_000, 100, 64, "IVF16384,PQ25"),
-        (1_000_000, 512, 1, "IVF4096,PQ128"),  # 2 GB of vectors over a 1 GB budget: IVF-PQ
-        (100_000_000, 512, 4, "IVF32768,PQ32"),  # the codes themselves shrink to fit
+        (50_000, 512, 64, "IVF2048,Flat"),
+        (1_000_000, 512, 64, "IVF8192,Flat"),
+        (3_000_000, 512, 64, "IVF16384,Flat"),
+        (10_000_000, 512, 64, "IVF32768,PQ128"),  # more than 3M: IVF-PQ
+        (10_000_000, 100, 64, "IVF32768,PQ25"),
+        (1_000_000, 512, 1, "IVF8192,PQ128"),  # 2 GB of vectors over a 1 GB budget: IVF-PQ
+        (100_000_000, 512, 4, "IVF65536,PQ32"),  # the codes themselves shrink to fit
     ],
 )
 def test_choose_factory(n, dim, memory_gb, expect):

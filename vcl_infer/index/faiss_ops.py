@@ -10,30 +10,60 @@ import hashlib
 import math
 import os
 import re
+import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 
 from vcl_infer._optional import require
+from vcl_infer.index.centroids import ivf_centroids
 
 FLAT_MAX = 50_000  # below this many vectors an exact Flat index is fast enough
 IVF_FLAT_MAX = 3_000_000  # above this (or above the memory budget), IVF+PQ to bound memory
 IVF_MIN_POINTS_PER_LIST = 39  # faiss k-means wants >= 39 training points per centroid
 TRAIN_POINTS_PER_LIST = 30  # training subsample size per IVF list (bounded build time)
-# k-means work bound (sample points x lists x iterations): 4096 lists x 30 points x 5 iterations,
-# what 1M vectors get (36 s on one loaded core); smaller indexes get up to 25 iterations within it.
-# On clustered data more points at fewer iterations placed the lists better than the reverse
-# (benchmarks/index_scale.py's data at 1M, 4096 lists: 123k points x 5 iterations kept 90% of a
-# query's top-10 in its nearest list and 95% in 12; 82k x 5 81%; 82k x 8 89% but 91% in 12 and
-# 59 s; 164k x 2 72%; 41k x 25 at 1024 lists 54%)
-KMEANS_WORK = 4096 * 30 * 4096 * 5
-KMEANS_ITER = (5, 25)
 PQ_MIN_TRAIN = 10_000
 TRAIN_SEED = 1234
 MEMORY_ENV = "VCL_INDEX_MEMORY_GB"  # the memory the index may take; default a quarter of the RAM
+# FAISS's exact k-NN (a Flat index, an IVF quantizer) takes its BLAS path from queries x dim >=
+# distance_compute_blas_threshold, 128,000 in faiss 1.15: 250 queries at 512-d. Below that it scans
+# query by query. One core, 512-d: BLAS was as fast from 8 queries on a 244-vector list and 1.5x
+# faster from 16, and 4.9x faster for 20 queries over 8192 IVF centroids (a batch of 100 over the
+# 1M index ran at single-query speed, 13.8x exact search, until its quantizer took BLAS)
+BLAS_FROM_QUERIES = 8
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_saved = 0
 
 
 def faiss_module():
     return require("faiss")
+
+
+@contextmanager
+def blas_from(queries: int, dim: int) -> Iterator[None]:
+    """FAISS's exact k-NN on BLAS from ``queries`` queries of ``dim`` while this is held (nested and
+    concurrent holders share it; the first one's value stands), then the threshold restored.
+
+    The threshold is process-wide: searches running meanwhile in other threads take the BLAS path
+    from that size too, which changes their speed and the last bits of their scores, never which
+    neighbours they find beyond exact ties.
+    """
+    global _blas_users, _blas_saved
+    cvar = faiss_module().cvar
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_saved = int(cvar.distance_compute_blas_threshold)
+            cvar.distance_compute_blas_threshold = min(_blas_saved, int(queries) * int(dim))
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                cvar.distance_compute_blas_threshold = _blas_saved
 
 
 def _pow2(x: float) -> int:
@@ -63,17 +93,12 @@ def pq_bytes(dim: int, n: int, budget: int) -> int:
 
 
 def ivf_nlist(n: int) -> int:
-    """IVF lists for ``n`` vectors: the power of two nearest ``4 sqrt(n)`` (FAISS's guideline is 4 to 16
-    sqrt(n)), 256 to 65536. 1024 at 100k, 4096 at 1M: with sqrt(n) (1024 at 1M) each list mixed ~10
-    of the benchmark's 10,000 clusters and a cluster's vectors spread over many lists (nprobe 384
-    for recall@10 0.986, 1.0x exact search batched)."""
-    return min(max(_pow2(4 * math.sqrt(n)), 256), 65536)
-
-
-def kmeans_iterations(n_train: int, nlist: int) -> int:
-    """k-means iterations for ``n_train`` points and ``nlist`` centroids within :data:`KMEANS_WORK`."""
-    lo, hi = KMEANS_ITER
-    return int(min(hi, max(lo, KMEANS_WORK // max(1, n_train * nlist))))
+    """IVF lists for ``n`` vectors: the power of two nearest ``8 sqrt(n)`` (FAISS's guideline is 4 to 16
+    sqrt(n)), 256 to 65536: 2048 at 100k, 8192 at 1M. Lists should be no coarser than the data's
+    clusters: at 1M the benchmark's 10,000 clusters in 4096 lists kept a long tail of a query's
+    top-10 in far lists (recall@10 0.95 at nprobe 32, 0.97 at 128), in 8192 lists 0.96 at nprobe 2;
+    with sqrt(n) (1024 at 1M) a cluster's vectors spread over many lists (nprobe 384 for 0.986)."""
+    return min(max(_pow2(8 * math.sqrt(n)), 256), 65536)
 
 
 def choose_factory(n: int, dim: int, memory_bytes: int | None = None) -> str:
@@ -82,8 +107,8 @@ def choose_factory(n: int, dim: int, memory_bytes: int | None = None) -> str:
     ``Flat`` (exact) below 50k vectors; ``IVF{nlist},Flat`` while the float32 vectors fit the
     memory budget (:func:`memory_budget`) and n <= 3M; else ``IVF{nlist},PQ{m}`` (m bytes a
     vector, :func:`pq_bytes`). nlist is :func:`ivf_nlist` (a power of two, so the choice changes,
-    and the index is retrained, only when the collection roughly quadruples); k-means works on a
-    bounded sample (30 points a list) for a bounded number of iterations (:func:`kmeans_iterations`).
+    and the index is retrained, only when the collection roughly quadruples); its centroids come from
+    two-level k-means on a bounded sample (30 points a list, :mod:`.centroids`).
     The search parameter (nprobe) is then tuned to the target recall.
     """
     if n < FLAT_MAX:
@@ -188,8 +213,8 @@ def set_search_params(index, factory: str, nprobe: int | None, efsearch: int | N
 
 def train_empty(factory: str, dim: int, vectors: np.ndarray):
     """An empty index of ``factory`` (inner product), trained when it needs training on a bounded
-    sample of ``vectors`` (30 a list, at least 10k for PQ; k-means iterations bounded by
-    :func:`kmeans_iterations`): what every segment of a level is made from.
+    sample of ``vectors`` (30 a list, at least 10k for PQ; IVF centroids by two-level k-means,
+    :mod:`.centroids`): what every segment of a level is made from.
 
     Non-IVF structures come wrapped in an ``IndexIDMap2``; IVF indexes store ids natively.
     """
@@ -208,10 +233,8 @@ def train_empty(factory: str, dim: int, vectors: np.ndarray):
             sample = vectors[np.sort(rng.choice(len(vectors), n_train, replace=False))]
         else:
             sample = vectors
-        if nlist_of(factory):
-            cp = faiss.extract_index_ivf(base).cp
-            cp.niter = kmeans_iterations(len(sample), nlist)
-            cp.min_points_per_centroid = min(cp.min_points_per_centroid, TRAIN_POINTS_PER_LIST)  # by design: no warning
+        if nlist_of(factory):  # centroids placed first: FAISS then trains only what encodes the vectors (PQ)
+            faiss.extract_index_ivf(base).quantizer.add(ivf_centroids(sample, nlist, TRAIN_SEED))
         base.train(np.ascontiguousarray(sample))
     return index
 

@@ -71,13 +71,20 @@ class LevelView:
 
     def search(self, q: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` live ids by inner product over every segment (raises ``SegmentDamaged`` for a
-        mapped segment that fails its deferred check)."""
+        mapped segment that fails its deferred check). A batch's exact products (the IVF quantizer,
+        a Flat segment) run on BLAS from :data:`~.faiss_ops.BLAS_FROM_QUERIES` queries."""
+        if len(q) < F.BLAS_FROM_QUERIES:
+            return self._search(q, k, nprobe)
+        with F.blas_from(F.BLAS_FROM_QUERIES, q.shape[1]):
+            return self._search(q, k, nprobe)
+
+    def _search(self, q: np.ndarray, k: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
         lists = self._probed(q, nprobe) if any(s.per_list for s in self.segments) else None
         for s in self.segments:
             s.ensure_checked(lists)
         if not self.segments:
             return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
-        if self._readers is not None and G.worth_grouping(len(q), self._nprobe(nprobe), F.nlist_of(self.factory) or 1):
+        if self._readers is not None and self._worth_grouping(len(q), nprobe):
             probes = lists if lists is not None else self._probed(q, nprobe)
             return G.grouped_search(self._readers, q, probes, k, self.tombstones)
         params = self._params(nprobe)
@@ -91,6 +98,9 @@ class LevelView:
         scores = np.where(ids < 0, -np.inf, scores)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+
+    def _worth_grouping(self, batch: int, nprobe: int | None) -> bool:
+        return G.worth_grouping(batch, self._nprobe(nprobe), F.nlist_of(self.factory) or 1, self.ntotal)
 
     def _probed(self, q: np.ndarray, nprobe: int | None) -> np.ndarray:
         """The inverted lists an IVF search of ``q`` probes (every segment shares the centroids)."""
