@@ -76,9 +76,7 @@ class AsLevelView:
         self.readers = [G.InvertedListReader(index)] if G.groupable(index) else None
 
     def search(self, q: np.ndarray, k: int):
-        if len(q) < F.BLAS_FROM_QUERIES:
-            return self._search(q, k)
-        with F.blas_from(F.BLAS_FROM_QUERIES, q.shape[1]):
+        with F.blas_for_batch(q):
             return self._search(q, k)
 
     def _search(self, q: np.ndarray, k: int):

@@ -47,13 +47,18 @@ def test_shares_sum_to_the_lists_in_proportion_each_cell_between_one_and_its_poi
         assert np.abs(shares - sizes * total / sizes.sum()).max() < 1 + 1e-9 or (shares == 1).any() or (shares == sizes).any()
 
 
+def _collection(seed, clusters, queries, nlist):
+    """``(base, queries, sample)``: 100 vectors a cluster, fresh queries, and 30 sample points a list."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, DIM)).astype(np.float32) / np.sqrt(DIM)
+    base, fresh = _clustered(rng, 100 * clusters, centres), _clustered(rng, queries, centres)
+    return base, fresh, base[rng.choice(len(base), 30 * nlist, replace=False)]
+
+
 def test_lists_keep_a_querys_neighbours_in_its_nearest_lists():
     """Clusters of 100 vectors, 0.85 a list (1M in benchmarks/index_scale.py: 10,000 in 8192 lists)."""
-    rng = np.random.default_rng(3)
-    centres = rng.standard_normal((600, DIM)).astype(np.float32) / np.sqrt(DIM)
-    base, queries = _clustered(rng, 60_000, centres), _clustered(rng, 300, centres)
     nlist = 512
-    sample = base[rng.choice(len(base), 30 * nlist, replace=False)]
+    base, queries, sample = _collection(3, 600, 300, nlist)
     got = _share_in_nearest_lists(C.ivf_centroids(sample, nlist, seed=1), base, queries, 2)
     assert got >= 0.97, got
 
@@ -62,11 +67,8 @@ def test_two_level_start_beats_a_random_start_of_the_same_work():
     """More lists than clusters: the two levels (20 iterations each, about 2 flat iterations' work
     here) give most clusters a list of their own, where a random start given the same work leaves
     some without one."""
-    rng = np.random.default_rng(4)
-    centres = rng.standard_normal((900, DIM)).astype(np.float32) / np.sqrt(DIM)
-    base, queries = _clustered(rng, 90_000, centres), _clustered(rng, 1000, centres)
     nlist = 1024
-    sample = base[rng.choice(len(base), 30 * nlist, replace=False)]
+    base, queries, sample = _collection(4, 900, 1000, nlist)
     two_level = _share_in_nearest_lists(C._two_level(sample, nlist, seed=1), base, queries, 1)
     random_start = _share_in_nearest_lists(C._kmeans(sample, nlist, seed=1, iterations=2), base, queries, 1)
     assert two_level > random_start + 0.01, (two_level, random_start)

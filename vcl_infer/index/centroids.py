@@ -60,10 +60,9 @@ def _shares(sizes: np.ndarray, total: int) -> np.ndarray:
     """Integers proportional to ``sizes`` summing to ``total``, each in [1, size] (0 for an empty cell)."""
     exact = sizes * total / sizes.sum()
     shares = np.minimum(np.maximum(np.floor(exact).astype(np.int64), (sizes > 0).astype(np.int64)), sizes)
-    while shares.sum() != total:  # hand out (or take back) one at a time, largest remainder first
-        room = np.where(shares.sum() < total, shares < sizes, shares > 1)
-        gap = (exact - shares) if shares.sum() < total else (shares - exact)
-        shares[int(np.argmax(np.where(room, gap, -np.inf)))] += 1 if shares.sum() < total else -1
+    while (short := total - int(shares.sum())) != 0:  # one at a time, largest remainder first
+        room, gap = (shares < sizes, exact - shares) if short > 0 else (shares > 1, shares - exact)
+        shares[int(np.argmax(np.where(room, gap, -np.inf)))] += 1 if short > 0 else -1
     return shares
 
 

@@ -42,20 +42,24 @@ def faiss_module():
 
 
 @contextmanager
-def blas_from(queries: int, dim: int) -> Iterator[None]:
-    """FAISS's exact k-NN on BLAS from ``queries`` queries of ``dim`` while this is held (nested and
-    concurrent holders share it; the first one's value stands), then the threshold restored.
+def blas_for_batch(q: np.ndarray) -> Iterator[None]:
+    """FAISS's exact k-NN on BLAS from :data:`BLAS_FROM_QUERIES` queries while this batch ``q`` is
+    searched (nothing changes for a smaller one; nested and concurrent holders share the setting),
+    then the threshold restored.
 
     The threshold is process-wide: searches running meanwhile in other threads take the BLAS path
     from that size too, which changes their speed and the last bits of their scores, never which
     neighbours they find beyond exact ties.
     """
     global _blas_users, _blas_saved
+    if len(q) < BLAS_FROM_QUERIES:
+        yield
+        return
     cvar = faiss_module().cvar
     with _blas_lock:
         if _blas_users == 0:
             _blas_saved = int(cvar.distance_compute_blas_threshold)
-            cvar.distance_compute_blas_threshold = min(_blas_saved, int(queries) * int(dim))
+            cvar.distance_compute_blas_threshold = min(_blas_saved, BLAS_FROM_QUERIES * int(q.shape[1]))
         _blas_users += 1
     try:
         yield

@@ -88,7 +88,7 @@ def grouped_search(readers: list[InvertedListReader], q: np.ndarray, probes: np.
     # spinning for each of thousands of them cost 11x at 300k vectors on a loaded 2-core machine;
     # the lists are shared out among FAISS's thread count instead
     threads = max(1, int(F.faiss_module().omp_get_max_threads()))  # as many as FAISS would use
-    with threadpool_limits(limits=1, user_api="blas"), F.blas_from(F.BLAS_FROM_QUERIES, q.shape[1]):
+    with threadpool_limits(limits=1, user_api="blas"), F.blas_for_batch(q):
         parts = [_search_chunk(readers, q[s:s + CHUNK], probes[s:s + CHUNK], k, excluded, threads)
                  for s in range(0, len(q), CHUNK)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

@@ -73,9 +73,7 @@ class LevelView:
         """Top-``k`` live ids by inner product over every segment (raises ``SegmentDamaged`` for a
         mapped segment that fails its deferred check). A batch's exact products (the IVF quantizer,
         a Flat segment) run on BLAS from :data:`~.faiss_ops.BLAS_FROM_QUERIES` queries."""
-        if len(q) < F.BLAS_FROM_QUERIES:
-            return self._search(q, k, nprobe)
-        with F.blas_from(F.BLAS_FROM_QUERIES, q.shape[1]):
+        with F.blas_for_batch(q):
             return self._search(q, k, nprobe)
 
     def _search(self, q: np.ndarray, k: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
